@@ -1,0 +1,1 @@
+"""One module per ``mmcaps`` subcommand, each with ``register(subparsers)``."""

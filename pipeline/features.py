@@ -1,0 +1,121 @@
+"""The per-video sample: what extraction produces, what a shard stores and what training reads.
+
+One :class:`VideoFeatures` is one WebDataset sample (DESIGN section 3):
+
+==================  =======================  =================================================================
+member              dtype, shape             meaning
+==================  =======================  =================================================================
+``rgb2d.npy``       float16 [T2, 2048]       ResNet-152 pooled, 1 frame per second, rows L2-normalised
+``rgb3d.npy``       float16 [T3, 2048]       3D ResNeXt-101, 16-frame windows at 24 fps (1.5 / s), rows L2-normed
+``mel.npy``         float16 [40, Ta]         log-mel, 100 frames per second; [40, 0] when there is no audio
+``w2v.npy``         float16 [N, 300]         per caption, max over its in-vocabulary word vectors
+``captions.json``   {start, end, text}       seconds, as HowTo100M's caption.json
+``meta.json``       dict                     source id, sha256, duration, fps, has_audio, weights, fingerprint
+==================  =======================  =================================================================
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from storage.workspace import safe_name
+
+ARRAY_MEMBERS = ("rgb2d", "rgb3d", "mel", "w2v")
+
+
+@dataclass
+class Captions:
+    """Timed captions of one video, in seconds. ``end`` may equal ``start`` for a point caption."""
+
+    start: list[float] = field(default_factory=list)
+    end: list[float] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not (len(self.start) == len(self.end) == len(self.text)):
+            raise ValueError(
+                f"captions need equal lengths, got start={len(self.start)} end={len(self.end)} text={len(self.text)}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.text)
+
+    def to_json(self) -> dict[str, list]:
+        return {"start": [float(x) for x in self.start], "end": [float(x) for x in self.end], "text": list(self.text)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Captions:
+        return cls(
+            start=[float(x) for x in data.get("start", [])],
+            end=[float(x) for x in data.get("end", [])],
+            text=[str(x) for x in data.get("text", [])],
+        )
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _npy_load(data: bytes, *, where: str) -> np.ndarray:
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as exc:  # numpy raises several types for a damaged header
+        raise ValueError(f"{where}: not a valid .npy member ({exc})") from exc
+
+
+@dataclass
+class VideoFeatures:
+    """Everything extracted from one video. Arrays are float16 as stored on disk."""
+
+    video_id: str
+    rgb2d: np.ndarray  # float16 [T2, 2048]
+    rgb3d: np.ndarray  # float16 [T3, 2048]
+    mel: np.ndarray  # float16 [40, Ta]; [40, 0] without audio
+    w2v: np.ndarray  # float16 [N, 300], one row per caption
+    captions: Captions
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """The WebDataset key: the video id with characters outside ``[A-Za-z0-9_-]`` replaced."""
+        return safe_name(self.video_id, what="video id")
+
+    @property
+    def has_audio(self) -> bool:
+        return self.mel.ndim == 2 and self.mel.shape[1] > 0
+
+    def to_sample(self) -> dict[str, Any]:
+        """The WebDataset sample: ``__key__`` plus encoded members (bytes)."""
+        if len(self.captions) != self.w2v.shape[0]:
+            raise ValueError(f"{self.video_id}: {len(self.captions)} captions but {self.w2v.shape[0]} w2v rows")
+        meta = dict(self.meta)
+        meta.setdefault("video_id", self.video_id)
+        sample: dict[str, Any] = {"__key__": self.key}
+        for name in ARRAY_MEMBERS:
+            array = np.ascontiguousarray(getattr(self, name), dtype=np.float16)
+            sample[f"{name}.npy"] = _npy_bytes(array)
+        sample["captions.json"] = json.dumps(self.captions.to_json()).encode("utf-8")
+        sample["meta.json"] = json.dumps(meta, sort_keys=True).encode("utf-8")
+        return sample
+
+    @classmethod
+    def from_sample(cls, sample: dict[str, Any], *, where: str = "sample") -> VideoFeatures:
+        """Decode a raw sample (member name → bytes) as read from a shard; errors name ``where`` and the member."""
+        key = sample.get("__key__", "?")
+        missing = [m for m in (*[f"{n}.npy" for n in ARRAY_MEMBERS], "captions.json", "meta.json") if m not in sample]
+        if missing:
+            raise ValueError(f"{where}: sample {key!r} lacks members {missing}")
+        arrays = {n: _npy_load(sample[f"{n}.npy"], where=f"{where}: {key}/{n}.npy") for n in ARRAY_MEMBERS}
+        try:
+            captions = Captions.from_json(json.loads(sample["captions.json"]))
+            meta = json.loads(sample["meta.json"])
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{where}: sample {key!r} has a bad JSON member ({exc})") from exc
+        return cls(video_id=str(meta.get("video_id", key)), captions=captions, meta=meta, **arrays)

@@ -1,0 +1,52 @@
+"""Shared fixtures: an isolated Prefect home and API, temporary workspaces, one small synthetic corpus.
+
+Prefect reads its settings at import, so the isolation variables are set here, before any test module
+imports prefect. Every test session gets a fresh PREFECT_HOME (its SQLite database, result storage and cache
+records live there), so cache records never leak between sessions.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_PREFECT_HOME = Path(tempfile.mkdtemp(prefix="mmcaps-test-prefect-"))
+os.environ["PREFECT_HOME"] = str(_PREFECT_HOME)
+os.environ["PREFECT_LOCAL_STORAGE_PATH"] = str(_PREFECT_HOME / "storage")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["DO_NOT_TRACK"] = "1"
+os.environ["PREFECT_LOGGING_TO_API_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+# Tests must never reach the network for weights.
+os.environ["TORCH_HOME"] = str(_PREFECT_HOME / "torch-home")
+os.environ.pop("MMCAPS_HOME", None)
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """A real Prefect API (temporary SQLite database) for the whole session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    """An empty workspace in a temporary folder."""
+    from storage import Workspace
+
+    return Workspace(tmp_path / "ws")
+
+
+@pytest.fixture(scope="session")
+def synth_corpus(tmp_path_factory) -> Path:
+    """One small synthetic corpus (train and eval splits), shared by every test that needs real videos."""
+    from pipeline.synthetic import SynthConfig, generate_corpus
+
+    out = tmp_path_factory.mktemp("synth")
+    generate_corpus(out, SynthConfig.tiny())
+    return out
