@@ -8,6 +8,7 @@ speed, worker counts, progress bars) is declared with :func:`runtime_field`, whi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from pathlib import Path
@@ -110,5 +111,9 @@ def parse_set_option(items: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ValueError(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(raw)
+        value = yaml.safe_load(raw)
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):  # YAML 1.1 reads "1e-3" as a string; users mean a number
+                value = float(value)
+        out[key.strip()] = value
     return out

@@ -18,7 +18,7 @@ def test_version_in_process(capsys):
 def test_help_lists_commands(capsys):
     assert main([]) == 0
     out = capsys.readouterr().out
-    assert "synth" in out
+    assert "bench" in out
 
 
 def test_console_script_help():
