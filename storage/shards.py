@@ -1,0 +1,249 @@
+"""WebDataset tar shards: a writer that refuses malformed samples and publishes shards atomically, and a strict reader.
+
+A sample is a dict with ``__key__`` (a safe name, ``[A-Za-z0-9_-]+``) and members ``name.ext`` → bytes; the tar
+holds ``<key>.<member>`` entries, so any WebDataset reader (``webdataset.WebDataset(urls)``) reads the shards.
+
+Every shard is written under a temporary name (``Workspace`` TMP_MARKER convention, so
+``Workspace.remove_temporaries`` finds what a crash left) and renamed into place only when it is complete:
+a reader never sees half a shard.
+"""
+
+from __future__ import annotations
+
+import re
+import tarfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from typing import Any
+
+import fsspec
+from webdataset import TarWriter
+
+from storage.workspace import Workspace
+
+_SAFE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_BLOCK = 512  # tar block size: every member costs one header block plus its data rounded up to blocks
+
+
+def check_sample(sample: dict[str, Any]) -> str:
+    """Validate a raw sample; return its key. Raises ValueError saying what is wrong."""
+    if not isinstance(sample, dict):
+        raise ValueError(f"a sample must be a dict, got {type(sample).__name__}")
+    key = sample.get("__key__")
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"sample has no __key__ (members {sorted(k for k in sample if not k.startswith('_'))})")
+    if not _SAFE_KEY.fullmatch(key):
+        # A dot or slash in the key would split differently when read back (WebDataset splits at the first dot).
+        raise ValueError(f"sample key {key!r} must match [A-Za-z0-9_-]+ (use storage.safe_name)")
+    members = [k for k in sample if not k.startswith("_")]
+    if not members:
+        raise ValueError(f"sample {key!r} has no members")
+    for name in members:
+        value = sample[name]
+        if not isinstance(value, (bytes, bytearray, memoryview)):
+            raise ValueError(f"sample {key!r}: member {name!r} is {type(value).__name__}, not bytes")
+        if not name or "/" in name or name.startswith("."):
+            raise ValueError(f"sample {key!r}: bad member name {name!r}")
+    return key
+
+
+def sample_nbytes(sample: dict[str, Any]) -> int:
+    """Bytes the sample occupies in an uncompressed tar (header block + data rounded up to blocks, per member)."""
+    total = 0
+    for name, value in sample.items():
+        if name.startswith("_"):
+            continue
+        total += _BLOCK + -(-len(value) // _BLOCK) * _BLOCK
+    return total
+
+
+class ShardWriter:
+    """Write samples into ``<folder>/<prefix>-<n:06d>.tar``, a new shard every ``max_count`` samples or ``max_bytes``.
+
+    A shard is closed once it holds ``max_count`` samples or at least ``max_bytes`` (so one sample larger than
+    ``max_bytes`` gets a shard of its own). ``write`` returns the final path of the shard that will hold the sample;
+    ``close`` publishes the last shard and returns every final path, in order. A key may appear once per shard.
+    Usable as a context manager; leaving it with an exception discards the open shard (its temporary is removed).
+    """
+
+    def __init__(
+        self,
+        folder: str,
+        prefix: str,
+        max_count: int = 1000,
+        max_bytes: int = 512 << 20,
+        workspace: Workspace | None = None,
+        *,
+        start_index: int = 0,
+    ) -> None:
+        if max_count < 1 or max_bytes < 1:
+            raise ValueError(f"max_count and max_bytes must be positive, got {max_count}, {max_bytes}")
+        if not _SAFE_KEY.fullmatch(prefix):
+            raise ValueError(f"shard prefix {prefix!r} must match [A-Za-z0-9_-]+")
+        self.workspace = workspace if workspace is not None else Workspace(folder.rsplit("/", 1)[0] or "/")
+        self.folder = folder.rstrip("/")
+        self.prefix = prefix
+        self.max_count = max_count
+        self.max_bytes = max_bytes
+        self.index = start_index
+        self.paths: list[str] = []
+        self._stack: ExitStack | None = None
+        self._tar: TarWriter | None = None
+        self._keys: set[str] = set()
+        self._bytes = 0
+        self._mtime = float(int(time.time()))  # one mtime per writer keeps a shard's entries uniform
+        self._closed = False
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def _path(self, index: int) -> str:
+        return f"{self.folder}/{self.prefix}-{index:06d}.tar"
+
+    def _open(self) -> None:
+        stack = ExitStack()
+        fh = stack.enter_context(self.workspace.atomic_open(self._path(self.index), "wb"))
+        self._tar = TarWriter(fh, encoder=False, mtime=self._mtime)
+        self._stack = stack
+        self._keys = set()
+        self._bytes = 0
+
+    def _finish(self) -> None:
+        """Close the open shard and rename it into place."""
+        assert self._tar is not None and self._stack is not None
+        self._tar.close()
+        self._stack.close()  # atomic_open renames the temporary onto the final name here
+        self.paths.append(self._path(self.index))
+        self.index += 1
+        self._tar = self._stack = None
+
+    def write(self, sample: dict[str, Any]) -> str:
+        """Append one sample (``__key__`` + members as bytes); returns the final path of its shard."""
+        if self._closed:
+            raise ValueError("ShardWriter is closed")
+        key = check_sample(sample)
+        if self._tar is None:
+            self._open()
+        if key in self._keys:
+            raise ValueError(f"duplicate key {key!r} in shard {self._path(self.index)}")
+        assert self._tar is not None
+        self._tar.write({k: v for k, v in sample.items() if k == "__key__" or not k.startswith("_")})
+        self._keys.add(key)
+        self._bytes += sample_nbytes(sample)
+        path = self._path(self.index)
+        if len(self._keys) >= self.max_count or self._bytes >= self.max_bytes:
+            self._finish()
+        return path
+
+    def close(self) -> list[str]:
+        """Publish the open shard (if any) and return the final paths of all shards written."""
+        if not self._closed:
+            if self._tar is not None:
+                self._finish()
+            self._closed = True
+        return list(self.paths)
+
+    def abort(self) -> None:
+        """Discard the open shard (its temporary is removed); shards already published stay."""
+        if self._stack is not None:
+            try:
+                if self._tar is not None:
+                    self._tar.close()  # flush tarfile's buffer now, or its finaliser writes to a closed file later
+                # Raising inside atomic_open's context makes it delete the temporary instead of renaming it.
+                self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
+            finally:
+                self._tar = self._stack = None
+        self._closed = True
+
+
+def write_shard(path: str, samples: list[dict[str, Any]], workspace: Workspace) -> str:
+    """Write ``samples`` as one tar at ``path`` atomically (temporary name, then rename); returns ``path``."""
+    keys = [check_sample(s) for s in samples]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"duplicate keys in samples for {path}")
+    with workspace.atomic_open(path, "wb") as fh:
+        tar = TarWriter(fh, encoder=False, mtime=float(int(time.time())))
+        for sample in samples:
+            tar.write({k: v for k, v in sample.items() if k == "__key__" or not k.startswith("_")})
+        tar.close()
+    return path
+
+
+class _StrictTarInfo(tarfile.TarInfo):
+    """Treat an archive that stops without its end-of-archive blocks as damaged (tarfile would stop silently)."""
+
+    @classmethod
+    def fromtarfile(cls, tf: tarfile.TarFile) -> tarfile.TarInfo:
+        try:
+            return super().fromtarfile(tf)
+        except (tarfile.EmptyHeaderError, tarfile.TruncatedHeaderError, tarfile.InvalidHeaderError) as exc:
+            raise tarfile.ReadError(f"archive is truncated or damaged at byte {tf.offset} ({exc})") from exc
+
+
+def _split_member(name: str) -> tuple[str, str]:
+    """``dir/key.rgb2d.npy`` → (``dir/key``, ``rgb2d.npy``): WebDataset splits at the first dot of the base name."""
+    folder, _, base = name.rpartition("/")
+    key, dot, member = base.partition(".")
+    if not dot or not key or not member:
+        raise ValueError(f"member {name!r} is not <key>.<ext>")
+    return (f"{folder}/{key}" if folder else key), member
+
+
+def iter_shard(path: str, fs: fsspec.AbstractFileSystem | None = None) -> Iterator[dict[str, Any]]:
+    """Yield the raw samples of one shard: ``{"__key__": key, member: bytes, ...}``, in file order.
+
+    Errors (missing file, damaged or truncated tar, a member that is not ``<key>.<ext>``, a key that appears in two
+    separate runs) raise ValueError naming the shard and the member.
+    """
+    if fs is None:
+        fs, path = fsspec.core.url_to_fs(str(path))
+    current: dict[str, Any] | None = None
+    seen: set[str] = set()
+    last = "<start of archive>"
+    try:
+        fh = fs.open(path, "rb")
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"shard {path}: no such file") from exc
+    with fh:
+        try:
+            tar = tarfile.open(fileobj=fh, mode="r|", tarinfo=_StrictTarInfo)  # noqa: SIM115 (closed by the with below)
+        except tarfile.TarError as exc:
+            raise ValueError(f"shard {path}: not a tar archive ({exc})") from exc
+        with tar:
+            while True:
+                try:
+                    info = tar.next()
+                    if info is None:
+                        break
+                    last = info.name
+                    if not info.isfile():
+                        continue
+                    data = tar.extractfile(info).read()  # type: ignore[union-attr]
+                    if len(data) != info.size:
+                        raise tarfile.ReadError(f"member has {len(data)} of {info.size} bytes")
+                except (tarfile.TarError, EOFError, OSError) as exc:
+                    raise ValueError(f"shard {path}: cannot read member {last!r}: {exc}") from exc
+                try:
+                    key, member = _split_member(info.name)
+                except ValueError as exc:
+                    raise ValueError(f"shard {path}: {exc}") from exc
+                if current is not None and key != current["__key__"]:
+                    yield current
+                    current = None
+                if current is None:
+                    if key in seen:
+                        raise ValueError(f"shard {path}: key {key!r} appears twice (member {info.name!r})")
+                    seen.add(key)
+                    current = {"__key__": key}
+                if member in current:
+                    raise ValueError(f"shard {path}: member {info.name!r} appears twice")
+                current[member] = data
+    if current is not None:
+        yield current
