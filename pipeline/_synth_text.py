@@ -145,6 +145,8 @@ def write_word2vec(path: Path, words: list[str], vectors: np.ndarray) -> None:
 
     kv = KeyedVectors(vector_size=vectors.shape[1], dtype=np.float32)
     kv.add_vectors(words, vectors)
+    for i in range(len(words)):
+        kv.set_vecattr(i, "count", len(words) - i)  # the format orders by frequency; we have none, keep the order
     kv.save_word2vec_format(str(path), binary=True)
 
 

@@ -417,7 +417,8 @@ def plan_video(
 ) -> VideoPlan:
     """Everything about video ``index`` of ``split``, drawn from its own generator (seed, split, index)."""
     rng = _rng(cfg, 1 + SPLITS.index(split), index)
-    split_tasks = [t for t in tasks if split in t.splits]
+    # Eval-only (hold-out) tasks come first, so that any n_eval >= n_holdout shows every held-out combination.
+    split_tasks = sorted((t for t in tasks if split in t.splits), key=lambda t: len(t.splits))
     task = split_tasks[index % len(split_tasks)]
     concepts = list(task.steps)
     steps: list[int | None] = list(range(1, len(concepts) + 1))
@@ -568,7 +569,7 @@ def generate_corpus(
         elif not overwrite:
             raise ValueError(
                 f"{root}: holds another synthetic corpus (fingerprint {existing.get('fingerprint')}, asked "
-                f"{fingerprint}); choose another folder or overwrite"
+                f"{fingerprint}); choose another folder or overwrite it (mmcaps synth --overwrite)"
             )
         corpus_path.unlink()
         for split in SPLITS:
