@@ -1,0 +1,626 @@
+"""The training loop: Adam, warm-up + cosine schedule, MMS loss over clip batches, checkpoints, exact resume, DDP.
+
+Run folder (DESIGN section 2), written by rank 0 only::
+
+    <root>/models/<run-id>/config.yaml          the TrainConfig (TrainConfig.from_yaml reads it)
+    <root>/models/<run-id>/run.json             datasets (names, fingerprints, extract configs), status, steps
+    <root>/models/<run-id>/checkpoints/step-<n>.pt
+    <root>/models/<run-id>/final.pt             same format as a step checkpoint
+    <root>/models/<run-id>/metrics.jsonl        one line per logged step: step, loss per pair, lr, samples/s
+    <root>/models/<run-id>/curves.png
+
+Several processes: launch with ``torchrun --nproc_per_node N -m flows.cli train ...``; each process reads its
+share of the shards, gradients are averaged by DDP (gloo on CPU, NCCL on GPU). ``batch_size`` is per process,
+and the loss of a process sees its own clips only (its negatives are local).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from pipeline.train.checkpoint import (
+    FORMAT,
+    capture_rng,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    restore_rng,
+    save_checkpoint,
+    step_path,
+)
+from pipeline.train.config import TrainConfig
+from pipeline.train.loader import LoaderSpec, count_clip_videos, derive_seed, epoch_batches
+from storage.workspace import Workspace, safe_name
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int, dict[str, float]], None]
+
+
+@dataclass
+class TrainData:
+    """What training needs of one dataset: its shards, how many videos give clips, and its identity."""
+
+    name: str
+    shards: list[str]
+    clip_videos: int  # videos with at least one caption, from the manifest
+    fingerprint: str
+    extract_config: dict[str, Any] = field(default_factory=dict)
+    extract_fingerprint: str = ""
+
+    @classmethod
+    def from_dataset(cls, name: str, ds: Any) -> TrainData:
+        """From an ``open_dataset`` result (shards, manifest, fingerprint, extract_config)."""
+        extract_cfg = ds.extract_config
+        return cls(
+            name=name,
+            shards=list(ds.shards),
+            clip_videos=count_clip_videos(ds.manifest),
+            fingerprint=str(ds.fingerprint),
+            extract_config=extract_cfg.model_dump(mode="json") if hasattr(extract_cfg, "model_dump") else {},
+            extract_fingerprint=extract_cfg.fingerprint() if hasattr(extract_cfg, "fingerprint") else "",
+        )
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    run_dir: str
+    final_checkpoint: str
+    steps: int
+    final_losses: dict[str, float]
+    resumed_from: int | None = None  # step of the checkpoint this call continued from
+    trained: bool = True  # False when a finished run with the same inputs was returned as is
+
+
+class WarmupCosine:
+    """LR factor: linear 0 → 1 over ``warmup`` steps, then cosine 1 → ``floor`` at ``total`` steps.
+
+    A class (not a lambda) so that LambdaLR's state_dict stores its fields and resumes match.
+    """
+
+    def __init__(self, warmup: int, total: int, floor: float = 0.0) -> None:
+        self.warmup, self.total, self.floor = int(warmup), int(total), float(floor)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        span = max(1, self.total - self.warmup)
+        progress = min(1.0, (step - self.warmup) / span)
+        return self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+# ------------------------------------------------------------------------------------------------ datasets
+
+
+def resolve_datasets(datasets: Sequence[str | TrainData], workspace: Workspace) -> list[TrainData]:
+    """Open named datasets in the workspace (latest extraction); TrainData items pass through."""
+    out = []
+    for item in datasets:
+        if isinstance(item, TrainData):
+            out.append(item)
+            continue
+        from pipeline.ingest import open_dataset
+
+        out.append(TrainData.from_dataset(item, open_dataset(workspace, item)))
+    if not out:
+        raise ValueError("training needs at least one dataset")
+    names = [d.name for d in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"dataset named twice: {names}")
+    return out
+
+
+def data_fingerprint(data: Sequence[TrainData]) -> str:
+    blob = json.dumps(sorted((d.name, d.fingerprint) for d in data))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]
+
+
+def default_run_id(cfg: TrainConfig, data: Sequence[TrainData]) -> str:
+    """``<datasets>-<config fp 8>-<data fp 8>``: the same inputs always name the same run."""
+    names = "+".join(sorted(d.name for d in data))
+    return safe_name(f"{names[:48]}-{cfg.fingerprint()[:8]}-{data_fingerprint(data)[:8]}", what="run id")
+
+
+# ------------------------------------------------------------------------------------------------ distributed
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    initialised_here: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _setup_distributed(device: torch.device) -> _Dist:
+    """Join the torchrun process group when WORLD_SIZE > 1 (gloo on CPU, NCCL on CUDA)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    here = False
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        here = True
+    return _Dist(rank=rank, world_size=world, local_rank=local_rank, initialised_here=here)
+
+
+def _pick_device(cfg: TrainConfig) -> torch.device:
+    if cfg.device:
+        device = torch.device(cfg.device)
+    else:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1 and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
+
+
+def _barrier(d: _Dist) -> None:
+    if d.world_size > 1:
+        dist.barrier()
+
+
+# ------------------------------------------------------------------------------------------------ run files
+
+
+def _read_json(workspace: Workspace, path: str) -> dict[str, Any] | None:
+    if not workspace.exists(path):
+        return None
+    try:
+        return json.loads(workspace.read_bytes(path))
+    except ValueError as exc:
+        raise ValueError(f"{path}: unreadable run info ({exc})") from exc
+
+
+def _write_json(workspace: Workspace, path: str, data: dict[str, Any]) -> None:
+    workspace.write_text(path, json.dumps(data, indent=2, sort_keys=True))
+
+
+def _plot_curves(workspace: Workspace, path: str, rows: list[dict[str, Any]]) -> None:
+    """Loss per modality pair and learning rate against step, as a PNG (matplotlib Agg, no display)."""
+    if not rows:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    pair_names = sorted({k for r in rows for k in r.get("losses", {})})
+    for name in pair_names:
+        ax.plot(steps, [r["losses"].get(name, float("nan")) for r in rows], label=name)
+    ax.plot(steps, [r["loss"] for r in rows], label="total", color="black", linewidth=1.5)
+    ax.set_xlabel("step")
+    ax.set_ylabel("MMS loss")
+    ax.set_yscale("log")
+    ax.legend(loc="upper right", fontsize=8)
+    lr_ax = ax.twinx()
+    lr_ax.plot(steps, [r["lr"] for r in rows], color="grey", linestyle=":", label="lr")
+    lr_ax.set_ylabel("learning rate")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    workspace.write_bytes(path, buf.getvalue())
+
+
+# ------------------------------------------------------------------------------------------------ model step
+
+
+def _unwrap(net: torch.nn.Module) -> torch.nn.Module:
+    return net.module if isinstance(net, torch.nn.parallel.DistributedDataParallel) else net
+
+
+def forward_loss(
+    net: torch.nn.Module, batch: dict[str, Any], cfg: TrainConfig, device: torch.device
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """MMS loss of one clip batch (see loader.collate_videos for the batch layout).
+
+    Rows without audio are masked out of the pairs that need audio. When fewer than two rows of the batch
+    have audio, the audio pairs are computed unmasked and weighted 0, so every parameter still gets a
+    gradient (DDP needs the same graph on every process).
+    """
+    from model import mms_loss
+
+    non_blocking = device.type == "cuda"
+    video = batch["video"].to(device, non_blocking=non_blocking)
+    text = batch["text"].to(device, non_blocking=non_blocking)
+    kwargs: dict[str, Any] = {"video": video, "text": text}
+    audio_mask = None
+    audio_weight = 1.0
+    if cfg.use_audio:
+        has_audio = batch["has_audio"].to(device, non_blocking=non_blocking)
+        # Rows without audio carry zeros; a length of at least 1 keeps the encoder's masked mean finite.
+        kwargs["audio"] = batch["audio"].to(device, non_blocking=non_blocking).float()
+        kwargs["audio_lengths"] = batch["audio_lengths"].to(device, non_blocking=non_blocking).clamp_min(1)
+        if int(batch["has_audio"].sum()) >= 2:
+            audio_mask = None if bool(batch["has_audio"].all()) else has_audio
+        else:
+            audio_weight = 0.0
+    autocast = (
+        torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        if cfg.precision == "bf16"
+        else contextlib.nullcontext()
+    )
+    with autocast:
+        out = net(**kwargs)
+        embeddings = {k: v.float() for k, v in out.embeddings.items()}
+    _, parts = mms_loss(embeddings, margin=cfg.margin, audio_mask=audio_mask)
+    loss = sum(
+        (p * (audio_weight if "audio" in name else 1.0) for name, p in parts.items()), torch.zeros((), device=device)
+    )
+    return loss, parts
+
+
+# ------------------------------------------------------------------------------------------------ train
+
+
+def train(
+    datasets: Sequence[str | TrainData],
+    cfg: TrainConfig,
+    workspace: Workspace,
+    *,
+    run_id: str | None = None,
+    resume: bool = False,
+    progress: ProgressFn | None = None,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train ``cfg`` on ``datasets`` (names in ``workspace`` or :class:`TrainData`) into ``models/<run-id>/``.
+
+    A finished run with the same config and dataset fingerprints is returned without training. ``resume``
+    continues from the newest valid step checkpoint (refusing one from a different config or data) and ends
+    where an uninterrupted run would. ``progress(step, total_steps, losses)`` is called on logged steps.
+    ``stop_after`` ends this call after that global step (with a checkpoint) without finishing the run —
+    the same as an interruption, for tests and time-sliced jobs.
+    """
+    from model import build_model
+
+    data = resolve_datasets(datasets, workspace)
+    run_id = safe_name(run_id, what="run id") if run_id else default_run_id(cfg, data)
+    run_dir = workspace.model_dir(run_id)
+    fingerprints = {d.name: d.fingerprint for d in data}
+    cfg_fp = cfg.fingerprint()
+
+    finished = _finished_result(workspace, run_id, run_dir, cfg_fp, fingerprints)
+    if finished is not None:
+        log.info("run %s already finished with the same inputs; not training again", run_id)
+        return finished
+
+    device = _pick_device(cfg)
+    ddp = _setup_distributed(device)
+    try:
+        return _train(
+            data, cfg, workspace, run_id, run_dir, fingerprints, device, ddp, resume, progress, stop_after, build_model
+        )
+    finally:
+        if ddp.initialised_here:
+            dist.destroy_process_group()
+
+
+def _finished_result(
+    workspace: Workspace, run_id: str, run_dir: str, cfg_fp: str, fingerprints: dict[str, str]
+) -> TrainResult | None:
+    info = _read_json(workspace, f"{run_dir}/run.json")
+    if info is None:
+        return None
+    if info.get("config_fingerprint") != cfg_fp or info.get("dataset_fingerprints") != fingerprints:
+        raise ValueError(
+            f"run {run_id} in {run_dir} was made from other inputs (config {info.get('config_fingerprint')}, "
+            f"datasets {info.get('dataset_fingerprints')}; now config {cfg_fp}, datasets {fingerprints}); "
+            "choose another run id"
+        )
+    final = f"{run_dir}/final.pt"
+    if info.get("status") != "finished" or not workspace.exists(final):
+        return None
+    return TrainResult(
+        run_id=run_id,
+        run_dir=run_dir,
+        final_checkpoint=final,
+        steps=int(info["steps"]),
+        final_losses=dict(info.get("final_losses", {})),
+        trained=False,
+    )
+
+
+def _train(
+    data: list[TrainData],
+    cfg: TrainConfig,
+    workspace: Workspace,
+    run_id: str,
+    run_dir: str,
+    fingerprints: dict[str, str],
+    device: torch.device,
+    ddp: _Dist,
+    resume: bool,
+    progress: ProgressFn | None,
+    stop_after: int | None,
+    build_model: Callable[[Any], torch.nn.Module],
+) -> TrainResult:
+    cfg_fp = cfg.fingerprint()
+    clip_videos = sum(d.clip_videos for d in data)
+    steps_per_epoch = clip_videos // (cfg.batch_size * ddp.world_size)
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"datasets {list(fingerprints)} have {clip_videos} videos with captions (manifest), fewer than one "
+            f"batch of {cfg.batch_size} videos × {ddp.world_size} process(es); lower batch_size"
+        )
+    total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
+    shards = tuple(s for d in data for s in d.shards)
+
+    # Same initial weights in every process (DDP also broadcasts rank 0's), then a dropout stream per rank.
+    torch.manual_seed(cfg.seed)
+    net = build_model(cfg.model).to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, WarmupCosine(cfg.warmup_steps, total_steps, cfg.min_lr_ratio)
+    )
+    torch.manual_seed(derive_seed("train", cfg.seed, ddp.rank))
+
+    step, resumed_from = 0, None
+    metrics: list[dict[str, Any]] = []
+    found = latest_checkpoint(workspace, run_dir)
+    if found is not None and not resume:
+        raise ValueError(
+            f"run {run_id} has checkpoints in {run_dir}/checkpoints but is not finished; resume it "
+            "(--resume / resume=True) or choose another run id"
+        )
+    if found is not None:
+        path, ckpt = found
+        _check_compatible(path, ckpt, cfg_fp, fingerprints)
+        net.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        rng_states = ckpt["rng"]
+        if len(rng_states) != ddp.world_size or ckpt["loader"].get("num_workers") != cfg.num_workers:
+            log.warning(
+                "%s was written by %d process(es) with %s loader worker(s); now %d and %d: the sample order "
+                "from here on differs from an uninterrupted run",
+                path,
+                len(rng_states),
+                ckpt["loader"].get("num_workers"),
+                ddp.world_size,
+                cfg.num_workers,
+            )
+        restore_rng(rng_states[ddp.rank % len(rng_states)])
+        step = resumed_from = int(ckpt["step"])
+        metrics = [r for r in _read_metrics(workspace, run_dir) if r["step"] <= step]
+        log.info("resuming run %s from %s (step %d of %d)", run_id, path, step, total_steps)
+    elif resume:
+        log.info("run %s has no checkpoint yet; starting from step 0", run_id)
+
+    if ddp.world_size > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    if ddp.main:
+        workspace.write_text(f"{run_dir}/config.yaml", cfg.to_yaml())
+        info = _run_info(run_id, cfg, data, fingerprints, ddp, steps_per_epoch, total_steps, "running", step, {})
+        _write_json(workspace, f"{run_dir}/run.json", info)
+    _barrier(ddp)
+
+    bar = None
+    if ddp.main and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=total_steps, initial=step, desc=f"train {run_id}", unit="step", dynamic_ncols=True)
+
+    def checkpoint(path: str, losses: dict[str, float]) -> None:
+        rng_states = [capture_rng()]
+        if ddp.world_size > 1:
+            gathered: list[Any] = [None] * ddp.world_size
+            dist.all_gather_object(gathered, rng_states[0])
+            rng_states = gathered
+        if not ddp.main:
+            return
+        payload = {
+            "format": FORMAT,
+            "step": step,
+            "epoch": step // steps_per_epoch,
+            "batch_in_epoch": step % steps_per_epoch,
+            "model": _unwrap(net).state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": rng_states,
+            "config": cfg.model_dump(mode="json"),
+            "config_fingerprint": cfg_fp,
+            "datasets": dict(fingerprints),
+            "loader": {
+                "steps_per_epoch": steps_per_epoch,
+                "num_workers": cfg.num_workers,
+                "world_size": ddp.world_size,
+            },
+            "losses": dict(losses),
+        }
+        save_checkpoint(workspace, path, payload)
+
+    net.train()
+    losses: dict[str, float] = dict(metrics[-1]["losses"]) if metrics else {}
+    last_time, last_step = time.perf_counter(), step
+    end_step = min(total_steps, stop_after) if stop_after is not None else total_steps
+    pin = device.type == "cuda"
+    while step < end_step:
+        epoch, skip = divmod(step, steps_per_epoch)
+        spec = LoaderSpec(
+            shards=shards,
+            seed=cfg.seed,
+            epoch=epoch,
+            batch_size=cfg.batch_size,
+            n_pair=cfg.n_pair,
+            min_time=cfg.min_time,
+            audio_frames=cfg.audio_frames,
+            shuffle_buffer=cfg.shuffle_buffer,
+            num_workers=cfg.num_workers,
+            skip_batches=skip,
+        )
+        for batch in epoch_batches(spec, steps_per_epoch, pin_memory=pin):
+            loss, parts = forward_loss(net, batch, cfg, device)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            optimizer.step()
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            step += 1
+            if bar is not None:
+                bar.update(1)
+            last = step == end_step
+            if step % cfg.log_every == 0 or last or step % cfg.checkpoint_every == 0:
+                losses = {name: float(p.detach()) for name, p in parts.items()}
+                now = time.perf_counter()
+                clips_per_s = (step - last_step) * cfg.clips_per_step * ddp.world_size / max(now - last_time, 1e-9)
+                last_time, last_step = now, step
+                row = {
+                    "step": step,
+                    "epoch": epoch,
+                    "loss": float(loss.detach()),
+                    "losses": losses,
+                    "lr": lr,
+                    "samples_per_s": round(clips_per_s, 2),
+                    "time": time.time(),
+                }
+                metrics.append(row)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{row['loss']:.4f}")
+                if ddp.main and progress is not None:
+                    progress(step, total_steps, {"loss": row["loss"], **losses})
+                if ddp.main:
+                    _write_metrics(workspace, run_dir, metrics)
+            if (step % cfg.checkpoint_every == 0 and step < total_steps) or (last and step < total_steps):
+                checkpoint(step_path(run_dir, step), losses)
+                if ddp.main:
+                    prune_checkpoints(workspace, run_dir, cfg.keep_checkpoints)
+                    _plot_curves(workspace, f"{run_dir}/curves.png", metrics)
+            if step >= end_step:
+                break
+    if bar is not None:
+        bar.close()
+
+    if step < total_steps:  # stopped early on request: the newest step checkpoint is the resume point
+        _barrier(ddp)
+        return TrainResult(run_id, run_dir, step_path(run_dir, step), step, losses, resumed_from)
+
+    final = f"{run_dir}/final.pt"
+    checkpoint(final, losses)
+    if ddp.main:
+        _plot_curves(workspace, f"{run_dir}/curves.png", metrics)
+        info = _run_info(run_id, cfg, data, fingerprints, ddp, steps_per_epoch, total_steps, "finished", step, losses)
+        _write_json(workspace, f"{run_dir}/run.json", info)
+    _barrier(ddp)
+    return TrainResult(run_id, run_dir, final, step, losses, resumed_from)
+
+
+def _check_compatible(path: str, ckpt: dict[str, Any], cfg_fp: str, fingerprints: dict[str, str]) -> None:
+    if ckpt["config_fingerprint"] != cfg_fp:
+        raise ValueError(
+            f"{path} was written with config {ckpt['config_fingerprint']}, but this run's config is {cfg_fp}; "
+            "resume with the run's own config (its config.yaml) or start a new run"
+        )
+    if dict(ckpt.get("datasets", {})) != fingerprints:
+        raise ValueError(
+            f"{path} was trained on datasets {ckpt.get('datasets')}, but this run uses {fingerprints}; "
+            "start a new run for new data"
+        )
+
+
+def _run_info(
+    run_id: str,
+    cfg: TrainConfig,
+    data: list[TrainData],
+    fingerprints: dict[str, str],
+    ddp: _Dist,
+    steps_per_epoch: int,
+    total_steps: int,
+    status: str,
+    step: int,
+    losses: dict[str, float],
+) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "status": status,
+        "steps": step,
+        "total_steps": total_steps,
+        "steps_per_epoch": steps_per_epoch,
+        "world_size": ddp.world_size,
+        "config_fingerprint": cfg.fingerprint(),
+        "dataset_fingerprints": dict(fingerprints),
+        "datasets": [
+            {
+                "name": d.name,
+                "fingerprint": d.fingerprint,
+                "clip_videos": d.clip_videos,
+                "num_shards": len(d.shards),
+                "extract_fingerprint": d.extract_fingerprint,
+                "extract_config": d.extract_config,
+            }
+            for d in data
+        ],
+        # Evaluation extracts its videos with the training data's recipe.
+        "extract_config": data[0].extract_config,
+        "final_losses": dict(losses),
+    }
+
+
+def _read_metrics(workspace: Workspace, run_dir: str) -> list[dict[str, Any]]:
+    path = f"{run_dir}/metrics.jsonl"
+    if not workspace.exists(path):
+        return []
+    text = workspace.read_bytes(path).decode("utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _write_metrics(workspace: Workspace, run_dir: str, rows: list[dict[str, Any]]) -> None:
+    # Rewritten whole (atomically) rather than appended: object stores cannot append, and a resumed run
+    # must drop the lines logged after its checkpoint.
+    workspace.write_text(f"{run_dir}/metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+
+
+# ------------------------------------------------------------------------------------------------ load
+
+
+def load_run(
+    workspace: Workspace, run_id: str, *, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, TrainConfig, dict[str, Any]]:
+    """The finished run's network (eval mode, on ``device``), its TrainConfig and its run info.
+
+    ``info`` holds ``extract_config`` (dict) of the training data, ``datasets``, ``steps``, ``final_losses``
+    and ``checkpoint`` (the path read).
+    """
+    from model import build_model
+
+    run_dir = workspace.model_dir(run_id)
+    final = f"{run_dir}/final.pt"
+    if not workspace.exists(final):
+        raise FileNotFoundError(f"run {run_id}: no final.pt in {run_dir} (not trained, or not finished)")
+    ckpt = load_checkpoint(workspace, final, map_location=device)
+    cfg = TrainConfig.model_validate(ckpt["config"])
+    net = build_model(cfg.model)
+    net.load_state_dict(ckpt["model"])
+    net.to(device).eval()
+    info = _read_json(workspace, f"{run_dir}/run.json") or {}
+    info = {**info, "checkpoint": final, "steps": int(ckpt["step"]), "final_losses": dict(ckpt.get("losses", {}))}
+    info.setdefault("extract_config", {})
+    return net, cfg, info
