@@ -1,0 +1,267 @@
+"""docker/: the compose stack, prefect.yaml and the Dockerfile name only things that exist and stay private.
+
+Docker itself is not needed: the files are parsed, compose's ``${VAR:-default}`` interpolation is applied
+with every variable unset (so the defaults are what is checked), every ``mmcaps`` command line goes through
+the real argument parser, and every flow entry point is imported.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from flows import server
+from flows.cli import build_parser
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKER = REPO / "docker"
+MMCAPS_TARGETS = {"mmcaps:cpu": "cpu", "mmcaps:cuda": "cuda"}
+
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def interpolate(value: Any) -> Any:
+    """Compose variable interpolation with every variable unset: ``${X:-d}`` -> d, ``${X}`` -> '', ``$$`` -> $."""
+    if isinstance(value, dict):
+        return {k: interpolate(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(m: re.Match) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        op, default = m.group(2), m.group(3)
+        if op in (":?", "?"):
+            pytest.fail(f"{m.group(0)} makes a variable mandatory; the stack must start with defaults")
+        return default if op in (":-", "-") else ""
+
+    return _VAR.sub(substitute, value)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return interpolate(yaml.safe_load((DOCKER / "compose.yaml").read_text()))
+
+
+@pytest.fixture(scope="module")
+def prefect_project() -> dict:
+    return yaml.safe_load((DOCKER / "prefect.yaml").read_text())
+
+
+# --- Dockerfile -----------------------------------------------------------------------------------------------
+
+
+def parse_dockerfile(path: Path) -> tuple[dict[str, str], dict[str, dict]]:
+    """(global ARG defaults, stages by name: {"base": FROM image or stage, "instructions": [(KEYWORD, args)]})."""
+    text = re.sub(r"\\\n", " ", path.read_text())  # line continuations
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    global_args: dict[str, str] = {}
+    stages: dict[str, dict] = {}
+    current = None
+    for line in lines:
+        keyword, _, rest = line.partition(" ")
+        keyword, rest = keyword.upper(), rest.strip()
+        if keyword == "FROM":
+            m = re.fullmatch(r"(\S+)\s+AS\s+(\S+)", rest, flags=re.IGNORECASE)
+            assert m, f"{path}: every stage is named (FROM image AS name): {line!r}"
+            image = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda v: global_args[v.group(1) or v.group(2)], m.group(1))
+            current = stages[m.group(2)] = {"base": image, "instructions": []}
+        elif current is None:
+            assert keyword == "ARG", f"{path}: only ARG may come before the first FROM: {line!r}"
+            name, _, default = rest.partition("=")
+            global_args[name] = default
+        else:
+            current["instructions"].append((keyword, rest))
+    return global_args, stages
+
+
+def stage_chain(stages: dict[str, dict], target: str) -> list[tuple[str, str]]:
+    """Instructions in effect for ``target``, its ancestors' first; the root image is the chain's first entry."""
+    chain: list[tuple[str, str]] = []
+    name = target
+    while name in stages:
+        chain = stages[name]["instructions"] + chain
+        name = stages[name]["base"]
+    return [("IMAGE", name), *chain]
+
+
+def is_pinned_official(image: str) -> bool:
+    """An official Docker library image (no namespace) with an explicit version tag (not latest)."""
+    repo, _, tag = image.partition(":")
+    return "/" not in repo and "@" not in repo and bool(re.match(r"\d+(\.\d+)+", tag))
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> dict[str, dict]:
+    return parse_dockerfile(DOCKER / "Dockerfile")[1]
+
+
+@pytest.mark.parametrize("target", sorted(MMCAPS_TARGETS.values()))
+def test_dockerfile_target(dockerfile, target):
+    assert target in dockerfile, f"docker/Dockerfile has no stage {target!r}: {sorted(dockerfile)}"
+    chain = stage_chain(dockerfile, target)
+    root_image = chain[0][1]
+    assert is_pinned_official(root_image), f"{target} starts from {root_image}, not a pinned official image"
+
+    def of(keyword: str) -> list[str]:
+        return [args for k, args in chain if k == keyword]
+
+    runs = " ".join(of("RUN"))
+    assert re.search(r"apt-get install[^&;]*\bffmpeg\b", runs), "ffmpeg is installed from Debian"
+    assert re.search(r"pip install /opt/mmcaps\b", runs), "mmcaps itself is installed"
+    assert ". /opt/mmcaps" in of("COPY"), "the project is copied where prefect.yaml's pull step expects it"
+
+    users = of("USER")
+    assert users and users[-1] not in ("root", "0"), f"{target} runs as root"
+    assert re.search(rf"useradd\b[^&;]*\b{re.escape(users[-1])}\b", runs), f"user {users[-1]} is created"
+
+    assert json.loads(of("ENTRYPOINT")[-1]) == ["mmcaps"]
+    assert "/workspace" in json.loads(of("VOLUME")[-1])
+    env = " ".join(of("ENV"))
+    assert re.search(r"\bMMCAPS_HOME=/workspace\b", env)
+    assert re.search(r"\bPREFECT_SERVER_ANALYTICS_ENABLED=false\b", env)
+
+
+def test_dockerfile_names_no_download_source():
+    text = (DOCKER / "Dockerfile").read_text()
+    assert not re.search(r"\b(https?|ftp)://", text), "no download URL: indexes are build arguments the user supplies"
+    for host in ("pypi.org", "pytorch.org", "pythonhosted.org", "docker.io", "ghcr.io", "nvcr.io", "github.com"):
+        assert host not in text
+
+
+def test_dockerignore_keeps_sources_and_drops_state():
+    patterns = [ln.strip() for ln in (REPO / ".dockerignore").read_text().splitlines() if ln.strip() and ln[0] != "#"]
+
+    def ignored(rel: str) -> bool:
+        return any(fnmatch.fnmatch(rel, p) or rel.split("/")[0] == p for p in patterns)
+
+    for needed in ("pyproject.toml", "README.md", "flows/cli.py", "flows/pipeline.py", "docker/prefect.yaml"):
+        assert not ignored(needed), f".dockerignore drops {needed}, which the image build needs"
+    for heavy in (".venv", ".git", "mmcaps-data"):
+        assert ignored(heavy), f".dockerignore lets {heavy} into the build context"
+
+
+# --- compose.yaml ---------------------------------------------------------------------------------------------
+
+
+def test_compose_services(compose):
+    services = compose["services"]
+    assert {"postgres", "server", "worker", "worker-gpu"} <= set(services)
+
+    pg = services["postgres"]
+    assert "pg_isready" in " ".join(pg["healthcheck"]["test"])
+    data_volume = pg["volumes"][0].split(":")[0]
+    assert data_volume in compose["volumes"], "PostgreSQL data lives in a named volume"
+    assert "ports" not in pg, "PostgreSQL is reachable from the stack only"
+
+    srv = services["server"]
+    assert srv["depends_on"]["postgres"]["condition"] == "service_healthy"
+    cmd = srv["command"]
+    db_url = cmd[cmd.index("--database-url") + 1]
+    assert server.normalise_database_url(db_url).startswith("postgresql+asyncpg://prefect:")
+    assert f"@postgres:5432/{pg['environment']['POSTGRES_DB']}" in db_url
+    assert db_url.split("//")[1].split(":")[1].split("@")[0] == pg["environment"]["POSTGRES_PASSWORD"]
+    assert "/api/health" in " ".join(srv["healthcheck"]["test"])
+
+    for name in ("worker", "worker-gpu"):
+        worker = services[name]
+        assert worker["environment"]["PREFECT_API_URL"] == f"http://server:{cmd[cmd.index('--port') + 1]}/api"
+        assert worker["depends_on"]["server"]["condition"] == "service_healthy"
+        assert "./videos:/videos:ro" in worker["volumes"], "the video source is mounted read-only"
+        assert any(v.endswith(":/workspace") for v in worker["volumes"])
+
+    gpu = services["worker-gpu"]
+    assert gpu["profiles"] == ["gpu"]
+    assert gpu["image"] == "mmcaps:cuda"
+    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+
+
+def test_compose_images_are_built_here_or_pinned(compose, dockerfile):
+    for name, service in compose["services"].items():
+        image = service["image"]
+        if "build" in service:
+            build = service["build"]
+            assert (DOCKER / build["context"] / build["dockerfile"]).resolve() == DOCKER / "Dockerfile"
+            assert build["target"] in dockerfile, f"{name}: no stage {build['target']!r} in docker/Dockerfile"
+            assert MMCAPS_TARGETS.get(image) == build["target"], f"{name}: image {image} vs target"
+        else:
+            assert is_pinned_official(image), f"{name}: {image} is neither built here nor a pinned official image"
+
+
+def test_compose_mmcaps_commands_parse(compose):
+    parser = build_parser()
+    seen = set()
+    for name, service in compose["services"].items():
+        if service["image"] not in MMCAPS_TARGETS or "entrypoint" in service:
+            continue
+        argv = [str(a) for a in service["command"]]
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit:
+            pytest.fail(f"service {name}: `mmcaps {' '.join(argv)}` does not parse")
+        assert args.command == argv[0] and callable(args.func), name
+        seen.add(argv[0])
+        if argv[0] == "serve":
+            assert str(args.source) == "/videos"
+    assert seen == {"server", "serve"}
+
+
+def test_compose_ports_bind_loopback(compose):
+    published = 0
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            if isinstance(port, dict):
+                host_ip = port.get("host_ip", "")
+            else:
+                parts = str(port).rsplit(":", 2)
+                assert len(parts) == 3, f"{name}: {port!r} publishes on every interface"
+                host_ip = parts[0]
+            assert host_ip == "127.0.0.1", f"{name}: {port!r} is published on {host_ip or 'every interface'}"
+            published += 1
+    assert published == 1  # the UI/API only
+
+
+def test_process_worker_polls_the_deploy_pool(compose, prefect_project):
+    worker = compose["services"]["process-worker"]
+    assert worker["entrypoint"] == ["prefect"]
+    cmd = worker["command"]
+    assert cmd[:2] == ["worker", "start"] and cmd[cmd.index("--type") + 1] == "process"
+    pools = {d["work_pool"]["name"] for d in prefect_project["deployments"]}
+    assert pools == {cmd[cmd.index("--pool") + 1]}
+    # The pull step's folder is where the image keeps the project.
+    (step,) = prefect_project["pull"]
+    assert step["prefect.deployments.steps.set_working_directory"]["directory"] == worker["working_dir"]
+
+
+# --- prefect.yaml ---------------------------------------------------------------------------------------------
+
+
+def test_prefect_yaml_entrypoints_are_flows(prefect_project):
+    from prefect import Flow
+
+    deployments = {d["name"]: d for d in prefect_project["deployments"]}
+    assert set(deployments) == {"extract", "train", "evaluate", "pipeline"}
+    for name, dep in deployments.items():
+        path, _, function = dep["entrypoint"].partition(":")
+        assert (REPO / path).is_file(), f"{name}: {path} does not exist"
+        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+        flow = getattr(module, function, None)
+        assert isinstance(flow, Flow), f"{name}: {dep['entrypoint']} is not a Prefect flow"
+        schema = flow.parameters
+        given = set(dep.get("parameters") or {})
+        assert given <= set(schema.properties), f"{name}: {given - set(schema.properties)} not parameters"
+        if dep.get("schedules"):
+            # A scheduled run has nobody to fill in parameters: every required one is given here.
+            assert set(schema.required or []) <= given, f"{name}: scheduled without {set(schema.required) - given}"
+    schedules = deployments["extract"]["schedules"]
+    assert schedules and all(("interval" in s) != ("cron" in s) for s in schedules)
