@@ -5,13 +5,7 @@ import pyarrow as pa
 import pytest
 
 from storage.manifest import COLUMNS, MANIFEST_SCHEMA, Manifest, current_view
-from storage.workspace import TMP_MARKER, Workspace
-
-
-@pytest.fixture
-def workspace(tmp_path):
-    # Local fixture: imports storage.workspace directly (see the report on tests/ shadowing the package).
-    return Workspace(tmp_path / "ws")
+from storage.workspace import TMP_MARKER
 
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)

@@ -12,11 +12,6 @@ from storage.shards import ShardWriter, iter_shard, sample_nbytes, write_shard
 from storage.workspace import TMP_MARKER, Workspace
 
 
-@pytest.fixture
-def workspace(tmp_path):
-    return Workspace(tmp_path / "ws")
-
-
 def npy(array):
     buf = io.BytesIO()
     np.save(buf, array, allow_pickle=False)

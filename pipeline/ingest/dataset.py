@@ -1,0 +1,120 @@
+"""Reading an extracted dataset: the current ok rows of one extract fingerprint, their shards, their samples."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from functools import cached_property
+from typing import Any
+
+import pyarrow as pa
+import yaml
+
+from pipeline.features import VideoFeatures
+from pipeline.ingest.engine import CONFIG_FILE
+from storage.hashing import table_fingerprint
+from storage.manifest import Manifest
+from storage.shards import iter_shard
+from storage.workspace import Workspace, safe_name
+
+# What names a dataset's content: which videos, which bytes, which extraction, and the caption count (a caption
+# change re-extracts a video with the same bytes).
+FINGERPRINT_COLUMNS = ("video_id", "sha256", "extract_fingerprint", "n_captions")
+
+
+class Dataset:
+    """The ok videos of one dataset for one extract fingerprint (the manifest's current view).
+
+    ``manifest``: pyarrow.Table of the current ok rows (schema ``MANIFEST_SCHEMA``); ``shards``: full paths of the
+    shards that hold them; ``iter_videos()`` reads exactly those samples (an old version of a re-extracted video
+    that still sits in an older shard is skipped).
+    """
+
+    def __init__(self, workspace: Workspace, name: str, extract_fp: str, manifest: pa.Table) -> None:
+        self.workspace = workspace
+        self.name = name
+        self.extract_fp = extract_fp
+        self.manifest = manifest
+        self.dataset_dir = workspace.dataset_dir(name)
+        shard_rel = manifest.column("shard").to_pylist()
+        self.shards: list[str] = [f"{self.dataset_dir}/{s}" for s in dict.fromkeys(sorted(shard_rel))]
+
+    def __repr__(self) -> str:
+        return f"Dataset({self.name!r}, fp={self.extract_fp}, videos={self.num_videos}, shards={len(self.shards)})"
+
+    @property
+    def num_videos(self) -> int:
+        return self.manifest.num_rows
+
+    @property
+    def hours(self) -> float:
+        return float(sum(self.manifest.column("duration_s").to_pylist())) / 3600.0
+
+    @property
+    def video_ids(self) -> list[str]:
+        return self.manifest.column("video_id").to_pylist()
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A hash of the current ok rows' (video_id, sha256, extract fingerprint, caption count), order-free."""
+        return table_fingerprint(self.manifest, FINGERPRINT_COLUMNS)
+
+    @property
+    def config_path(self) -> str:
+        return f"{self.workspace.shard_dir(self.name, self.extract_fp)}/{CONFIG_FILE}"
+
+    @cached_property
+    def extract_config(self) -> Any:
+        """The ExtractConfig stored beside the shards (raises ValueError naming the file when it does not load)."""
+        from pipeline.extract import ExtractConfig
+
+        try:
+            data = yaml.safe_load(self.workspace.read_bytes(self.config_path).decode("utf-8")) or {}
+            return ExtractConfig.model_validate(data)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"{self.config_path}: extract config missing") from exc
+        except Exception as exc:  # yaml or pydantic validation
+            raise ValueError(f"{self.config_path}: not a valid ExtractConfig ({exc})") from exc
+
+    def iter_videos(self) -> Iterator[VideoFeatures]:
+        """Decode every current ok video, shard by shard in file order. Errors name the shard and the member.
+
+        Raises ValueError when a shard lacks a video the manifest places in it.
+        """
+        wanted: dict[str, dict[str, tuple[str, str]]] = {}
+        for row in self.manifest.select(["video_id", "sha256", "shard"]).to_pylist():
+            key = safe_name(row["video_id"], what="video id")
+            wanted.setdefault(f"{self.dataset_dir}/{row['shard']}", {})[key] = (row["video_id"], row["sha256"])
+        for shard in self.shards:
+            expect = wanted[shard]
+            seen = set()
+            for raw in iter_shard(shard, self.workspace.fs):
+                key = raw["__key__"]
+                if key not in expect:
+                    continue
+                meta = json.loads(raw.get("meta.json", b"{}"))
+                if meta.get("sha256") != expect[key][1]:
+                    continue  # an older extraction of this video (its bytes changed since); the current one is elsewhere
+                seen.add(key)
+                yield VideoFeatures.from_sample(raw, where=f"shard {shard}")
+            missing = sorted(set(expect) - seen)
+            if missing:
+                raise ValueError(f"shard {shard}: lacks videos the manifest places there: {missing[:5]}")
+
+
+def open_dataset(workspace: Workspace, name: str, extract_fp: str | None = None) -> Dataset:
+    """Open dataset ``name``: the current ok rows of ``extract_fp`` (default: the fingerprint extracted last).
+
+    Raises FileNotFoundError when the dataset has no manifest, KeyError when it has no rows for ``extract_fp``.
+    """
+    manifest = Manifest(workspace, name)
+    if not manifest.exists():
+        raise FileNotFoundError(f"dataset {name!r}: no manifest at {manifest.path} (run mmcaps extract first)")
+    fps = manifest.fingerprints()
+    if extract_fp is None:
+        if not fps:
+            raise KeyError(f"dataset {name!r}: the manifest is empty")
+        extract_fp = fps[-1]
+    elif extract_fp not in fps:
+        raise KeyError(f"dataset {name!r}: no videos with extract fingerprint {extract_fp!r} (has {fps})")
+    return Dataset(workspace, name, extract_fp, manifest.current(extract_fp, status="ok"))

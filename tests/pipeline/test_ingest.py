@@ -1,0 +1,411 @@
+"""The incremental extraction engine on small real videos (made with the ffmpeg binary), real shards and Parquet.
+
+Most tests use ``ProbeExtractor`` (real ffmpeg decoding, no network: milliseconds per video); one runs the
+library's ``pipeline.extract.Extractor`` end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.features import Captions
+from pipeline.ingest import (
+    ExtractJob,
+    discover_videos,
+    extract_one,
+    load_sources,
+    open_dataset,
+    plan_extract,
+    recover,
+    run_extract,
+    staging_dir,
+    write_dataset,
+)
+from pipeline.ingest.probe import ProbeConfig, ProbeExtractor
+from storage.hashing import sha256_file
+from storage.manifest import Manifest
+from storage.shards import iter_shard
+from storage.workspace import TMP_MARKER, Workspace
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def ffmpeg() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def make_video(path: Path, *, pattern: str = "testsrc", seconds: float = 1.5, audio: bool = True, freq: int = 440):
+    args = [ffmpeg(), "-v", "error", "-y", "-f", "lavfi", "-i", f"{pattern}=size=64x48:rate=10:duration={seconds}"]
+    if audio:
+        args += ["-f", "lavfi", "-i", f"sine=frequency={freq}:duration={seconds}", "-c:a", "aac", "-shortest"]
+    args += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path)]
+    subprocess.run(args, check=True, capture_output=True, timeout=60)
+    return path
+
+
+VTT = "WEBVTT\n\n00:00:00.000 --> 00:00:00.700\nred square {n}\n\n00:00:00.700 --> 00:00:01.400\nblue circle\n"
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    """Base clips, made once: two with audio (different content), one without audio."""
+    out = tmp_path_factory.mktemp("clips")
+    return {
+        "a": make_video(out / "a.mp4", pattern="testsrc", freq=440),
+        "b": make_video(out / "b.mp4", pattern="smptebars", freq=660, seconds=2.0),
+        "silent": make_video(out / "silent.mp4", pattern="testsrc2", audio=False),
+    }
+
+
+@pytest.fixture
+def ws(tmp_path) -> Workspace:
+    return Workspace(tmp_path / "ws")
+
+
+def put(src: Path, dst: Path, vtt: int | None = None) -> Path:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+    if vtt is not None:
+        dst.with_suffix(".vtt").write_text(VTT.format(n=vtt), encoding="utf-8")
+    return dst
+
+
+def extraction_log(path: Path) -> Counter:
+    return Counter(path.read_text().split()) if path.exists() else Counter()
+
+
+def probe(tmp_path: Path, **kw) -> tuple[ProbeExtractor, Path]:
+    log = tmp_path / "extractions.log"
+    return ProbeExtractor(ProbeConfig(log_path=str(log), **kw)), log
+
+
+def no_temporaries(ws: Workspace) -> bool:
+    return not [p for p in ws.fs.find(ws.root) if p.rsplit("/", 1)[-1].startswith(TMP_MARKER)]
+
+
+# -- discovery and captions ------------------------------------------------------------------------------------
+def test_discover_folder_list_url_and_id_clashes(tmp_path, clips):
+    src = tmp_path / "src"
+    put(clips["a"], src / "x" / "one.mp4")
+    put(clips["a"], src / "x" / "y" / "two.MKV")
+    put(clips["a"], src / "three.webm")
+    (src / "notes.txt").write_text("not a video")
+    (src / "sub.vtt").write_text("WEBVTT\n")
+    found = discover_videos(src)
+    assert [Path(p).name for p in found] == ["three.webm", "one.mp4", "two.MKV"]
+    # A text file of paths: comments, blank lines, relative paths resolved against the list's folder.
+    listing = src / "list.txt"
+    listing.write_text("# videos\nx/one.mp4\n\n" + str(src / "three.webm") + "\n")
+    assert discover_videos(listing) == [str(src / "x" / "one.mp4"), str(src / "three.webm")]
+    assert discover_videos([str(src / "three.webm")]) == [str(src / "three.webm")]
+    # An fsspec URL folder.
+    mem = fsspec.filesystem("memory")
+    mem.pipe("/ingest-discover/v/c.mp4", b"x")
+    mem.pipe("/ingest-discover/v/d.txt", b"x")
+    found = discover_videos("memory://ingest-discover/v")
+    assert [mem._strip_protocol(p) for p in found] == ["/ingest-discover/v/c.mp4"] and found[0].startswith("memory://")
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        discover_videos(tmp_path / "nowhere")
+    # Two files with one id, and two ids with one shard key, are errors naming both files.
+    put(clips["a"], src / "z" / "one.mkv")
+    with pytest.raises(ValueError, match=r"'one'.*one\.mp4.*one\.mkv|'one'.*one\.mkv.*one\.mp4"):
+        load_sources(src)
+    with pytest.raises(ValueError, match=r"same shard key 'a_b'"):
+        load_sources([str(tmp_path / "a b.mp4"), str(tmp_path / "a_b.mp4")])
+
+
+def test_caption_pairing_json_then_subtitle_then_csv(tmp_path, clips):
+    src = tmp_path / "src"
+    for name in ("j", "v", "en", "s", "c", "none"):
+        put(clips["a"], src / f"{name}.mp4")
+    (src / "j.vtt").write_text(VTT.format(n=0))  # the JSON wins over a subtitle beside the video
+    (src / "v.vtt").write_text(VTT.format(n=1))
+    (src / "en.en.vtt").write_text(VTT.format(n=2))
+    (src / "s.srt").write_text("1\n00:00:00,000 --> 00:00:01,000\nfrom srt\n")
+    howto = tmp_path / "caption.json"
+    howto.write_text(json.dumps({"j": {"start": [0.5], "end": [1.0], "text": ["from json"]}}))
+    by_id = {v.video_id: v for v in load_sources(src, captions=howto)}
+    assert by_id["j"].captions == Captions([0.5], [1.0], ["from json"])
+    assert by_id["v"].captions.text == ["red square 1", "blue circle"]
+    assert by_id["v"].captions.start == [0.0, 0.7] and by_id["v"].captions.end == [0.7, 1.4]
+    assert by_id["en"].captions.text == ["red square 2", "blue circle"]
+    assert by_id["s"].captions.text == ["from srt"]
+    assert by_id["none"].captions is None and by_id["c"].captions is None
+    table = tmp_path / "clips.csv"
+    table.write_text("video_id,start,end,text\nc,0.2,0.9,from csv\nv,0,1,ignored: the vtt wins\n")
+    by_id = {v.video_id: v for v in load_sources(src, captions=table)}
+    assert by_id["c"].captions == Captions([0.2], [0.9], ["from csv"])
+    assert by_id["v"].captions.text[0] == "red square 1"
+    assert by_id["j"].captions.text[0] == "red square 0"  # no JSON now: its own subtitle
+    with pytest.raises(ValueError, match=r"expected a HowTo100M"):
+        load_sources(src, captions=tmp_path / "caps.txt")
+
+
+# -- incremental runs ------------------------------------------------------------------------------------------
+def assert_same_features(got, want):
+    for name in ("rgb2d", "rgb3d", "mel", "w2v"):
+        a, b = getattr(got, name), getattr(want, name)
+        assert a.dtype == np.float16 and a.shape == b.shape, name
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    assert got.captions == want.captions
+
+
+def test_incremental_runs(tmp_path, ws, clips):
+    src = tmp_path / "src"
+    for i, name in enumerate(("v1", "v2", "v3")):
+        put(clips["a"] if i != 1 else clips["b"], src / f"{name}.mp4", vtt=i)
+    ex, log = probe(tmp_path)
+    first = run_extract(src, "demo", workspace=ws, extractor=ex)
+    assert (first.extracted, first.unchanged, first.failed, first.videos) == (3, 0, [], 3)
+    assert first.captions == 6 and first.hours == pytest.approx((1.5 + 2.0 + 1.5) / 3600, rel=0.05)
+    assert extraction_log(log) == Counter({"v1": 1, "v2": 1, "v3": 1})
+
+    # The dataset reads back equal to a direct extraction of each file (the naive path).
+    ds = open_dataset(ws, "demo")
+    got = {f.video_id: f for f in ds.iter_videos()}
+    assert sorted(got) == ["v1", "v2", "v3"]
+    direct = ProbeExtractor()
+    for vid, feats in got.items():
+        path = src / f"{vid}.mp4"
+        want = direct.extract(str(path), load_sources([str(path)])[0].captions, vid)
+        assert_same_features(feats, want)
+        assert feats.meta["sha256"] == sha256_file(str(path)) and feats.meta["source"] == str(path)
+    assert ws.exists(f"{ws.shard_dir('demo', ex.config.fingerprint())}/extract-config.yaml")
+    fingerprint1 = ds.fingerprint
+
+    # Second run over the same source: nothing extracted, nothing written.
+    shards_before = sorted(ws.fs.find(ws.dataset_dir("demo") + "/shards"))
+    second = run_extract(src, "demo", workspace=ws, extractor=ex)
+    assert (second.extracted, second.unchanged, second.shards) == (0, 3, [])
+    assert extraction_log(log) == Counter({"v1": 1, "v2": 1, "v3": 1})
+    assert sorted(ws.fs.find(ws.dataset_dir("demo") + "/shards")) == shards_before
+    assert open_dataset(ws, "demo").fingerprint == fingerprint1
+
+    # Adding one video extracts only it.
+    put(clips["b"], src / "v4.mp4", vtt=4)
+    third = run_extract(src, "demo", workspace=ws, extractor=ex)
+    assert (third.extracted, third.unchanged, third.videos) == (1, 3, 4)
+    assert extraction_log(log)["v4"] == 1 and sum(extraction_log(log).values()) == 4
+
+    # Changing a video's bytes re-extracts it; the dataset then holds only the new version.
+    shutil.copyfile(clips["b"], src / "v1.mp4")
+    new_sha = sha256_file(str(src / "v1.mp4"))
+    fourth = run_extract(src, "demo", workspace=ws, extractor=ex)
+    assert (fourth.extracted, fourth.unchanged) == (1, 3)
+    assert extraction_log(log)["v1"] == 2
+    ds = open_dataset(ws, "demo")
+    assert ds.num_videos == 4 and ds.fingerprint != fingerprint1
+    videos = list(ds.iter_videos())
+    assert sorted(f.video_id for f in videos) == ["v1", "v2", "v3", "v4"]
+    v1 = next(f for f in videos if f.video_id == "v1")
+    assert v1.meta["sha256"] == new_sha and v1.rgb2d.shape[0] == 2  # b is 2.0 s: 2 frames at 1 fps
+    assert_same_features(v1, direct.extract(str(src / "v1.mp4"), load_sources([str(src / "v1.mp4")])[0].captions, "v1"))
+    # The old version is still in its old shard (history), but the manifest's current view supersedes it.
+    rows = pd.read_parquet(ws.manifest_path("demo"))
+    assert (rows["video_id"] == "v1").sum() == 2
+    assert rows[rows.video_id == "v1"].sha256.iloc[-1] == new_sha
+
+    # Changing the captions (same bytes) re-extracts too: the caption count differs.
+    (src / "v2.vtt").write_text(VTT.format(n=9) + "\n00:00:01.400 --> 00:00:01.900\na third caption\n")
+    assert run_extract(src, "demo", workspace=ws, extractor=ex).extracted == 1
+    v2 = next(f for f in open_dataset(ws, "demo").iter_videos() if f.video_id == "v2")
+    assert v2.captions.text[-1] == "a third caption" and v2.w2v.shape == (3, 300)
+
+    # Another extract fingerprint writes a separate shard set; the default dataset is the latest fingerprint.
+    ex2, _ = probe(tmp_path, thumb=4)
+    fp1, fp2 = ex.config.fingerprint(), ex2.config.fingerprint()
+    assert fp1 != fp2
+    other = run_extract(src, "demo", workspace=ws, extractor=ex2)
+    assert other.extracted == 4 and all(f"/shards/{fp2}/" in s for s in other.shards)
+    assert open_dataset(ws, "demo").extract_fp == fp2
+    assert open_dataset(ws, "demo", fp1).num_videos == 4
+    assert {s.split("/shards/")[1].split("/")[0] for s in open_dataset(ws, "demo", fp1).shards} == {fp1}
+    assert not ws.exists(staging_dir(ws, "demo", fp1)) or not ws.fs.find(staging_dir(ws, "demo", fp1))
+    assert no_temporaries(ws)
+
+
+# -- bad input -------------------------------------------------------------------------------------------------
+def test_bad_input_fails_cleanly_and_good_videos_extract(tmp_path, ws, clips):
+    src = tmp_path / "src"
+    put(clips["a"], src / "good.mp4", vtt=0)
+    (src / "empty.mp4").write_bytes(b"")
+    data = clips["a"].read_bytes()
+    (src / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    (src / "text.mp4").write_text("this is not a video\n")
+    put(clips["silent"], src / "silent.mp4", vtt=1)
+    put(clips["b"], src / "nocaps.mp4")
+    odd = "-odd 'quoted' \"name\" ünïcødé"
+    put(clips["b"], src / f"{odd}.mp4", vtt=2)
+    ex, log = probe(tmp_path)
+    summary = run_extract(src, "bad", workspace=ws, extractor=ex)
+    rows = {r["video_id"]: r for r in pd.read_parquet(ws.manifest_path("bad")).to_dict("records")}
+    assert set(rows) == {"good", "empty", "truncated", "text", "silent", "nocaps", odd}
+    failed = {vid for vid, r in rows.items() if r["status"] == "failed"}
+    assert failed == {"empty", "truncated", "text"} == {vid for vid, _ in summary.failed}
+    assert "empty.mp4" in rows["empty"]["error"] and "0 bytes" in rows["empty"]["error"]
+    assert "truncated.mp4" in rows["truncated"]["error"]
+    assert "text.mp4" in rows["text"]["error"]
+    for vid in failed:
+        assert "\n" not in rows[vid]["error"] and rows[vid]["shard"] == ""
+    assert rows["silent"]["status"] == "ok" and not rows["silent"]["has_audio"]
+    assert rows["nocaps"]["status"] == "ok" and rows["nocaps"]["n_captions"] == 0
+    assert rows[odd]["status"] == "ok" and rows[odd]["n_captions"] == 2
+    by_id = {f.video_id: f for f in open_dataset(ws, "bad").iter_videos()}
+    assert sorted(by_id) == sorted(["good", "silent", "nocaps", odd])
+    assert by_id["silent"].mel.shape == (40, 0) and by_id["good"].mel.shape[0] == 40 and by_id["good"].has_audio
+    assert by_id["nocaps"].w2v.shape == (0, 300) and len(by_id["nocaps"].captions) == 0
+    assert by_id[odd].meta["video_id"] == odd
+
+    # Failed videos are not retried by default, and are with retry_failed.
+    again = run_extract(src, "bad", workspace=ws, extractor=ex)
+    assert (again.extracted, again.failed, again.failed_before) == (0, [], 3)
+    before = sum(extraction_log(log).values())
+    retried = run_extract(src, "bad", workspace=ws, extractor=ex, retry_failed=True)
+    assert sorted(v for v, _ in retried.failed) == ["empty", "text", "truncated"]
+    # Two reach the extractor again (the 0-byte file is refused before extraction) and fail again: no log line.
+    assert sum(extraction_log(log).values()) == before
+    cur = Manifest(ws, "bad").current()
+    assert cur.num_rows == 7  # one current row per video
+
+
+def test_ids_that_would_escape_stay_inside_the_workspace(tmp_path, clips):
+    ws = Workspace(tmp_path / "inner" / "ws")
+    ex = ProbeExtractor()
+    fp = ex.config.fingerprint()
+    sha = sha256_file(str(clips["a"]))
+    size = clips["a"].stat().st_size
+    bad_ids = ["../../escaped", "/abs/escaped", "a/b\\c", "..", "x/../../../y"]
+    records = [
+        extract_one(ExtractJob(vid, str(clips["a"]), sha, size, fp), ex, ws, "../../evil-dataset") for vid in bad_ids
+    ]
+    assert [r.status for r in records] == ["ok"] * len(bad_ids)
+    write_dataset(records, ws, "../../evil-dataset")
+    root = os.path.realpath(ws.root)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert files and all(os.path.realpath(p).startswith(root + os.sep) for p in files), files
+    ds = open_dataset(ws, "../../evil-dataset")
+    assert sorted(f.video_id for f in ds.iter_videos()) == sorted(bad_ids)
+
+
+# -- crash safety ----------------------------------------------------------------------------------------------
+def test_recover_packs_staged_work_and_skips_what_the_manifest_has(tmp_path, ws, clips):
+    """Each crash window, produced deterministically: staged-but-unpacked, and packed-but-staging-not-deleted."""
+    src = tmp_path / "src"
+    for name in ("p", "q", "r"):
+        put(clips["a"], src / f"{name}.mp4")
+    ex, log = probe(tmp_path)
+    fp = ex.config.fingerprint()
+    plan = plan_extract(src, "rc", fp, ws)
+    assert [j.reason for j in plan.jobs] == ["new"] * 3
+    records = [extract_one(job, ex, ws, "rc") for job in plan.jobs]
+    # Window 2: q was packed and appended, but its staging file was not deleted (simulate by copying it back).
+    kept = ws.read_bytes(records[1].staging)
+    write_dataset([records[1]], ws, "rc")
+    ws.write_bytes(records[1].staging, kept)
+    # A crashed writer's temporary.
+    ws.write_bytes(f"{staging_dir(ws, 'rc', fp)}/{TMP_MARKER}dead-x.tar", b"half")
+    removed, recovered = recover(ws, "rc")
+    assert len(removed) == 1 and recovered == 2
+    summary = run_extract(src, "rc", workspace=ws, extractor=ex)
+    assert (summary.extracted, summary.unchanged) == (0, 3)
+    assert extraction_log(log) == Counter({"p": 1, "q": 1, "r": 1})
+    table = Manifest(ws, "rc").read()
+    assert sorted(table.column("video_id").to_pylist()) == ["p", "q", "r"]
+    assert not ws.fs.find(staging_dir(ws, "rc", fp)) and no_temporaries(ws)
+
+
+CRASH_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from pipeline.ingest import run_extract
+    from pipeline.ingest.probe import ProbeConfig, ProbeExtractor
+    from storage.workspace import Workspace
+
+    cfg = ProbeConfig(delay_s=0.25, log_path=sys.argv[3])
+    run_extract(sys.argv[1], "crash", cfg, Workspace(sys.argv[2]), extractor=ProbeExtractor(cfg), max_count=3)
+    """
+)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_rerun(tmp_path, clips):
+    src = tmp_path / "src"
+    names = [f"c{i}" for i in range(8)]
+    for i, name in enumerate(names):
+        put(clips["a"] if i % 2 else clips["b"], src / f"{name}.mp4", vtt=i)
+    ws = Workspace(tmp_path / "ws")
+    log = tmp_path / "extractions.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CRASH_SCRIPT, str(src), ws.root, str(log)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    shards = Path(ws.dataset_dir("crash")) / "shards"
+    deadline = time.monotonic() + 90
+    try:
+        # Kill as soon as the first shard has been published: the run is mid-way, with staged samples pending.
+        while not any(p.suffix == ".tar" and not p.name.startswith(TMP_MARKER) for p in shards.rglob("*.tar")):
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert time.monotonic() < deadline, "extraction subprocess made no shard in time"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    # What had finished at the moment of the kill: staged samples and manifest rows.
+    staged = {p.name.rsplit("-", 1)[0] for p in Path(ws.dataset_dir("crash")).rglob("staging/*/*.tar")}
+    manifest = Manifest(ws, "crash")
+    in_manifest = set(manifest.read().column("video_id").to_pylist())
+    finished = staged | in_manifest
+    first = extraction_log(log)
+    assert 0 < len(finished) < len(names), (finished, first)
+
+    ex = ProbeExtractor(ProbeConfig(log_path=str(log)))
+    summary = run_extract(src, "crash", workspace=ws, extractor=ex, max_count=3)
+    counts = extraction_log(log)
+    for vid in finished:
+        assert counts[vid] == 1, f"{vid} finished before the kill but was extracted again"
+    assert set(counts) == set(names) and all(n <= 2 for n in counts.values())
+    assert summary.failed == [] and summary.videos == len(names)
+    table = manifest.read()
+    assert Counter(table.column("video_id").to_pylist()) == Counter(names)  # every video exactly once
+    for shard in ws.fs.find(str(shards)):
+        if shard.endswith(".tar"):
+            assert len(list(iter_shard(shard))) > 0  # every shard reads back whole (raises otherwise)
+    assert sorted(f.video_id for f in open_dataset(ws, "crash").iter_videos()) == names
+    assert no_temporaries(ws)
+    assert not list(Path(ws.dataset_dir("crash")).rglob("staging/*/*"))
+
+
+# -- fsspec workspace and source --------------------------------------------------------------------------------
+def test_memory_workspace_and_source(tmp_path, clips):
+    mem = fsspec.filesystem("memory")
+    mem.pipe("/ingest-src/vids/m1.mp4", clips["a"].read_bytes())
+    mem.pipe("/ingest-src/vids/m1.vtt", VTT.format(n=5).encode())
+    mem.pipe("/ingest-src/vids/m2.mp4", clips["silent"].read_bytes())
+    ws = Workspace("memory://ingest-ws")
+    ex = ProbeExtractor()
+    summary = run_extract("memory://ingest-src/vids", "mem", workspace=ws, extractor=ex)
+    assert (summary.extracted, summary.failed) == (2, [])
+    assert summary.shards[0].startswith("memory://ingest-ws/datasets/mem/shards/")
+    feats = {f.video_id: f for f in open_dataset(ws, "mem").iter_videos()}
+    assert feats["m1"].captions.text[0] == "red square 5" and not feats["m2"].has_audio
+    assert run_extract("memory://ingest-src/vids", "mem", workspace=ws, extractor=ex).extracted == 0
+    assert no_temporaries(ws)
