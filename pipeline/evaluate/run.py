@@ -1,0 +1,250 @@
+"""``evaluate(run_id, specs, workspace, cfg)``: prepare → extract → embed and score → report, per benchmark.
+
+Each step is a public function so the Prefect flow can run them as separate tasks:
+
+- :func:`prepare` parses the benchmark's files (``EvalSpec`` → :class:`EvalDataset`);
+- :func:`extract` runs the storage engine on the present videos into dataset ``eval-<name>`` with the
+  *run's* extract config (same backbones, cache and fingerprint as training);
+- :func:`score` embeds and scores, writing ``metrics.json``, ``per_query.parquet``, ``per_step.parquet`` and
+  ``per_video.parquet`` (localisation) and ``examples.json`` to ``<root>/evals/<run-id>/<name>/``;
+- :func:`report` draws the figures and ``report.html`` from those files.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.evaluate.adapters import load_spec
+from pipeline.evaluate.config import EvalConfig, EvalSpec
+from pipeline.evaluate.dataset import EvalDataset
+from pipeline.evaluate.embed import ProgressFn, embed_dataset
+from pipeline.evaluate.report import write_report
+from pipeline.evaluate.score import Scores, score_dataset
+from storage.workspace import Workspace
+
+PER_QUERY_SCHEMA = pa.schema(
+    [
+        ("query", pa.int64()),
+        ("modality", pa.string()),
+        ("text", pa.string()),
+        ("video_id", pa.string()),
+        ("start", pa.float64()),
+        ("end", pa.float64()),
+        ("rank", pa.int64()),
+        ("video_missing", pa.bool_()),
+        ("in_vocab_words", pa.int64()),
+    ]
+)
+PER_STEP_SCHEMA = pa.schema(
+    [
+        ("modality", pa.string()),
+        ("task", pa.string()),
+        ("video_id", pa.string()),
+        ("step", pa.int64()),
+        ("label", pa.string()),
+        ("text", pa.string()),
+        ("second", pa.int64()),
+        ("annotated", pa.bool_()),
+        ("recalled", pa.bool_()),
+    ]
+)
+PER_VIDEO_SCHEMA = pa.schema(
+    [
+        ("modality", pa.string()),
+        ("task", pa.string()),
+        ("video_id", pa.string()),
+        ("seconds", pa.int64()),
+        ("steps", pa.int64()),
+        ("annotated_steps", pa.int64()),
+        ("recalled_steps", pa.int64()),
+        ("recall", pa.float64()),
+        ("iou", pa.float64()),
+        ("iod", pa.float64()),
+        ("video_missing", pa.bool_()),
+    ]
+)
+
+
+def eval_dataset_name(name: str) -> str:
+    """The storage dataset an evaluation set is extracted into."""
+    return f"eval-{name}"
+
+
+def prepare(spec: EvalSpec | str, cfg: EvalConfig | None = None) -> EvalDataset:
+    """Parse a benchmark's annotations and locate its videos (``spec`` may be a ``KIND=...`` string)."""
+    return load_spec(EvalSpec.parse(spec) if isinstance(spec, str) else spec, cfg)
+
+
+def run_extract_config(workspace: Workspace, run_id: str) -> Any:
+    """The ExtractConfig of the run's training data (evaluation features must be extracted the same way)."""
+    from pipeline.extract import ExtractConfig
+    from pipeline.train import load_run
+
+    _, _, info = load_run(workspace, run_id)
+    raw = info.get("extract_config") or {}
+    if not raw:
+        raise ValueError(f"run {run_id}: run info has no extract_config; cannot extract evaluation videos alike")
+    return ExtractConfig.model_validate(raw)
+
+
+def extract(
+    dataset: EvalDataset, extract_cfg: Any, workspace: Workspace, *, progress: ProgressFn | None = None
+) -> dict[str, Any]:
+    """Extract the dataset's present videos into ``eval-<name>``; returns the engine's summary (or a note)."""
+    from pipeline.ingest import run_extract
+
+    if not dataset.videos:
+        return {"dataset": eval_dataset_name(dataset.name), "videos": 0, "note": "no video present"}
+    paths = [str(p) for p in dataset.videos.values()]
+    summary = run_extract(paths, eval_dataset_name(dataset.name), extract_cfg, workspace, progress=progress)
+    return {"dataset": eval_dataset_name(dataset.name), "videos": len(paths), "summary": _jsonable(summary)}
+
+
+def _jsonable(value: Any) -> Any:
+    """JSON-safe copy: NaN/inf become None, numpy scalars plain numbers, unknown objects their repr."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if not math.isfinite(float(value)) else float(value)
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    if hasattr(value, "__dict__"):
+        return _jsonable(vars(value))
+    return repr(value)
+
+
+def _write_table(workspace: Workspace, path: str, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
+    table = pa.Table.from_pylist(rows, schema=schema)
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf)
+    workspace.write_bytes(path, buf.getvalue().to_pybytes())
+
+
+def score(
+    dataset: EvalDataset,
+    run_id: str,
+    workspace: Workspace,
+    cfg: EvalConfig | None = None,
+    *,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """Embed and score one extracted dataset with the run's model; write the metrics and tables; return the
+    metrics exactly as written to ``metrics.json``."""
+    from pipeline.extract import ExtractConfig
+    from pipeline.extract.text import WordVectors
+    from pipeline.ingest import open_dataset
+    from pipeline.train import load_run
+
+    cfg = cfg or EvalConfig()
+    net, train_cfg, info = load_run(workspace, run_id, device=cfg.device)
+    extract_cfg = ExtractConfig.model_validate(info.get("extract_config") or {})
+    w2v_path = extract_cfg.text.word2vec
+    if not w2v_path:
+        raise ValueError(f"run {run_id}: its extract config names no word2vec file; query texts cannot be encoded")
+    cache = workspace.cache_dir("word2vec")
+    words = WordVectors.load(w2v_path, cache_dir=cache if workspace.is_local else None)
+
+    def encode_sentences(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        pairs = [words.encode(t) for t in texts]
+        vectors = np.stack([v for v, _ in pairs]) if pairs else np.zeros((0, words.dim), np.float32)
+        return vectors, np.array([n for _, n in pairs], dtype=np.int64)
+
+    with_audio = bool(getattr(train_cfg, "use_audio", True)) and "video+audio" in cfg.modalities
+    ds_fingerprint = None
+    videos: Any = []
+    if dataset.videos:
+        stored = open_dataset(workspace, eval_dataset_name(dataset.name), extract_fp=extract_cfg.fingerprint())
+        ds_fingerprint = stored.fingerprint
+        videos = stored.iter_videos()
+    emb = embed_dataset(
+        dataset,
+        videos,
+        net,
+        encode_sentences,
+        audio_frames=int(getattr(train_cfg, "audio_frames", 1024)),
+        with_audio=with_audio,
+        batch_size=cfg.batch_size,
+        device=cfg.device,
+        progress=progress,
+    )
+    not_extracted = sorted(set(dataset.videos) - set(emb.durations))
+    if not_extracted:
+        # present on disk but the engine could not extract them (status failed): failures, like missing ones
+        dataset.missing = [*dataset.missing, *not_extracted]
+        for vid in not_extracted:
+            dataset.videos.pop(vid)
+    result = score_dataset(dataset, emb, cfg)
+    header = {
+        "run_id": run_id,
+        "eval_fingerprint": cfg.fingerprint(),
+        "eval_config": cfg.model_dump(mode="json"),
+        "extract_fingerprint": extract_cfg.fingerprint(),
+        "dataset_fingerprint": ds_fingerprint,
+        "checkpoint": info.get("checkpoint"),
+        "videos_not_extracted": not_extracted,
+    }
+    return write_results(workspace, workspace.eval_dir(run_id, dataset.name), result, header)
+
+
+def write_results(workspace: Workspace, out_dir: str, result: Scores, header: dict[str, Any]) -> dict[str, Any]:
+    """Write ``examples.json``, the Parquet tables and (last) ``metrics.json`` = header + metrics, with a fresh
+    evaluation id and time; returns the metrics exactly as written."""
+    metrics = {
+        "evaluation_id": uuid.uuid4().hex[:12],
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        **header,
+        **result.metrics,
+    }
+    metrics = _jsonable(metrics)
+    workspace.write_text(f"{out_dir}/examples.json", json.dumps(_jsonable(result.examples)))
+    _write_table(workspace, f"{out_dir}/per_query.parquet", result.per_query, PER_QUERY_SCHEMA)
+    if "localisation" in result.metrics:
+        _write_table(workspace, f"{out_dir}/per_step.parquet", result.per_step, PER_STEP_SCHEMA)
+        _write_table(workspace, f"{out_dir}/per_video.parquet", result.per_video, PER_VIDEO_SCHEMA)
+    # metrics.json last: its presence means the folder is complete
+    text = json.dumps(metrics, indent=2)
+    workspace.write_text(f"{out_dir}/metrics.json", text)
+    return json.loads(text)
+
+
+def report(run_id: str, name: str, workspace: Workspace, cfg: EvalConfig | None = None) -> str:
+    """Figures and ``report.html`` for a scored dataset; returns the report's path."""
+    return write_report(workspace, workspace.eval_dir(run_id, name), cfg or EvalConfig())
+
+
+def evaluate(
+    run_id: str,
+    specs: Sequence[EvalSpec | str],
+    workspace: Workspace,
+    cfg: EvalConfig | None = None,
+    *,
+    progress: ProgressFn | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Evaluate a trained run on every spec; returns ``{name: metrics}`` (as in each ``metrics.json``, plus
+    ``report`` = the report's path)."""
+    cfg = cfg or EvalConfig()
+    datasets = [prepare(s, cfg) for s in specs]
+    names = [d.name for d in datasets]
+    if len(set(names)) != len(names):
+        raise ValueError(f"evaluation names must be distinct, got {names}; name them with KIND/NAME=...")
+    extract_cfg = run_extract_config(workspace, run_id)
+    out: dict[str, dict[str, Any]] = {}
+    for ds in datasets:
+        extract(ds, extract_cfg, workspace, progress=progress)
+        metrics = score(ds, run_id, workspace, cfg, progress=progress)
+        metrics["report"] = report(run_id, ds.name, workspace, cfg)
+        out[ds.name] = metrics
+    return out
