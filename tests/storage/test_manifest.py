@@ -7,7 +7,6 @@ import pytest
 from storage.manifest import COLUMNS, MANIFEST_SCHEMA, Manifest, current_view
 from storage.workspace import TMP_MARKER
 
-
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 
 
