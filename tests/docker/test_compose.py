@@ -11,6 +11,8 @@ import fnmatch
 import importlib
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -117,12 +119,17 @@ def test_dockerfile_target(dockerfile, target):
 
     runs = " ".join(of("RUN"))
     assert re.search(r"apt-get install[^&;]*\bffmpeg\b", runs), "ffmpeg is installed from Debian"
-    assert re.search(r"pip install /opt/mmcaps\b", runs), "mmcaps itself is installed"
+    assert re.search(r"pip install -r /tmp/requirements.txt\b", runs), "pyproject's dependencies are installed"
+    assert re.search(r"pip install --no-deps /opt/mmcaps\b", runs), "mmcaps itself is installed"
     assert ". /opt/mmcaps" in of("COPY"), "the project is copied where prefect.yaml's pull step expects it"
 
     users = of("USER")
     assert users and users[-1] not in ("root", "0"), f"{target} runs as root"
     assert re.search(rf"useradd\b[^&;]*\b{re.escape(users[-1])}\b", runs), f"user {users[-1]} is created"
+
+    for command in of("RUN"):  # the shell form runs under /bin/sh -c; a syntax error fails only at build time
+        check = subprocess.run(["sh", "-n", "-c", command], capture_output=True, text=True)
+        assert check.returncode == 0, f"{target}: RUN {command!r}: {check.stderr}"
 
     assert json.loads(of("ENTRYPOINT")[-1]) == ["mmcaps"]
     assert "/workspace" in json.loads(of("VOLUME")[-1])
@@ -265,3 +272,33 @@ def test_prefect_yaml_entrypoints_are_flows(prefect_project):
             assert set(schema.required or []) <= given, f"{name}: scheduled without {set(schema.required) - given}"
     schedules = deployments["extract"]["schedules"]
     assert schedules and all(("interval" in s) != ("cron" in s) for s in schedules)
+
+
+def test_prefect_yaml_passes_prefects_own_validation(prefect_project):
+    from datetime import timedelta
+
+    from prefect.cli.deploy._models import PrefectYamlModel, RawScheduleConfig
+
+    model = PrefectYamlModel.model_validate(prefect_project)
+    by_name = {d.name: d for d in model.deployments}
+    (schedule,) = by_name["extract"].schedules
+    assert isinstance(schedule, RawScheduleConfig) and schedule.interval == timedelta(hours=1)
+    assert all(d.work_pool is not None and d.work_pool.name == "mmcaps-process" for d in model.deployments)
+
+
+def test_pyproject_requirements_matches_pyproject(tmp_path):
+    import tomllib
+
+    script = DOCKER / "pyproject_requirements.py"
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+
+    def run(*extra: str) -> list[str]:
+        out = subprocess.run(
+            [sys.executable, script, REPO / "pyproject.toml", *extra], capture_output=True, text=True, check=True
+        )
+        return out.stdout.split()
+
+    assert run() == declared
+    torch_reqs = [d for d in declared if re.match(r"(torch|torchvision)\b(?!-)", d)]
+    assert len(torch_reqs) == 2 and run("--only", "torch", "TorchVision") == torch_reqs
+    assert run("--exclude", "torch", "torchvision") == [d for d in declared if d not in torch_reqs]
