@@ -1,0 +1,112 @@
+"""``ExtractConfig``: every setting of feature extraction; the fingerprint names the shard folder.
+
+Fields that change features are fingerprinted; batch sizes, chunk sizes, the device and timeouts are runtime
+fields. Files named by the config (local weights, word vectors) enter the fingerprint by content hash, not path,
+so moving a file keeps the fingerprint and replacing it changes it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from model.config import FingerprintedConfig, runtime_field
+from pipeline.extract._hashing import file_sha256
+
+RANDOM = "random"
+
+
+def is_weights_file(weights: str) -> bool:
+    """A weights value that names a local file (as opposed to ``random`` or a torchvision weights name)."""
+    return weights != RANDOM and (
+        os.sep in weights or "/" in weights or weights.endswith((".pth", ".pt", ".pyth", ".bin", ".ckpt"))
+    )
+
+
+def _file_payload(value: str, what: str) -> str:
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{value}: {what} file not found (needed for the extract fingerprint)")
+    return "sha256:" + file_sha256(path)
+
+
+class Rgb2dConfig(FingerprintedConfig):
+    """2D appearance features: ResNet-152 pooled over space, one row per ``fps`` frame."""
+
+    arch: Literal["resnet152"] = "resnet152"
+    # "random" (seeded + BatchNorm calibration), a torchvision weights name ("IMAGENET1K_V1"), or a local file.
+    weights: str = RANDOM
+    fps: float = Field(1.0, gt=0)
+    size: int = Field(224, ge=32)  # short side after scaling; no crop
+    batch_size: int = runtime_field(16, ge=1)  # frames per forward pass (also the decoded chunk)
+
+    def fingerprint_payload(self) -> dict[str, Any]:
+        out = super().fingerprint_payload()
+        if is_weights_file(self.weights):
+            out["weights"] = _file_payload(self.weights, "rgb2d weights")
+        return out
+
+
+class Rgb3dConfig(FingerprintedConfig):
+    """3D motion features: ResNeXt-101 (HowTo100M) or a pytorchvideo hub architecture, one row per window.
+
+    The frame rate, window length, size, crop and normalisation of each architecture are fixed in
+    ``pipeline.extract.backbones.RECIPES_3D`` and enter the fingerprint with the architecture's name.
+    """
+
+    arch: Literal["resnext101", "slow_r50", "x3d_m", "r2plus1d_r50"] = "resnext101"
+    weights: str = RANDOM  # "random" or a local checkpoint (resnext101.pth / resnext-101-kinetics.pth layouts)
+    batch_size: int = runtime_field(4, ge=1)  # windows per forward pass (also the decoded chunk)
+
+    def fingerprint_payload(self) -> dict[str, Any]:
+        from pipeline.extract.backbones import RECIPES_3D
+
+        out = super().fingerprint_payload()
+        out["recipe"] = RECIPES_3D[self.arch].payload()
+        if is_weights_file(self.weights):
+            out["weights"] = _file_payload(self.weights, "rgb3d weights")
+        return out
+
+
+class AudioConfig(FingerprintedConfig):
+    """Log-mel spectrogram (recipe constants in ``pipeline.extract.audio``)."""
+
+    enabled: bool = True
+    sample_rate: Literal[16000] = 16000
+    n_mels: int = Field(40, ge=1)
+    fmin: float = Field(20.0, ge=0)
+
+
+class TextConfig(FingerprintedConfig):
+    """Caption vectors: max over word2vec vectors of in-vocabulary tokens."""
+
+    # word2vec binary/text file (GoogleNews-vectors-negative300.bin). None: every caption gets a zero vector and
+    # counts as out-of-vocabulary. Fingerprinted by content hash.
+    word2vec: str | None = None
+    dim: int = Field(300, ge=1)
+
+    def fingerprint_payload(self) -> dict[str, Any]:
+        out = super().fingerprint_payload()
+        if self.word2vec is not None:
+            out["word2vec"] = _file_payload(self.word2vec, "word2vec")
+        return out
+
+
+class ExtractConfig(FingerprintedConfig):
+    """All extraction settings. ``ExtractConfig()`` is the HowTo100M recipe with seeded random backbones."""
+
+    rgb2d: Rgb2dConfig = Field(default_factory=Rgb2dConfig)
+    rgb3d: Rgb3dConfig = Field(default_factory=Rgb3dConfig)
+    audio: AudioConfig = Field(default_factory=AudioConfig)
+    text: TextConfig = Field(default_factory=TextConfig)
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast + channels_last (fast on CPUs with AVX-512 BF16/AMX)
+    seed: int = 0  # initialisation and calibration of "random" backbones
+    # Extract only the first max_seconds of every video (tests, previews). None: the whole video.
+    max_seconds: float | None = Field(None, gt=0)
+    device: str | None = runtime_field(None)  # None: cuda when available, else cpu
+    queue_chunks: int = runtime_field(4, ge=1)  # decoded chunks buffered ahead of the networks
+    timeout_s: float = runtime_field(120.0, gt=0)  # longest ffmpeg may go without output
+    download: bool = runtime_field(False)  # let torchvision download named weights into $TORCH_HOME

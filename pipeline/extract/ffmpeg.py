@@ -1,0 +1,298 @@
+"""Probing and decoding with ffmpeg, as the HowTo100M reference extractor does it.
+
+Frames: ``fps`` filter, then ``scale`` to (short side S, long side ``int(long * S / short)``) with ffmpeg's default
+scaler, then optionally a centre ``crop`` at ``int((w - S) / 2), int((h - S) / 2)``; raw RGB24 out of a pipe, read
+in chunks of ``chunk_frames`` frames, so memory does not grow with the video's length.
+
+Audio: mono, 16 kHz, float32, written by ffmpeg to a temporary raw file that the caller memory-maps.
+
+Safety: commands are argument lists (no shell); inputs are passed as ``file:<absolute path>`` so a name that
+begins with ``-``, holds ``:``, spaces or non-ASCII characters is never read as an option or a protocol. Each
+process gets a stall timeout (the longest it may go without producing output while we wait on it) and is killed
+on any error or when the consumer stops early; stderr is captured into the error message.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import ffmpeg as ffmpeg_python
+import numpy as np
+
+from pipeline.extract.errors import ExtractError
+
+DEFAULT_TIMEOUT_S = 120.0
+
+
+def ffmpeg_exe() -> str:
+    """The ffmpeg binary: a system ``ffmpeg`` on PATH if there is one, else the one bundled by imageio-ffmpeg."""
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a probe found. ``duration_s`` is the container duration (the video stream's if the container has none)."""
+
+    path: str
+    duration_s: float
+    width: int
+    height: int
+    fps: float
+    has_audio: bool
+    audio_channels: int
+    audio_sample_rate: int
+
+
+def _check_file(path: str | os.PathLike[str]) -> Path:
+    p = Path(path).expanduser().absolute()
+    if not p.is_file():
+        raise ExtractError(f"{path}: no such file")
+    if p.stat().st_size == 0:
+        raise ExtractError(f"{path}: file is empty (0 bytes)")
+    return p
+
+
+def probe(path: str | os.PathLike[str]) -> VideoInfo:
+    """Streams, duration and frame rate of a video file (PyAV reads the container header; no ffprobe needed)."""
+    import av
+
+    p = _check_file(path)
+    try:
+        with av.open(str(p)) as container:
+            video = next((s for s in container.streams if s.type == "video"), None)
+            audio = next((s for s in container.streams if s.type == "audio"), None)
+            if video is None:
+                raise ExtractError(f"{path}: no video stream")
+            duration = None
+            if container.duration is not None:
+                duration = container.duration / 1_000_000
+            elif video.duration is not None and video.time_base is not None:
+                duration = float(video.duration * video.time_base)
+            rate = video.average_rate or video.guessed_rate or video.base_rate
+            info = VideoInfo(
+                path=str(p),
+                duration_s=float(duration) if duration is not None else float("nan"),
+                width=int(video.codec_context.width),
+                height=int(video.codec_context.height),
+                fps=float(rate) if rate else float("nan"),
+                has_audio=audio is not None,
+                audio_channels=int(audio.codec_context.channels) if audio is not None else 0,
+                audio_sample_rate=int(audio.codec_context.sample_rate or 0) if audio is not None else 0,
+            )
+    except ExtractError:
+        raise
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise ExtractError(f"{path}: cannot read as a video ({exc})") from exc
+    if not math.isfinite(info.duration_s) or info.duration_s <= 0:
+        raise ExtractError(f"{path}: unknown or zero duration")
+    if info.width <= 0 or info.height <= 0:
+        raise ExtractError(f"{path}: video stream has no frame size")
+    return info
+
+
+def output_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """(out_width, out_height) with the short side ``size`` and the long side ``int(long * size / short)``."""
+    if height >= width:
+        return size, int(height * size / width)
+    return int(width * size / height), size
+
+
+def frame_shape(info: VideoInfo, size: int, crop: bool) -> tuple[int, int]:
+    """(height, width) of the frames :func:`iter_frames` yields."""
+    if crop:
+        return size, size
+    w, h = output_size(info.width, info.height, size)
+    return h, w
+
+
+def expected_frames(duration_s: float, fps: float) -> int:
+    """Frames ffmpeg's ``fps`` filter emits for a stream of this duration: round-half-up(duration × fps).
+
+    The filter (default ``round=near``, ``eof_action=round``) puts output frame k at time k / fps and keeps it when
+    it rounds into the stream, so a 5.31 s video gives 5 frames at 1 fps and 127 at 24 fps.
+    """
+    return math.floor(duration_s * fps + 0.5)
+
+
+def _input_arg(path: Path) -> str:
+    # "file:" stops ffmpeg from reading "a:b.mp4" as protocol "a"; the absolute path never begins with "-".
+    return "file:" + str(path)
+
+
+def _input_kwargs(max_seconds: float | None) -> dict:
+    return {"t": f"{max_seconds:.6f}"} if max_seconds is not None else {}
+
+
+class _Process:
+    """An ffmpeg subprocess with stderr in a temporary file and a stall watchdog around blocking reads."""
+
+    def __init__(self, args: list[str], *, where: str, timeout_s: float) -> None:
+        self.where = where
+        self.timeout_s = timeout_s
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 -- lives as long as the process; closed in close()
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr)
+        self._waiting_since: float | None = None
+        self.timed_out = False
+        self._done = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, daemon=True)
+        self._watchdog.start()
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.2):
+            since = self._waiting_since
+            if since is not None and time.monotonic() - since > self.timeout_s:
+                self.timed_out = True
+                self.proc.kill()
+                return
+
+    def read(self, n: int) -> bytearray:
+        """Up to ``n`` bytes from stdout (fewer only at the end)."""
+        assert self.proc.stdout is not None
+        self._waiting_since = time.monotonic()
+        buf = bytearray(n)  # writable, so numpy views of it can become tensors without a copy
+        view = memoryview(buf)
+        got = 0
+        try:
+            while got < n:
+                k = self.proc.stdout.readinto(view[got:])
+                if not k:
+                    break
+                got += k
+        finally:
+            self._waiting_since = None
+        return buf if got == n else buf[:got]
+
+    def stderr_tail(self, limit: int = 1500) -> str:
+        self._stderr.seek(0)
+        text = self._stderr.read().decode("utf-8", errors="replace").strip()
+        return text[-limit:]
+
+    def finish(self) -> None:
+        """Wait for exit; raise ExtractError with ffmpeg's stderr on a non-zero status or a timeout."""
+        self._waiting_since = time.monotonic()
+        try:
+            self.proc.wait(timeout=self.timeout_s)
+        except subprocess.TimeoutExpired:
+            self.timed_out = True
+        self._waiting_since = None
+        self.close()
+        if self.timed_out:
+            raise ExtractError(f"{self.where}: ffmpeg made no progress for {self.timeout_s:.0f} s (timeout)")
+        if self.proc.returncode != 0:
+            raise ExtractError(f"{self.where}: ffmpeg failed (exit {self.proc.returncode}): {self.stderr_tail()}")
+
+    def close(self) -> None:
+        self._done.set()
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def __del__(self) -> None:  # a generator dropped without close() must not leave ffmpeg running
+        try:
+            self.close()
+            self._stderr.close()
+        except Exception:
+            pass
+
+
+def frames_command(
+    path: Path, *, fps: float, size: int, crop: bool, info: VideoInfo, max_seconds: float | None = None
+) -> list[str]:
+    """The ffmpeg argument list of the reference recipe (fps → scale → optional centre crop → rgb24 on stdout)."""
+    width, height = output_size(info.width, info.height, size)
+    stream = ffmpeg_python.input(_input_arg(path), **_input_kwargs(max_seconds))
+    stream = stream.filter("fps", fps=fps).filter("scale", width, height)
+    if crop:
+        stream = stream.crop(int((width - size) / 2), int((height - size) / 2), size, size)
+    out = stream.output("pipe:", format="rawvideo", pix_fmt="rgb24")
+    return out.global_args("-nostdin", "-hide_banner", "-loglevel", "error").compile(cmd=ffmpeg_exe())
+
+
+def iter_frames(
+    path: str | os.PathLike[str],
+    *,
+    fps: float,
+    size: int,
+    crop: bool = False,
+    chunk_frames: int = 32,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    max_seconds: float | None = None,
+    info: VideoInfo | None = None,
+) -> Iterator[np.ndarray]:
+    """Decode frames at ``fps`` scaled to short side ``size`` (optionally centre-cropped to size × size).
+
+    Yields uint8 arrays ``[n, H, W, 3]`` (RGB, n ≤ ``chunk_frames``; only the last chunk may be shorter). Raises
+    :class:`ExtractError` naming the file when ffmpeg fails, times out, or returns far fewer frames than the
+    container's duration promises (a truncated file).
+    """
+    p = _check_file(path)
+    info = info or probe(p)
+    h, w = frame_shape(info, size, crop)
+    frame_bytes = h * w * 3
+    args = frames_command(p, fps=fps, size=size, crop=crop, info=info, max_seconds=max_seconds)
+    proc = _Process(args, where=str(path), timeout_s=timeout_s)
+    total = 0
+    try:
+        while True:
+            data = proc.read(frame_bytes * chunk_frames)
+            n = len(data) // frame_bytes
+            if n:
+                total += n
+                yield np.frombuffer(data[: n * frame_bytes], dtype=np.uint8).reshape(n, h, w, 3)
+            if len(data) < frame_bytes * chunk_frames:
+                break
+        proc.finish()
+    finally:
+        proc.close()
+    duration = info.duration_s if max_seconds is None else min(info.duration_s, max_seconds)
+    expected = expected_frames(duration, fps)
+    # A file cut short still probes with the header's duration; ffmpeg then decodes what is there and exits 0.
+    if total < 0.9 * expected - 1:
+        raise ExtractError(
+            f"{path}: decoded {total} frames at {fps} fps but the header promises about {expected} "
+            f"({duration:.2f} s): the file is truncated or corrupt. ffmpeg said: {proc.stderr_tail(500) or '-'}"
+        )
+
+
+def decode_audio(
+    path: str | os.PathLike[str],
+    out_file: str | os.PathLike[str],
+    *,
+    sample_rate: int = 16000,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    max_seconds: float | None = None,
+) -> int:
+    """Write the first audio stream as mono float32 little-endian at ``sample_rate`` to ``out_file``.
+
+    Returns the number of samples. ffmpeg's default down-mix makes mono from any layout (5.1 included). The
+    caller memory-maps the file, so a long video's audio never has to sit in RAM.
+    """
+    p = _check_file(path)
+    stream = ffmpeg_python.input(_input_arg(p), **_input_kwargs(max_seconds))
+    out = stream.output(
+        "file:" + str(Path(out_file).absolute()), format="f32le", acodec="pcm_f32le", ac=1, ar=sample_rate, vn=None
+    )
+    args = out.global_args("-nostdin", "-hide_banner", "-loglevel", "error", "-y").compile(cmd=ffmpeg_exe())
+    proc = _Process(args, where=str(path), timeout_s=timeout_s)
+    try:
+        # No stdout here: the watchdog covers the whole run, scaled to the stream's length being decoded.
+        proc.finish()
+    finally:
+        proc.close()
+    return os.path.getsize(out_file) // 4
