@@ -105,7 +105,12 @@ def extract(
     if not dataset.videos:
         return {"dataset": eval_dataset_name(dataset.name), "videos": 0, "note": "no video present"}
     paths = [str(p) for p in dataset.videos.values()]
-    summary = run_extract(paths, eval_dataset_name(dataset.name), extract_cfg, workspace, progress=progress)
+
+    def engine_progress(done: int, total: int, record: Any) -> None:
+        if progress is not None:
+            progress("extract videos", done, total)
+
+    summary = run_extract(paths, eval_dataset_name(dataset.name), extract_cfg, workspace, progress=engine_progress)
     return {"dataset": eval_dataset_name(dataset.name), "videos": len(paths), "summary": _jsonable(summary)}
 
 
