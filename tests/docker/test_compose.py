@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -302,3 +303,39 @@ def test_pyproject_requirements_matches_pyproject(tmp_path):
     torch_reqs = [d for d in declared if re.match(r"(torch|torchvision)\b(?!-)", d)]
     assert len(torch_reqs) == 2 and run("--only", "torch", "TorchVision") == torch_reqs
     assert run("--exclude", "torch", "torchvision") == [d for d in declared if d not in torch_reqs]
+
+
+@pytest.mark.slow
+def test_prefect_deploy_registers_the_deployments(prefect_api, prefect_project):
+    """`prefect deploy --all --prefect-file docker/prefect.yaml`, the real CLI, against a real API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.settings import PREFECT_API_URL
+
+    api_url = PREFECT_API_URL.value()
+    pool = prefect_project["deployments"][0]["work_pool"]["name"]
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name=pool, type="process"))  # what `prefect worker start` does
+
+    deploy = subprocess.run(
+        [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all", "--prefect-file", "docker/prefect.yaml"],
+        cwd=REPO,
+        env={**os.environ, "PREFECT_API_URL": api_url},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
+
+    with get_client(sync_client=True) as client:
+        deployments = {d.name: d for d in client.read_deployments() if d.work_pool_name == pool}
+    expected = {d["name"]: d for d in prefect_project["deployments"]}
+    assert set(deployments) == set(expected)
+    for name, dep in deployments.items():
+        assert dep.entrypoint == expected[name]["entrypoint"]
+        assert dep.parameters == (expected[name].get("parameters") or {})
+        assert dep.pull_steps == prefect_project["pull"]
+    (schedule,) = deployments["extract"].schedules
+    assert schedule.schedule.interval.total_seconds() == expected["extract"]["schedules"][0]["interval"]
+    assert schedule.active
+    assert not deployments["train"].schedules
