@@ -101,19 +101,32 @@ def _cues_to_captions(cues: list[tuple[float, float, list[str]]]) -> Captions:
 
 
 def _parse_cue_blocks(text: str, *, where: str) -> list[tuple[float, float, list[str]]]:
-    """Blocks separated by blank lines; a block's timing line is the first line holding ``-->``."""
-    cues = []
-    for block in re.split(r"\n\s*\n", text.strip()):
-        lines = block.split("\n")
-        timing = next((i for i, x in enumerate(lines) if "-->" in x), None)
-        if timing is None:
-            continue  # WEBVTT header, NOTE, STYLE, REGION blocks, or stray text
-        m = _ARROW.match(lines[timing])
-        if not m:
-            raise ExtractError(f"{where}: bad timing line {lines[timing]!r}")
-        start = parse_timestamp(m.group(1), where=where)
-        end = parse_timestamp(m.group(2), where=where)
-        cues.append((start, end, lines[timing + 1 :]))
+    """Cues: a timing line (``start --> end``) and the lines after it up to an empty line or the next timing line.
+
+    Lines holding only spaces do not end a cue (YouTube cues start with one). A line just before a timing line that
+    follows a blank line is a cue identifier and is dropped (SRT numbers, WebVTT ids).
+    """
+    cues: list[tuple[float, float, list[str]]] = []
+    current: list[str] | None = None
+    lines = text.split("\n")
+    for line in lines:
+        if "-->" in line:
+            m = _ARROW.match(line)
+            if not m:
+                raise ExtractError(f"{where}: bad timing line {line!r}")
+            if (
+                current is not None
+                and current
+                and current[-1].strip()
+                and (len(current) == 1 or not current[-2].strip())
+            ):
+                current.pop()  # the identifier of this cue, absorbed after a whitespace-only separator
+            current = []
+            cues.append((parse_timestamp(m.group(1), where=where), parse_timestamp(m.group(2), where=where), current))
+        elif line == "":
+            current = None  # WEBVTT header, NOTE/STYLE blocks and ids outside cues are skipped
+        elif current is not None:
+            current.append(line)
     return cues
 
 

@@ -254,7 +254,7 @@ def iter_frames(
             n = len(data) // frame_bytes
             if n:
                 total += n
-                yield np.frombuffer(data[: n * frame_bytes], dtype=np.uint8).reshape(n, h, w, 3)
+                yield np.frombuffer(data, dtype=np.uint8, count=n * frame_bytes).reshape(n, h, w, 3)
             if len(data) < frame_bytes * chunk_frames:
                 break
         proc.finish()
