@@ -224,6 +224,21 @@ def test_compose_mmcaps_commands_parse(compose):
     assert seen == {"server", "serve"}
 
 
+def test_dockerfile_usage_examples_parse():
+    """The `docker run ... mmcaps:TAG ARGS` examples in the Dockerfile's header are valid mmcaps commands."""
+    text = re.sub(r"\\\n#\s*", " ", (DOCKER / "Dockerfile").read_text())
+    examples = re.findall(r"^#.*\bdocker run\b.*?\bmmcaps:(?:cpu|cuda) (.+)$", text, flags=re.MULTILINE)
+    assert len(examples) >= 2
+    parser = build_parser()
+    for example in examples:
+        argv = example.split()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit:
+            pytest.fail(f"Dockerfile example `mmcaps {example}` does not parse")
+        assert args.command == argv[0]
+
+
 def test_compose_ports_bind_loopback(compose):
     published = 0
     for name, service in compose["services"].items():
