@@ -118,3 +118,44 @@ def open_dataset(workspace: Workspace, name: str, extract_fp: str | None = None)
     elif extract_fp not in fps:
         raise KeyError(f"dataset {name!r}: no videos with extract fingerprint {extract_fp!r} (has {fps})")
     return Dataset(workspace, name, extract_fp, manifest.current(extract_fp, status="ok"))
+
+
+def inspect_dataset(workspace: Workspace, name: str) -> dict[str, Any]:
+    """Counts per extract fingerprint (current view): videos by status, hours, captions, shards and their bytes,
+    the dataset fingerprint, and the failures with their errors. Plain JSON-able values, latest fingerprint last.
+    """
+    from pipeline.ingest.engine import unreferenced_shards
+
+    manifest = Manifest(workspace, name)
+    if not manifest.exists():
+        raise FileNotFoundError(f"dataset {name!r}: no manifest at {manifest.path} (run mmcaps extract first)")
+    table = manifest.read()
+    report: dict[str, Any] = {
+        "dataset": name,
+        "manifest": manifest.path,
+        "rows": table.num_rows,
+        "fingerprints": [],
+        "unreferenced_shards": unreferenced_shards(workspace, name),
+    }
+    for fp in manifest.fingerprints():
+        rows = manifest.current(fp).to_pylist()
+        ok = [r for r in rows if r["status"] == "ok"]
+        ds = Dataset(workspace, name, fp, manifest.current(fp, status="ok"))
+        sizes = [workspace.fs.size(s) if workspace.exists(s) else 0 for s in ds.shards]
+        report["fingerprints"].append(
+            {
+                "extract_fingerprint": fp,
+                "ok": len(ok),
+                "failed": sum(r["status"] == "failed" for r in rows),
+                "skipped": sum(r["status"] == "skipped" for r in rows),
+                "hours": sum(r["duration_s"] for r in ok) / 3600.0,
+                "captions": sum(r["n_captions"] for r in ok),
+                "with_audio": sum(bool(r["has_audio"]) for r in ok),
+                "shards": len(ds.shards),
+                "shard_bytes": int(sum(sizes)),
+                "missing_shards": [s for s, n in zip(ds.shards, sizes, strict=True) if n == 0],
+                "dataset_fingerprint": ds.fingerprint if ok else "",
+                "failures": [(r["video_id"], r["error"]) for r in rows if r["status"] == "failed"],
+            }
+        )
+    return report

@@ -166,8 +166,12 @@ def one_line(text: str, limit: int = 400) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def _now() -> str:
+def utc_now() -> str:
+    """Now, ISO-8601 UTC with microseconds (the ``extracted_at`` of a record; recovery matches on it)."""
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+_now = utc_now  # kept for callers of the earlier private name
 
 
 def new_run_id() -> str:
@@ -393,7 +397,7 @@ def write_dataset(
 
 
 # -- recover -----------------------------------------------------------------------------------------------------
-def _record_from_staging(workspace: Workspace, path: str) -> ExtractRecord | None:
+def record_from_staging(workspace: Workspace, path: str) -> ExtractRecord | None:
     """Rebuild the record of a staging file left by a crashed run (None when it is unreadable)."""
     try:
         if path.endswith(FAILED_SUFFIX):
@@ -421,6 +425,9 @@ def _record_from_staging(workspace: Workspace, path: str) -> ExtractRecord | Non
         return None
 
 
+_record_from_staging = record_from_staging  # kept for callers of the earlier private name
+
+
 def recover(workspace: Workspace, dataset: str) -> tuple[list[str], int]:
     """Clean up after a crashed run: delete temporaries, pack finished staging files not yet in the manifest.
 
@@ -444,7 +451,7 @@ def recover(workspace: Workspace, dataset: str) -> tuple[list[str], int]:
     }
     pending: list[ExtractRecord] = []
     for path in paths:
-        rec = _record_from_staging(workspace, path)
+        rec = record_from_staging(workspace, path)
         if rec is None:
             workspace.fs.rm(path)
             continue

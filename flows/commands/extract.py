@@ -1,0 +1,71 @@
+"""``mmcaps extract SOURCE --dataset NAME``: extract what is new or changed in SOURCE into a dataset (plain call).
+
+The engine is :func:`pipeline.ingest.run_extract`; the Prefect flow that parallelises it is built on the same
+steps. A video that fails gets a ``failed`` row and the run goes on; the exit status is 0 unless the run itself
+could not start (bad source, bad options).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "extract",
+        help="extract features of new or changed videos into a dataset",
+        description=(
+            "Discover the videos in SOURCE (a folder, searched recursively; a text file of paths; an fsspec URL), "
+            "pair each with its captions, extract those that are new or changed since the last run, and write "
+            "WebDataset shards and the Parquet manifest of dataset NAME in the workspace."
+        ),
+    )
+    parser.add_argument("source", metavar="SOURCE", help="folder, text file of paths, video file or fsspec URL")
+    parser.add_argument("--dataset", required=True, help="dataset name (letters, digits, _ and - are kept)")
+    parser.add_argument(
+        "--captions",
+        default=None,
+        help="HowTo100M caption.json (used before subtitles beside the videos) or a video_id,start,end,text CSV "
+        "(used after them)",
+    )
+    parser.add_argument("--workspace", default=None, help="workspace root (default $MMCAPS_HOME or ./mmcaps-data)")
+    parser.add_argument("--retry-failed", action="store_true", help="try the videos whose last attempt failed again")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="ExtractConfig override, dotted (repeatable), e.g. --set audio.n_mels=40",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from model.config import parse_set_option
+    from pipeline.extract import ExtractConfig
+    from pipeline.ingest import ExtractRecord, run_extract
+    from storage.workspace import Workspace
+
+    try:
+        cfg = ExtractConfig().with_updates(parse_set_option(args.overrides))
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise ValueError(f"invalid extract options: {exc}") from exc
+    workspace = Workspace(args.workspace)
+
+    def progress(done: int, total: int, rec: ExtractRecord) -> None:
+        state = f"ok ({rec.elapsed_s:.1f} s)" if rec.status == "ok" else f"FAILED: {rec.error}"
+        print(f"[{done}/{total}] {rec.video_id} {state}", flush=True)
+
+    summary = run_extract(
+        args.source,
+        args.dataset,
+        cfg,
+        workspace,
+        captions=args.captions,
+        retry_failed=args.retry_failed,
+        progress=progress,
+    )
+    print(summary)
+    print(f"workspace {workspace.root}")
+    return 0
