@@ -94,3 +94,14 @@ def test_extract_bad_option_is_a_one_line_error(tmp_path, capsys):
     argv = ["extract", str(src), "--dataset", "d", "--workspace", str(tmp_path / "ws"), "--set", "nope.x=1"]
     assert main(argv) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_bench_ingest_runs_small(tmp_path, capsys):
+    out_json = tmp_path / "bench.json"
+    assert main(["bench", "ingest", "--videos", "3", "--repeats", "1", "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    assert "no-change re-run" in out and "ProbeExtractor" in out
+    import json
+
+    figures = json.loads(out_json.read_text())
+    assert figures["videos"] == 3 and figures["add_one_s"] >= figures["add_one_extraction_s"] > 0
