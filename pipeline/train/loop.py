@@ -85,6 +85,7 @@ class TrainResult:
     final_losses: dict[str, float]
     resumed_from: int | None = None  # step of the checkpoint this call continued from
     trained: bool = True  # False when a finished run with the same inputs was returned as is
+    param_checksum: float | None = None  # float64 sum of this process's parameters after the last step
 
 
 class WarmupCosine:
@@ -489,14 +490,14 @@ def _train(
                 bar.update(1)
             last = step == end_step
             if step % cfg.log_every == 0 or last or step % cfg.checkpoint_every == 0:
-                losses = {name: float(p.detach()) for name, p in parts.items()}
+                losses, loss_value = _mean_over_ranks(parts, loss, ddp)
                 now = time.perf_counter()
                 clips_per_s = (step - last_step) * cfg.clips_per_step * ddp.world_size / max(now - last_time, 1e-9)
                 last_time, last_step = now, step
                 row = {
                     "step": step,
                     "epoch": epoch,
-                    "loss": float(loss.detach()),
+                    "loss": loss_value,
                     "losses": losses,
                     "lr": lr,
                     "samples_per_s": round(clips_per_s, 2),
@@ -519,9 +520,10 @@ def _train(
     if bar is not None:
         bar.close()
 
+    checksum = float(sum(p.detach().double().sum() for p in _unwrap(net).parameters()))
     if step < total_steps:  # stopped early on request: the newest step checkpoint is the resume point
         _barrier(ddp)
-        return TrainResult(run_id, run_dir, step_path(run_dir, step), step, losses, resumed_from)
+        return TrainResult(run_id, run_dir, step_path(run_dir, step), step, losses, resumed_from, True, checksum)
 
     final = f"{run_dir}/final.pt"
     checkpoint(final, losses)
@@ -530,7 +532,18 @@ def _train(
         info = _run_info(run_id, cfg, data, fingerprints, ddp, steps_per_epoch, total_steps, "finished", step, losses)
         _write_json(workspace, f"{run_dir}/run.json", info)
     _barrier(ddp)
-    return TrainResult(run_id, run_dir, final, step, losses, resumed_from)
+    return TrainResult(run_id, run_dir, final, step, losses, resumed_from, True, checksum)
+
+
+def _mean_over_ranks(parts: dict[str, torch.Tensor], loss: torch.Tensor, ddp: _Dist) -> tuple[dict[str, float], float]:
+    """Loss per pair and total, averaged over processes (each process sees its own clips)."""
+    names = sorted(parts)
+    values = torch.stack([parts[n].detach().float() for n in names] + [loss.detach().float()])
+    if ddp.world_size > 1:
+        dist.all_reduce(values)
+        values /= ddp.world_size
+    out = values.tolist()
+    return dict(zip(names, out[:-1], strict=True)), out[-1]
 
 
 def _check_compatible(path: str, ckpt: dict[str, Any], cfg_fp: str, fingerprints: dict[str, str]) -> None:

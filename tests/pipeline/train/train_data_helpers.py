@@ -122,13 +122,22 @@ def make_videos(
     seed: int = 0,
     no_audio_every: int = 0,
     no_captions_every: int = 0,
+    distinct: bool = False,
 ) -> list[VideoFeatures]:
-    """``n_videos`` concept videos; every ``no_audio_every``-th lacks audio, every ``no_captions_every``-th captions."""
+    """``n_videos`` concept videos; every ``no_audio_every``-th lacks audio, every ``no_captions_every``-th captions.
+
+    ``distinct``: every caption of the corpus names its own concept (needs n_concepts >= all captions), so a
+    text query has exactly one matching clip.
+    """
     tables = concept_tables(n_concepts, seed)
     rng = np.random.default_rng(seed + 1)
+    order = rng.permutation(n_concepts)
     videos = []
     for v in range(n_videos):
-        concepts = [int(c) for c in rng.integers(0, n_concepts, size=captions_per_video)]
+        if distinct:
+            concepts = [int(c) for c in order[v * captions_per_video : (v + 1) * captions_per_video]]
+        else:
+            concepts = [int(c) for c in rng.integers(0, n_concepts, size=captions_per_video)]
         if no_captions_every and v % no_captions_every == no_captions_every - 1:
             concepts = []
         audio = not (no_audio_every and v % no_audio_every == no_audio_every - 1)
