@@ -254,16 +254,18 @@ def test_compose_ports_bind_loopback(compose):
     assert published == 1  # the UI/API only
 
 
-def test_process_worker_polls_the_deploy_pool(compose, prefect_project):
+def test_process_worker_polls_the_deploy_pool(compose, prefect_project, dockerfile):
     worker = compose["services"]["process-worker"]
     assert worker["entrypoint"] == ["prefect"]
     cmd = worker["command"]
     assert cmd[:2] == ["worker", "start"] and cmd[cmd.index("--type") + 1] == "process"
     pools = {d["work_pool"]["name"] for d in prefect_project["deployments"]}
     assert pools == {cmd[cmd.index("--pool") + 1]}
-    # The pull step's folder is where the image keeps the project.
+    # The pull step moves flow runs to MMCAPS_PROJECT_DIR, which the image sets to where it keeps the project.
     (step,) = prefect_project["pull"]
-    assert step["prefect.deployments.steps.set_working_directory"]["directory"] == worker["working_dir"]
+    assert step["prefect.deployments.steps.set_working_directory"]["directory"] == "{{ $MMCAPS_PROJECT_DIR }}"
+    env = " ".join(args for k, args in stage_chain(dockerfile, "cpu") if k == "ENV")
+    assert f"MMCAPS_PROJECT_DIR={worker['working_dir']}" in env
 
 
 # --- prefect.yaml ---------------------------------------------------------------------------------------------
@@ -321,10 +323,14 @@ def test_pyproject_requirements_matches_pyproject(tmp_path):
 
 
 @pytest.mark.slow
-def test_prefect_deploy_registers_the_deployments(prefect_api, prefect_project):
+def test_prefect_deploy_registers_the_deployments(prefect_api, prefect_project, tmp_path):
     """`prefect deploy --all --prefect-file docker/prefect.yaml`, the real CLI, against a real API."""
+    import asyncio
+
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.deployments.steps.core import run_steps
+    from prefect.flows import load_flow_from_entrypoint
     from prefect.settings import PREFECT_API_URL
 
     api_url = PREFECT_API_URL.value()
@@ -350,6 +356,18 @@ def test_prefect_deploy_registers_the_deployments(prefect_api, prefect_project):
         assert dep.entrypoint == expected[name]["entrypoint"]
         assert dep.parameters == (expected[name].get("parameters") or {})
         assert dep.pull_steps == prefect_project["pull"]
+    # What a process worker does before running a flow: the pull steps, then the entry point from there.
+    here = os.getcwd()
+    os.environ["MMCAPS_PROJECT_DIR"] = str(REPO)
+    try:
+        os.chdir(tmp_path)
+        asyncio.run(run_steps(deployments["extract"].pull_steps))
+        assert Path.cwd() == REPO
+        assert load_flow_from_entrypoint(deployments["extract"].entrypoint).name == "extract"
+    finally:
+        os.chdir(here)
+        del os.environ["MMCAPS_PROJECT_DIR"]
+
     (schedule,) = deployments["extract"].schedules
     assert schedule.schedule.interval.total_seconds() == expected["extract"]["schedules"][0]["interval"]
     assert schedule.active
