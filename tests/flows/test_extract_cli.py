@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -101,7 +102,5 @@ def test_bench_ingest_runs_small(tmp_path, capsys):
     assert main(["bench", "ingest", "--videos", "3", "--repeats", "1", "--json", str(out_json)]) == 0
     out = capsys.readouterr().out
     assert "no-change re-run" in out and "ProbeExtractor" in out
-    import json
-
     figures = json.loads(out_json.read_text())
     assert figures["videos"] == 3 and figures["add_one_s"] >= figures["add_one_extraction_s"] > 0
