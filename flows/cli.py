@@ -59,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    for noisy in ("httpx", "httpcore", "gensim", "distributed", "urllib3"):
+        # one line per HTTP request to Prefect's API drowns what the run says
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else 2

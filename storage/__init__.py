@@ -3,6 +3,18 @@
 Imports pyarrow, webdataset and fsspec only; no torch, no Prefect.
 """
 
+from storage.hashing import sha256_file, table_fingerprint
+from storage.manifest import MANIFEST_SCHEMA, Manifest
+from storage.shards import ShardWriter, iter_shard
 from storage.workspace import Workspace, safe_name
 
-__all__ = ["Workspace", "safe_name"]
+__all__ = [
+    "MANIFEST_SCHEMA",
+    "Manifest",
+    "ShardWriter",
+    "Workspace",
+    "iter_shard",
+    "safe_name",
+    "sha256_file",
+    "table_fingerprint",
+]

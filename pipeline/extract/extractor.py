@@ -155,6 +155,11 @@ class Extractor:
         self.last_timing: dict[str, float] = {}  # seconds of the last extract(): wall, rgb2d, rgb3d, audio, waits
 
     @property
+    def config(self) -> ExtractConfig:
+        """The config (the name the extraction engine's ``Extractor`` protocol uses)."""
+        return self.cfg
+
+    @property
     def weights(self) -> dict[str, str]:
         return {
             "rgb2d": self.rgb2d.weights_id,

@@ -36,6 +36,9 @@ from storage.workspace import TMP_MARKER, Workspace, safe_name
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "extract-config.yaml"
+# A local folder for calibrated backbones and converted word vectors shared by several workspaces (both are
+# deterministic functions of their inputs); default: the workspace's own cache/.
+CACHE_ENV = "MMCAPS_CACHE"
 FAILED_SUFFIX = ".failed.json"
 DEFAULT_MAX_COUNT = 1000  # videos per shard
 DEFAULT_MAX_BYTES = 512 << 20  # ~5 MB per HowTo100M video → ~100 videos per shard at this bound
@@ -491,7 +494,7 @@ def default_extractor(config: Any, workspace: Workspace) -> Extractor:
     """``pipeline.extract.Extractor`` with the workspace cache (local workspaces) for converted vectors and weights."""
     from pipeline.extract import Extractor as LibraryExtractor
 
-    cache = workspace.cache_dir() if workspace.is_local else None
+    cache = os.environ.get(CACHE_ENV) or (workspace.cache_dir() if workspace.is_local else None)
     return LibraryExtractor(config, cache_dir=cache)
 
 

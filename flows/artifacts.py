@@ -1,0 +1,94 @@
+"""Artifacts that flows leave in the Prefect UI: progress, run tables, metrics and report links.
+
+Keys must match ``[a-z0-9-]`` (Prefect's rule); :func:`artifact_key` builds them from user names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+
+_NOT_KEY = re.compile(r"[^a-z0-9-]+")
+
+
+def artifact_key(*parts: str) -> str:
+    """``artifact_key("extract", "My_Videos")`` → ``"extract-my-videos"``."""
+    raw = "-".join(p for p in parts if p)
+    return _NOT_KEY.sub("-", raw.lower()).strip("-")[:100] or "mmcaps"
+
+
+class Progress:
+    """A progress artifact that a long task updates as it goes (0-100 %)."""
+
+    def __init__(self, key: str, description: str) -> None:
+        self.artifact_id: UUID | None = None
+        try:
+            self.artifact_id = create_progress_artifact(progress=0.0, key=key, description=description)
+        except Exception:  # progress is a courtesy; never fail a run because the UI is unreachable
+            self.artifact_id = None
+
+    def update(self, done: float, total: float) -> None:
+        if self.artifact_id is None or total <= 0:
+            return
+        with contextlib.suppress(Exception):
+            update_progress_artifact(self.artifact_id, progress=round(100.0 * min(done / total, 1.0), 1))
+
+
+def table(key: str, rows: Sequence[dict[str, Any]], description: str) -> None:
+    """A table artifact; every row is a dict of plain values."""
+    clean = [{k: ("" if v is None else v) for k, v in row.items()} for row in rows]
+    create_table_artifact(key=key, table=clean or [{"note": "nothing to show"}], description=description)
+
+
+def markdown(key: str, text: str, description: str) -> None:
+    create_markdown_artifact(key=key, markdown=text, description=description)
+
+
+def link(key: str, path: str | Path, description: str) -> None:
+    target = str(path)
+    url = target if "://" in target else Path(target).resolve().as_uri()
+    create_link_artifact(key=key, link=url, link_text=target, description=description)
+
+
+def metric_rows(name: str, metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (task, modality, metric) with the chance value beside it, from an evaluation's metrics.json."""
+    rows: list[dict[str, Any]] = []
+    for task in ("retrieval", "localisation"):
+        chance = metrics.get(f"{task}_chance", {}) or {}
+        for modality, values in (metrics.get(task) or {}).items():
+            for metric, value in values.items():
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or metric.startswith("n_"):
+                    continue
+                ch = chance.get(metric)
+                rows.append(
+                    {
+                        "dataset": name,
+                        "task": task,
+                        "modality": modality,
+                        "metric": metric,
+                        "value": round(float(value), 4),
+                        "chance": round(float(ch), 4) if isinstance(ch, (int, float)) else "",
+                    }
+                )
+    return rows
+
+
+def metrics_markdown(title: str, rows: list[dict[str, Any]], report: str | None) -> str:
+    """A Markdown table of metric, value and chance (what a random ranking or placement gets)."""
+    lines = [f"### {title}", "", "| task | modality | metric | value | chance |", "|---|---|---|---:|---:|"]
+    lines += [f"| {r['task']} | {r['modality']} | {r['metric']} | {r['value']} | {r['chance']} |" for r in rows]
+    if report:
+        lines += ["", f"report: `{report}`"]
+    return "\n".join(lines)

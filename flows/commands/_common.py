@@ -1,0 +1,57 @@
+"""Options and helpers shared by the subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+
+def quiet_prefect() -> None:
+    """Defaults for one-shot commands: no telemetry; Prefect's embedded server unless PREFECT_API_URL is set."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    # The embedded server starts in a subprocess; on a busy two-core machine that takes longer than Prefect's 20 s.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
+
+def add_workspace(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workspace",
+        metavar="ROOT",
+        default=None,
+        help="workspace root: a folder or fsspec URL (default $MMCAPS_HOME or ./mmcaps-data)",
+    )
+
+
+def add_runner(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--runner",
+        choices=("threads", "dask"),
+        default="threads",
+        help="task runner for per-video extraction (dask: --dask-address, or a local cluster)",
+    )
+    parser.add_argument("--dask-address", metavar="ADDR", default=None, help="scheduler of an existing Dask cluster")
+    parser.add_argument("--dask-workers", type=int, default=2, help="workers of the local Dask cluster")
+
+
+def task_runner(args: argparse.Namespace) -> Any:
+    """The task runner the options ask for (threads by default)."""
+    from flows.pipeline import make_task_runner
+
+    return make_task_runner(getattr(args, "runner", "threads"), getattr(args, "dask_address", None), args.dask_workers)
+
+
+def print_metrics(metrics: dict[str, dict[str, Any]]) -> None:
+    """Print each evaluation's numbers with chance beside them, and the report path."""
+    from flows.artifacts import metric_rows
+
+    for name, m in metrics.items():
+        print(f"\n== {name}")
+        for r in metric_rows(name, m):
+            if r["metric"] == "per_task_recall":
+                continue
+            chance = f"   (chance {r['chance']})" if r["chance"] != "" else ""
+            print(f"  {r['task']:<12} {r['modality']:<12} {r['metric']:<12} {r['value']:>8}{chance}")
+        if m.get("report"):
+            print(f"  report: {m['report']}")

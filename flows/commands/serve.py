@@ -1,0 +1,63 @@
+"""``mmcaps serve``: register deployments with schedules and a training trigger, then serve them."""
+
+from __future__ import annotations
+
+import argparse
+
+from flows.commands._common import add_workspace, quiet_prefect
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="re-scan a video source on a schedule and train when new videos arrive (needs `mmcaps server`)",
+        description="Registers two deployments against the Prefect API in PREFECT_API_URL: extract-<dataset> on an "
+        "interval or cron schedule, and train-<dataset>, triggered when an extraction completes with new videos. "
+        "Then serves them in this process until interrupted.",
+    )
+    p.add_argument("--source", required=True, help="the video folder (or list file, or fsspec URL) to watch")
+    p.add_argument("--dataset", required=True, help="dataset to extract into and train on")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--interval", type=float, metavar="SECONDS", help="re-scan every SECONDS (default 3600)")
+    when.add_argument("--cron", metavar="EXPR", help='re-scan on a cron schedule, e.g. "0 * * * *"')
+    p.add_argument("--captions", default=None, help="HowTo100M caption.json or CSV for the source")
+    p.add_argument("--train-preset", default="demo", help="preset for the triggered training (default demo)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="train override")
+    p.add_argument("--extract-set", action="append", default=[], metavar="KEY=VALUE", help="extract override")
+    p.add_argument("--register-only", action="store_true", help="register the deployments and exit")
+    add_workspace(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    quiet_prefect()
+    from prefect import serve
+
+    from flows.deployments import build_deployments
+    from model.config import parse_set_option
+    from pipeline.extract import ExtractConfig
+    from pipeline.train import TrainConfig
+    from storage import Workspace
+
+    interval = args.interval if args.interval is not None or args.cron else 3600.0
+    deployments = build_deployments(
+        source=args.source,
+        dataset=args.dataset,
+        workspace=Workspace(args.workspace).root,
+        interval_s=interval,
+        cron=args.cron,
+        captions=args.captions,
+        extract_config=ExtractConfig().with_updates(parse_set_option(args.extract_set)),
+        train_config=TrainConfig.from_preset(args.train_preset, parse_set_option(args.overrides)),
+    )
+    if args.register_only:
+        for d in deployments:
+            d.apply()
+    for d in deployments:
+        when = f"every {interval:g} s" if args.cron is None else f"cron {args.cron}"
+        what = when if d.name.startswith("extract-") else f"on event {d.triggers[0].expect} for {args.dataset}"
+        print(f"deployment {d.flow_name}/{d.name}: {what}")
+    if args.register_only:
+        return 0
+    serve(*deployments)
+    return 0

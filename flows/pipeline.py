@@ -1,0 +1,314 @@
+"""The Prefect flows: ``extract``, ``train``, ``evaluate``, ``pipeline`` (all three in order) and ``demo``.
+
+Each flow reads top to bottom: plan, map the per-item task, write, publish artifacts. Parameters are the
+pydantic configs, so the Prefect UI renders them as forms. Every task is cached on what changes its result
+(see :mod:`flows.tasks`), so a re-run with nothing new is Cached throughout and one new video re-runs only its
+extraction and the stages downstream of it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger
+from prefect.events import emit_event
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows import artifacts
+from flows.tasks import (
+    extract_video_task,
+    failed_record,
+    plan_task,
+    record_is_usable,
+    result_storage,
+    score_task,
+    train_task,
+    write_task,
+)
+from pipeline.evaluate import EvalConfig
+from pipeline.evaluate.run import eval_dataset_name, prepare, run_extract_config
+from pipeline.extract import ExtractConfig
+from pipeline.ingest import open_dataset, recover
+from pipeline.ingest.engine import dataset_totals, new_run_id
+from pipeline.train import TrainConfig
+from storage import Workspace
+
+EXTRACT_EVENT = "mmcaps.extract.completed"
+
+
+def dataset_resource(dataset: str) -> str:
+    """The event resource id of a dataset (deployment triggers match on it)."""
+    return f"mmcaps.dataset.{dataset}"
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    try:
+        return get_run_logger()
+    except Exception:  # called outside a run
+        return logging.getLogger("mmcaps.flows")
+
+
+# -- extract ------------------------------------------------------------------------------------------------------
+@flow(name="extract", log_prints=True, validate_parameters=True, task_runner=ThreadPoolTaskRunner(max_workers=2))
+def extract_flow(
+    source: str | list[str],
+    dataset: str,
+    config: ExtractConfig = ExtractConfig(),
+    captions: str | None = None,
+    workspace: str | None = None,
+    retry_failed: bool = False,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Extract the new or changed videos of ``source`` (folder, list file, URL or list of paths) into ``dataset``.
+
+    Returns a small summary: counts of new / unchanged / failed videos, the failures with their errors, the
+    dataset's totals and its manifest fingerprint.
+    """
+    log = _logger()
+    ws = Workspace(workspace)
+    store = result_storage(ws)
+    removed, recovered = recover(ws, dataset)  # a crashed run's temporaries and finished staging files
+    if removed or recovered:
+        log.info("cleaned %d temporaries, recovered %d finished videos of an interrupted run", len(removed), recovered)
+
+    plan = plan_task.with_options(result_storage=store, refresh_cache=force)(
+        source, dataset, config, ws.root, captions, retry_failed
+    )
+    jobs = plan["jobs"]
+    log.info("%s: %d to extract, %d unchanged", dataset, len(jobs), len(plan["unchanged"]))
+
+    extract = extract_video_task.with_options(result_storage=store, refresh_cache=force)
+    progress = artifacts.Progress(artifacts.artifact_key("extract", dataset, "progress"), f"extracting {dataset}")
+    futures = [extract.submit(job, config, ws.root, dataset) for job in jobs]
+    records: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    for done, (job, future) in enumerate(zip(jobs, futures, strict=True), start=1):
+        future.wait()
+        state = future.state
+        if state.is_completed():
+            record = future.result()
+            if not record_is_usable(record, ws.root, dataset):
+                # A cached record whose staged sample is gone (the dataset was deleted): extract again.
+                record = extract.with_options(refresh_cache=True)(job, config, ws.root, dataset)
+            status = "cached" if state.name == "Cached" else "new"
+        else:
+            record = failed_record(job, ws.root, dataset, state.message or "extraction failed")
+            status = "failed"
+        records.append(record)
+        rows.append(
+            {
+                "video": record["video_id"],
+                "status": status,
+                "reason": job.get("reason", ""),
+                "duration_s": round(float(record.get("duration_s") or 0.0), 2),
+                "captions": record.get("n_captions", 0),
+                "error": record.get("error", ""),
+            }
+        )
+        progress.update(done, len(jobs))
+
+    written = write_task.with_options(result_storage=store, refresh_cache=force)(
+        records, dataset, ws.root, new_run_id()
+    )
+    fp = config.fingerprint()
+    videos, hours, n_captions = dataset_totals(ws, dataset, fp)
+    failed = [(r["video"], r["error"]) for r in rows if r["status"] == "failed"]
+    new = sum(r["status"] in ("new", "cached") for r in rows)
+    summary = {
+        "dataset": dataset,
+        "extract_fingerprint": fp,
+        "new": new,
+        "unchanged": len(plan["unchanged"]),
+        "failed": failed,
+        "failed_before": len(plan["failed_before"]),
+        "shards_written": len(written["shards"]),
+        "videos": videos,
+        "hours": round(hours, 4),
+        "captions": n_captions,
+        "fingerprint": open_dataset(ws, dataset, fp).fingerprint if videos else "",
+    }
+    progress.update(1, 1)
+    artifacts.table(
+        artifacts.artifact_key("extract", dataset),
+        rows or [{"video": "(none)", "status": "nothing new", "reason": "", "error": ""}],
+        f"extract {dataset}: {new} new, {len(plan['unchanged'])} unchanged, {len(failed)} failed; "
+        f"dataset now {videos} videos, {hours:.2f} h, {n_captions} captions",
+    )
+    for vid, err in failed:
+        log.warning("failed %s: %s", vid, err)
+    if new:
+        emit_event(
+            event=EXTRACT_EVENT,
+            resource={"prefect.resource.id": dataset_resource(dataset), "mmcaps.workspace": ws.root},
+            payload={"dataset": dataset, "new": new, "videos": videos},
+        )
+    return summary
+
+
+# -- train --------------------------------------------------------------------------------------------------------
+@flow(name="train", log_prints=True, validate_parameters=True)
+def train_flow(
+    datasets: list[str],
+    config: TrainConfig = TrainConfig.from_preset("demo"),
+    workspace: str | None = None,
+    run_id: str | None = None,
+    resume: bool = False,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Train the capsule network on extracted datasets; returns the run id, folder and final losses.
+
+    Cached on the train config's fingerprint and the datasets' manifest fingerprints: new data trains anew.
+    """
+    ws = Workspace(workspace)
+    store = result_storage(ws)
+    key = artifacts.artifact_key("train", *datasets)
+    result = train_task.with_options(result_storage=store, refresh_cache=force)(
+        list(datasets), config, ws.root, run_id, resume, f"{key}-progress"
+    )
+    if not ws.exists(result["final_checkpoint"]):  # a cached record of a run folder since deleted
+        result = train_task.with_options(result_storage=store, refresh_cache=True)(
+            list(datasets), config, ws.root, run_id, resume, f"{key}-progress"
+        )
+    losses = result["final_losses"]
+    artifacts.markdown(
+        key,
+        "\n".join(
+            [
+                f"### Training run `{result['run_id']}`",
+                f"datasets: {', '.join(datasets)}; steps: {result['steps']}; folder: `{result['run_dir']}`",
+                "",
+                "| pair | final loss |",
+                "|---|---:|",
+                *[f"| {k} | {v:.4f} |" for k, v in losses.items()],
+                "",
+                f"curves: `{result['run_dir']}/curves.png`, metrics: `{result['run_dir']}/metrics.jsonl`",
+            ]
+        ),
+        f"training {result['run_id']}",
+    )
+    return result
+
+
+# -- evaluate -----------------------------------------------------------------------------------------------------
+@flow(name="evaluate", log_prints=True, validate_parameters=True)
+def evaluate_flow(
+    run_id: str,
+    specs: list[str],
+    config: EvalConfig = EvalConfig(),
+    workspace: str | None = None,
+    force: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """Evaluate a trained run zero-shot on each benchmark spec (``KIND=ANNOTATIONS:VIDEO_DIR`` or
+    ``synthetic=CORPUS_DIR``): extract its videos the way the run's training data was extracted (same cache),
+    score, and write metrics, tables, figures and ``report.html``. Returns ``{name: metrics}``."""
+    log = _logger()
+    ws = Workspace(workspace)
+    store = result_storage(ws)
+    extract_cfg = run_extract_config(ws, run_id)
+    out: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        dataset = prepare(spec, config)
+        if dataset.missing:
+            log.warning("%s: %d videos missing from the folder (counted as misses)", dataset.name, len(dataset.missing))
+        paths = sorted(str(p) for p in dataset.videos.values())
+        if paths:
+            extract_flow(paths, eval_dataset_name(dataset.name), extract_cfg, None, ws.root, False, force)
+        metrics = score_task.with_options(result_storage=store, refresh_cache=force)(
+            run_id, spec, dataset.name, config, ws.root
+        )
+        out[dataset.name] = metrics
+        key = artifacts.artifact_key("eval", run_id, dataset.name)
+        rows = artifacts.metric_rows(dataset.name, metrics)
+        artifacts.table(key, rows, f"{dataset.name}: metrics of run {run_id}, chance beside")
+        artifacts.markdown(
+            f"{key}-summary",
+            artifacts.metrics_markdown(f"{dataset.name} — run {run_id}", rows, metrics.get("report")),
+            "",
+        )
+        if metrics.get("report"):
+            artifacts.link(f"{key}-report", metrics["report"], f"report for {dataset.name}")
+    return out
+
+
+# -- pipeline -----------------------------------------------------------------------------------------------------
+@flow(name="pipeline", log_prints=True, validate_parameters=True)
+def pipeline_flow(
+    source: str,
+    dataset: str,
+    specs: list[str],
+    extract: ExtractConfig = ExtractConfig(),
+    train: TrainConfig = TrainConfig.from_preset("demo"),
+    evaluate: EvalConfig = EvalConfig(),
+    captions: str | None = None,
+    workspace: str | None = None,
+    force: bool = False,
+    runner: Literal["threads", "dask"] = "threads",
+    dask_address: str | None = None,
+) -> dict[str, Any]:
+    """Extract the training source, train, extract the evaluation sets, evaluate — in order, cached throughout.
+
+    ``runner`` picks where per-video extraction runs: threads in this process, or Dask (``dask_address`` of an
+    existing cluster, else a local cluster).
+    """
+    extract_runner = make_task_runner(runner, dask_address)
+    extracted = extract_flow.with_options(task_runner=extract_runner)(
+        source, dataset, extract, captions, workspace, False, force
+    )
+    if not extracted["videos"]:
+        raise ValueError(f"{source}: no video could be extracted; see the extract run's table")
+    trained = train_flow([dataset], train, workspace, None, False, force)
+    metrics = evaluate_flow(trained["run_id"], specs, evaluate, workspace, force) if specs else {}
+    return {"extract": extracted, "train": trained, "evaluate": metrics}
+
+
+@flow(name="demo", log_prints=True, validate_parameters=True)
+def demo_flow(
+    corpus_dir: str,
+    workspace: str | None = None,
+    preset: str = "demo",
+    synth_preset: str = "demo",
+    precision: str = "bf16",
+    force: bool = False,
+) -> dict[str, Any]:
+    """Generate the synthetic narrated corpus, then run the whole pipeline on it with the demo preset."""
+    from pipeline.synthetic import SynthConfig, generate_corpus
+
+    synth = SynthConfig.tiny() if synth_preset == "tiny" else SynthConfig.demo()
+    corpus = generate_corpus(Path(corpus_dir), synth)
+    extract_cfg = ExtractConfig.model_validate({"precision": precision, "text": {"word2vec": str(corpus.word2vec)}})
+    return pipeline_flow(
+        str(corpus.train.videos_dir),
+        "synthetic-train",
+        [f"synthetic={corpus.root}"],
+        extract_cfg,
+        TrainConfig.from_preset(preset),
+        EvalConfig(),
+        str(corpus.train.caption_json),
+        workspace,
+        force,
+    )
+
+
+def make_task_runner(runner: str = "threads", dask_address: str | None = None, dask_workers: int = 2) -> Any:
+    """Threads (default), or Dask: an existing cluster by address, else a local cluster of worker processes."""
+    if runner == "threads":
+        return ThreadPoolTaskRunner(max_workers=2)
+    if runner != "dask":
+        raise ValueError(f"unknown task runner {runner!r}: use threads or dask")
+    from prefect_dask import DaskTaskRunner
+
+    if dask_address:
+        return DaskTaskRunner(address=dask_address)
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": dask_workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": None,
+        }
+    )
+
+
+__all__ = ["demo_flow", "evaluate_flow", "extract_flow", "make_task_runner", "pipeline_flow", "train_flow"]

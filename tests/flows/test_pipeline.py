@@ -1,0 +1,229 @@
+"""The Prefect flows against a real Prefect API (prefect_test_harness): the whole pipeline through `mmcaps demo`,
+caching on re-runs, one new video, artifacts, a corrupt file among good ones, the Dask runner, and `serve`.
+
+The tiny synthetic corpus is extracted once here (by the first demo run) and reused by the later tests.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flows.cli import main
+from storage import Workspace
+
+pytestmark = pytest.mark.slow
+
+
+def _task_runs_since(since: float) -> list:
+    """Every task run that started after ``since`` (epoch seconds), read through the Prefect client."""
+    from prefect import get_client
+
+    async def read():
+        async with get_client() as client:
+            runs = await client.read_task_runs(limit=500)
+            return [r for r in runs if r.start_time is not None and r.start_time.timestamp() >= since]
+
+    import asyncio
+
+    return asyncio.run(read())
+
+
+def _artifacts(keys: list[str]) -> dict[str, object]:
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async def read():
+        async with get_client() as client:
+            found = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
+            return {a.key: a for a in found}
+
+    import asyncio
+
+    return asyncio.run(read())
+
+
+def _files(root: Path, pattern: str) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob(pattern)}
+
+
+@pytest.fixture(scope="module")
+def demo_run(prefect_api, synth_corpus, tmp_path_factory):
+    """`mmcaps demo --size tiny` once, in-process, on a copy of the session's tiny corpus."""
+    root = tmp_path_factory.mktemp("flows-ws")
+    corpus = root / "corpus"
+    shutil.copytree(synth_corpus, corpus)
+    argv = ["demo", "--size", "tiny", "--workspace", str(root / "ws"), "--corpus", str(corpus)]
+    return root / "ws", corpus, argv
+
+
+def test_demo_completes_and_beats_chance(demo_run, capsys):
+    ws_root, corpus, argv = demo_run
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    # text -> video retrieval on the held-out eval split, as printed: R@5 with chance beside it
+    found = re.findall(r"retrieval\s+video\s+R@5\s+([0-9.]+)\s+\(chance ([0-9.]+)\)", out)
+    assert found, out
+    r5, chance = map(float, found[0])
+    print(f"held-out synthetic retrieval R@5 {r5:.3f} vs chance {chance:.3f}")
+    assert r5 >= 2 * chance, out
+    assert "report:" in out
+    report = re.findall(r"report: (\S+)", out)[0]
+    assert Path(report).exists()
+
+
+def test_second_run_is_cached_throughout(demo_run):
+    ws_root, corpus, argv = demo_run
+    shards = _files(ws_root, "*.tar")
+    checkpoints = _files(ws_root, "*.pt")
+    started = time.time()
+    assert main(argv) == 0
+    runs = _task_runs_since(started - 1)
+    assert runs, "no task ran at all"
+    states = {(r.name, r.state.name) for r in runs}
+    assert all(r.state.name == "Cached" for r in runs), states
+    assert _files(ws_root, "*.tar") == shards
+    assert _files(ws_root, "*.pt") == checkpoints
+
+
+def test_artifacts_have_keys_and_contents(demo_run):
+    keys = [
+        "extract-synthetic-train",
+        "extract-synthetic-train-progress",
+        "train-synthetic-train",
+        "train-synthetic-train-progress",
+    ]
+    found = _artifacts(keys)
+    assert set(keys) <= set(found), sorted(found)
+    table = found["extract-synthetic-train"]
+    assert table.type == "table"
+    assert found["extract-synthetic-train-progress"].data == 100.0
+    assert "final loss" in str(found["train-synthetic-train"].data)
+    evals = _artifacts_like("eval-")
+    assert any(k.endswith("synthetic") for k in evals), sorted(evals)
+    eval_table = next(a for k, a in evals.items() if k.endswith("synthetic"))
+    assert "chance" in str(eval_table.data) and "R@1" in str(eval_table.data)
+
+
+def _artifacts_like(prefix: str) -> dict[str, object]:
+    from prefect import get_client
+
+    async def read():
+        async with get_client() as client:
+            found = await client.read_artifacts(limit=200)
+            return {a.key: a for a in found if a.key and a.key.startswith(prefix)}
+
+    import asyncio
+
+    return asyncio.run(read())
+
+
+def test_one_new_video_reruns_only_its_extraction_and_downstream(demo_run):
+    ws_root, corpus, argv = demo_run
+    train_videos = corpus / "train" / "videos"
+    new = train_videos / "zz-new-video.mp4"
+    shutil.copy(corpus / "eval" / "videos" / "eval-0000.mp4", new)
+    started = time.time()
+    assert main(argv) == 0
+    runs = _task_runs_since(started - 1)
+    ran = sorted(r.name for r in runs if r.state.name != "Cached")
+    extracted = [n for n in ran if n.startswith("extract-")]
+    assert extracted == ["extract-zz-new-video"], ran
+    assert any(n.startswith("train") for n in ran), ran
+    assert any(n.startswith("score") for n in ran), ran
+    # the evaluation set's extraction did not change: its per-video tasks are not re-run
+    from pipeline.ingest import open_dataset
+
+    ds = open_dataset(Workspace(ws_root), "synthetic-train")
+    assert "zz-new-video" in set(ds.manifest.column("video_id").to_pylist())
+    assert ds.num_videos == 17
+
+
+def test_corrupt_file_among_good_ones(prefect_api, synth_corpus, tmp_path):
+    from flows.pipeline import extract_flow
+    from pipeline.extract import ExtractConfig
+    from pipeline.ingest import open_dataset
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("train-0000", "train-0001"):
+        shutil.copy(synth_corpus / "train" / "videos" / f"{name}.mp4", src / f"{name}.mp4")
+    data = (synth_corpus / "train" / "videos" / "train-0002.mp4").read_bytes()
+    (src / "broken.mp4").write_bytes(data[: len(data) // 3])  # truncated: moov atom missing
+    cfg = ExtractConfig.model_validate(
+        {"precision": "bf16", "max_seconds": 3, "text": {"word2vec": str(synth_corpus / "word2vec.bin")}}
+    )
+    ws = tmp_path / "ws"
+    summary = extract_flow(str(src), "mixed", cfg, str(synth_corpus / "train" / "caption.json"), str(ws))
+    assert summary["videos"] == 2
+    assert [vid for vid, _ in summary["failed"]] == ["broken"]
+    assert "broken.mp4" in summary["failed"][0][1]
+    table = _artifacts(["extract-mixed"])["extract-mixed"]
+    rows = table.data if isinstance(table.data, list) else __import__("json").loads(table.data)
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert [r["video"] for r in failed] == ["broken"] and failed[0]["error"]
+    ds = open_dataset(Workspace(ws), "mixed")
+    assert sorted(ds.manifest.column("video_id").to_pylist()) == ["train-0000", "train-0001"]
+
+
+def test_dask_runner_matches_threads(prefect_api, synth_corpus, tmp_path):
+    from flows.pipeline import extract_flow, make_task_runner
+    from pipeline.extract import ExtractConfig
+    from pipeline.ingest import open_dataset
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("train-0003", "train-0004"):
+        shutil.copy(synth_corpus / "train" / "videos" / f"{name}.mp4", src / f"{name}.mp4")
+    cfg = ExtractConfig.model_validate(
+        {"precision": "fp32", "max_seconds": 2, "text": {"word2vec": str(synth_corpus / "word2vec.bin")}}
+    )
+    ws = tmp_path / "ws"
+    caps = str(synth_corpus / "train" / "caption.json")
+    extract_flow(str(src), "threads", cfg, caps, str(ws))
+    dask_flow = extract_flow.with_options(task_runner=make_task_runner("dask", None, 2))
+    dask_flow(str(src), "dask", cfg, caps, str(ws))
+    a = {v.video_id: v for v in open_dataset(Workspace(ws), "threads").iter_videos()}
+    b = {v.video_id: v for v in open_dataset(Workspace(ws), "dask").iter_videos()}
+    assert sorted(a) == sorted(b) == ["train-0003", "train-0004"]
+    for vid in a:
+        for member in ("rgb2d", "rgb3d", "mel", "w2v"):
+            x, y = getattr(a[vid], member).astype(np.float32), getattr(b[vid], member).astype(np.float32)
+            assert x.shape == y.shape
+            np.testing.assert_allclose(x, y, atol=2e-3, err_msg=f"{vid}/{member}")
+
+
+def test_serve_registers_schedules_and_trigger(prefect_api, tmp_path, capsys):
+    from prefect import get_client
+
+    src = tmp_path / "videos"
+    src.mkdir()
+    argv = ["serve", "--source", str(src), "--dataset", "lab", "--interval", "900", "--register-only"]
+    assert main([*argv, "--workspace", str(tmp_path / "ws")]) == 0
+    out = capsys.readouterr().out
+    assert "extract-lab" in out and "train-lab" in out
+
+    async def read():
+        async with get_client() as client:
+            extract = await client.read_deployment_by_name("extract/extract-lab")
+            train = await client.read_deployment_by_name("train/train-lab")
+            automations = await client.read_automations_by_name(name="new videos in lab")
+            return extract, train, automations
+
+    import asyncio
+
+    extract, train, automations = asyncio.run(read())
+    assert len(extract.schedules) == 1
+    assert extract.schedules[0].schedule.interval.total_seconds() == 900
+    assert extract.parameters["source"] == str(src) and extract.parameters["dataset"] == "lab"
+    assert not train.schedules
+    assert train.parameters["datasets"] == ["lab"]
+    assert automations, "the training trigger was not registered"
+    trigger = automations[0].trigger
+    assert "mmcaps.extract.completed" in trigger.expect
+    assert trigger.match.get("prefect.resource.id") == "mmcaps.dataset.lab"
