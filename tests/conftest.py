@@ -23,6 +23,10 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 # Tests must never reach the network for weights.
 os.environ["TORCH_HOME"] = str(_PREFECT_HOME / "torch-home")
 os.environ.pop("MMCAPS_HOME", None)
+# Calibrated random backbones (deterministic given arch and seed) are computed once per session and shared by every
+# workspace the tests create; see pipeline.ingest.engine.CACHE_ENV.
+_EXTRACT_CACHE = _PREFECT_HOME / "extract-cache"
+os.environ["MMCAPS_CACHE"] = str(_EXTRACT_CACHE)
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +36,13 @@ def prefect_api():
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+@pytest.fixture(scope="session")
+def extract_cache() -> Path:
+    """The session's cache folder for calibrated backbones and converted word vectors ($MMCAPS_CACHE)."""
+    _EXTRACT_CACHE.mkdir(parents=True, exist_ok=True)
+    return _EXTRACT_CACHE
 
 
 @pytest.fixture

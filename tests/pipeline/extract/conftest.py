@@ -51,11 +51,6 @@ def videos(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def extract_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("extract-cache")
-
-
-@pytest.fixture(scope="session")
 def extractor(extract_cache):
     """fp32 Extractor with calibrated random backbones, first 2 s of each video.
 
