@@ -20,6 +20,7 @@ from flows import artifacts
 from flows.tasks import (
     extract_video_task,
     failed_record,
+    pending_jobs,
     plan_task,
     record_is_usable,
     result_storage,
@@ -76,7 +77,7 @@ def extract_flow(
     plan = plan_task.with_options(result_storage=store, refresh_cache=force)(
         source, dataset, config, ws.root, captions, retry_failed
     )
-    jobs = plan["jobs"]
+    jobs = pending_jobs(plan["jobs"], ws.root, dataset, retry_failed)
     log.info("%s: %d to extract, %d unchanged", dataset, len(jobs), len(plan["unchanged"]))
 
     extract = extract_video_task.with_options(result_storage=store, refresh_cache=force)
@@ -109,9 +110,11 @@ def extract_flow(
         )
         progress.update(done, len(jobs))
 
-    written = write_task.with_options(result_storage=store, refresh_cache=force)(
-        records, dataset, ws.root, new_run_id()
-    )
+    written = {"shards": []}
+    if records:  # no work, no task: an unchanged source leaves nothing but cache hits
+        written = write_task.with_options(result_storage=store, refresh_cache=force)(
+            records, dataset, ws.root, new_run_id()
+        )
     fp = config.fingerprint()
     videos, hours, n_captions = dataset_totals(ws, dataset, fp)
     failed = [(r["video"], r["error"]) for r in rows if r["status"] == "failed"]
@@ -301,14 +304,20 @@ def make_task_runner(runner: str = "threads", dask_address: str | None = None, d
 
     if dask_address:
         return DaskTaskRunner(address=dask_address)
-    return DaskTaskRunner(
-        cluster_kwargs={
-            "n_workers": dask_workers,
-            "threads_per_worker": 1,
-            "processes": True,
-            "dashboard_address": None,
-        }
-    )
+    from prefect.settings import PREFECT_API_URL
+
+    cluster_kwargs: dict[str, Any] = {
+        "n_workers": dask_workers,
+        "threads_per_worker": 1,
+        "processes": True,
+        "dashboard_address": None,
+    }
+    api = PREFECT_API_URL.value()
+    if api:
+        # Worker processes must report to this API; a setting made in-process (a profile, a test harness) does not
+        # reach them through the environment, and without it each would start a temporary server of its own.
+        cluster_kwargs["env"] = {"PREFECT_API_URL": str(api)}
+    return DaskTaskRunner(cluster_kwargs=cluster_kwargs)
 
 
 __all__ = ["demo_flow", "evaluate_flow", "extract_flow", "make_task_runner", "pipeline_flow", "train_flow"]

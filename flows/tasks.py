@@ -133,15 +133,32 @@ def record_from_dict(data: dict[str, Any]) -> ExtractRecord:
 
 # -- cache keys ---------------------------------------------------------------------------------------------------
 def _plan_key(context: Any, p: dict[str, Any]) -> str:
-    ws = Workspace(p["root"])
-    manifest = ws.manifest_path(p["dataset"])
+    """The source's files (path, size, mtime), the config and the options; not the manifest's contents.
+
+    A plan is a function of the source and of what the dataset held when it was made; the jobs of a cached
+    plan that a later run finds already in the manifest are dropped by the flow (:func:`pending_jobs`), so
+    re-running an unchanged source is a cache hit even though the manifest changed since the plan was made.
+    (After deleting a dataset's folder, run with ``--force``: a cached plan may predate some of its videos.)
+    """
     return "plan-" + digest(
         p["dataset"],
         p["config"].fingerprint(),
         p["retry_failed"],
         file_signature(source_files(p["source"], p["captions"])),
-        file_signature([manifest]) if ws.is_local else ws.exists(manifest),
     )
+
+
+def pending_jobs(jobs: list[dict[str, Any]], root: str, dataset: str, retry_failed: bool) -> list[dict[str, Any]]:
+    """The jobs of a plan that the manifest does not already answer (same video, bytes and fingerprint)."""
+    ws = Workspace(root)
+    if not jobs or not ws.exists(ws.manifest_path(dataset)):
+        return jobs
+    done = {
+        (r["video_id"], r["sha256"], r["extract_fingerprint"])
+        for r in Manifest(ws, dataset).current().to_pylist()
+        if r["status"] == "ok" or not retry_failed
+    }
+    return [j for j in jobs if (j["video_id"], j["sha256"], j["extract_fingerprint"]) not in done]
 
 
 def _extract_key(context: Any, p: dict[str, Any]) -> str:

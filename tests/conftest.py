@@ -27,6 +27,31 @@ os.environ.pop("MMCAPS_HOME", None)
 # workspace the tests create; see pipeline.ingest.engine.CACHE_ENV.
 _EXTRACT_CACHE = _PREFECT_HOME / "extract-cache"
 os.environ["MMCAPS_CACHE"] = str(_EXTRACT_CACHE)
+os.environ["PREFECT_LOGGING_COLORS"] = "false"
+
+
+@pytest.fixture(autouse=True)
+def _prefect_console_to_real_stderr():
+    """Point Prefect's console log handlers at the process's real stderr (fd 2, which pytest captures anyway).
+
+    Prefect binds them to ``sys.stderr`` as it is when logging is set up; inside a test using ``capsys`` that is a
+    stream closed after the test, and every later log line would fail (recursively) on it.
+    """
+    import logging
+    import sys
+
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    loggers = [
+        logging.getLogger(),
+        *[lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)],
+    ]
+    for lg in loggers:
+        for handler in lg.handlers:
+            if isinstance(handler, PrefectConsoleHandler):
+                handler.stream = sys.__stderr__  # not setStream: it flushes the old, maybe closed, stream
+                handler.console.file = sys.__stderr__
+    yield
 
 
 @pytest.fixture(scope="session")

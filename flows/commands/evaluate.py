@@ -6,6 +6,8 @@ import argparse
 import math
 from pathlib import Path
 
+from flows.commands._common import quiet_prefect
+
 FORMS = """benchmarks (--on, repeatable; KIND/NAME=... names the report folder):
   youcook2=youcookii_annotations_trainval.json:VIDEO_DIR   validation clips, text -> clip retrieval
   msrvtt=MSRVTT_JSFUSION_test.csv:VIDEO_DIR                 1k-A, text -> video retrieval
@@ -30,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--workspace", default=None, help="workspace root (default $MMCAPS_HOME or ./mmcaps-data)")
     parser.add_argument("--config", type=Path, default=None, help="EvalConfig YAML")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an EvalConfig field")
+    parser.add_argument("--force", action="store_true", help="ignore cached task records")
     parser.set_defaults(func=run)
 
 
@@ -66,18 +69,19 @@ def format_metrics(name: str, m: dict) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from model.config import parse_set_option
-    from pipeline.evaluate import EvalConfig, EvalSpec, evaluate
+    from pipeline.evaluate import EvalConfig, EvalSpec
     from storage.workspace import Workspace
 
-    specs = [EvalSpec.parse(s) for s in args.on]
+    for spec in args.on:  # a bad --on fails here, before Prefect starts
+        EvalSpec.parse(spec)
     cfg = EvalConfig.from_yaml(args.config) if args.config else EvalConfig()
     if args.set:
         cfg = cfg.with_updates(parse_set_option(args.set))
 
-    def progress(stage: str, done: int, total: int) -> None:
-        print(f"\r{stage} {done}/{total}", end="" if done < total else "\n", flush=True)
+    quiet_prefect()
+    from flows.pipeline import evaluate_flow
 
-    results = evaluate(args.model, specs, Workspace(args.workspace), cfg, progress=progress)
+    results = evaluate_flow(args.model, list(args.on), cfg, Workspace(args.workspace).root, args.force)
     for name, metrics in results.items():
         print("\n".join(format_metrics(name, metrics)))
     return 0

@@ -1,13 +1,15 @@
-"""``mmcaps extract SOURCE --dataset NAME``: extract what is new or changed in SOURCE into a dataset (plain call).
+"""``mmcaps extract SOURCE --dataset NAME``: extract what is new or changed in SOURCE into a dataset.
 
-The engine is :func:`pipeline.ingest.run_extract`; the Prefect flow that parallelises it is built on the same
-steps. A video that fails gets a ``failed`` row and the run goes on; the exit status is 0 unless the run itself
-could not start (bad source, bad options).
+Runs the Prefect ``extract`` flow (per-video tasks, cached on sha256 + extract fingerprint, on threads or Dask)
+over the engine's steps (:mod:`pipeline.ingest`). A video that fails gets a ``failed`` row and the run goes on;
+the exit status is 0 unless the run itself could not start (bad source, bad options).
 """
 
 from __future__ import annotations
 
 import argparse
+
+from flows.commands._common import add_runner, quiet_prefect, task_runner
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(used after them)",
     )
     parser.add_argument("--workspace", default=None, help="workspace root (default $MMCAPS_HOME or ./mmcaps-data)")
+    parser.add_argument("--force", action="store_true", help="ignore cached task records")
+    add_runner(parser)
     parser.add_argument("--retry-failed", action="store_true", help="try the videos whose last attempt failed again")
     parser.add_argument(
         "--set",
@@ -42,9 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    quiet_prefect()
+    from flows.pipeline import extract_flow
     from model.config import parse_set_option
     from pipeline.extract import ExtractConfig
-    from pipeline.ingest import ExtractRecord, run_extract
     from storage.workspace import Workspace
 
     try:
@@ -52,20 +57,15 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
         raise ValueError(f"invalid extract options: {exc}") from exc
     workspace = Workspace(args.workspace)
-
-    def progress(done: int, total: int, rec: ExtractRecord) -> None:
-        state = f"ok ({rec.elapsed_s:.1f} s)" if rec.status == "ok" else f"FAILED: {rec.error}"
-        print(f"[{done}/{total}] {rec.video_id} {state}", flush=True)
-
-    summary = run_extract(
-        args.source,
-        args.dataset,
-        cfg,
-        workspace,
-        captions=args.captions,
-        retry_failed=args.retry_failed,
-        progress=progress,
+    flow = extract_flow.with_options(task_runner=task_runner(args))
+    summary = flow(args.source, args.dataset, cfg, args.captions, workspace.root, args.retry_failed, args.force)
+    print(
+        f"dataset {summary['dataset']} (extract fingerprint {summary['extract_fingerprint']}): {summary['new']} "
+        f"extracted, {summary['unchanged']} unchanged, {len(summary['failed'])} failed"
+        + (f", {summary['failed_before']} failed before (use --retry-failed)" if summary["failed_before"] else "")
     )
-    print(summary)
+    print(f"now {summary['videos']} videos, {summary['hours']:.2f} h, {summary['captions']} captions")
+    for vid, err in summary["failed"]:
+        print(f"  failed {vid}: {err}")
     print(f"workspace {workspace.root}")
     return 0

@@ -1,4 +1,7 @@
-"""``mmcaps train``: train a network on extracted datasets of the workspace (a plain call, no Prefect).
+"""``mmcaps train``: train a network on extracted datasets of the workspace, as the Prefect ``train`` flow.
+
+Under ``torchrun`` (WORLD_SIZE > 1) every process calls the library directly instead: one flow run per process
+would only duplicate the bookkeeping, and only rank 0 writes anyway.
 
     mmcaps train --dataset NAME [--dataset NAME2] --preset demo|paper|PATH [--set key=value ...]
                  [--resume RUN] [--workspace ROOT] [--run-id ID]
@@ -10,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+from dataclasses import asdict
 
-from flows.commands._common import add_workspace
+from flows.commands._common import add_workspace, quiet_prefect
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--resume", metavar="RUN", default=None, help="continue this run from its last checkpoint")
     p.add_argument("--run-id", default=None, help="name of the run folder (default: derived from config and data)")
+    p.add_argument("--force", action="store_true", help="ignore the cached task record")
     add_workspace(p)
     p.set_defaults(func=run)
 
@@ -76,9 +82,15 @@ def run(args: argparse.Namespace) -> int:
     if not datasets:
         raise ValueError("name at least one --dataset")
 
-    result = train(datasets, cfg, ws, run_id=run_id, resume=bool(args.resume))
-    losses = ", ".join(f"{k} {v:.4f}" for k, v in sorted(result.final_losses.items()))
-    state = "trained" if result.trained else "already finished"
-    print(f"run {result.run_id} ({state}, {result.steps} steps; final losses {losses})")
-    print(f"  {result.final_checkpoint}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        result = asdict(train(datasets, cfg, ws, run_id=run_id, resume=bool(args.resume)))
+    else:
+        quiet_prefect()
+        from flows.pipeline import train_flow
+
+        result = train_flow(datasets, cfg, ws.root, run_id, bool(args.resume), args.force)
+    losses = ", ".join(f"{k} {v:.4f}" for k, v in sorted(result["final_losses"].items()))
+    state = "trained" if result.get("trained", True) else "already finished"
+    print(f"run {result['run_id']} ({state}, {result['steps']} steps; final losses {losses})")
+    print(f"  {result['final_checkpoint']}")
     return 0

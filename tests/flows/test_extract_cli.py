@@ -46,7 +46,7 @@ def seed_backbone_cache(request, root) -> None:
 
 
 @pytest.mark.slow
-def test_extract_then_inspect_with_the_real_extractor(tmp_path, capsys, request):
+def test_extract_then_inspect_with_the_real_extractor(prefect_api, tmp_path, capsys, request):
     from pipeline.extract import ExtractConfig
 
     src = tmp_path / "src"
@@ -89,7 +89,7 @@ def test_inspect_unknown_dataset_is_a_one_line_error(tmp_path, capsys):
     assert "no manifest" in capsys.readouterr().err
 
 
-def test_extract_bad_option_is_a_one_line_error(tmp_path, capsys):
+def test_extract_bad_option_is_a_one_line_error(prefect_api, tmp_path, capsys):
     src = tmp_path / "src"
     src.mkdir()
     argv = ["extract", str(src), "--dataset", "d", "--workspace", str(tmp_path / "ws"), "--set", "nope.x=1"]
