@@ -325,12 +325,9 @@ def test_pyproject_requirements_matches_pyproject(tmp_path):
 @pytest.mark.slow
 def test_prefect_deploy_registers_the_deployments(prefect_api, prefect_project, tmp_path):
     """`prefect deploy --all --prefect-file docker/prefect.yaml`, the real CLI, against a real API."""
-    import asyncio
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.deployments.steps.core import run_steps
-    from prefect.flows import load_flow_from_entrypoint
     from prefect.settings import PREFECT_API_URL
 
     api_url = PREFECT_API_URL.value()
@@ -356,17 +353,36 @@ def test_prefect_deploy_registers_the_deployments(prefect_api, prefect_project, 
         assert dep.entrypoint == expected[name]["entrypoint"]
         assert dep.parameters == (expected[name].get("parameters") or {})
         assert dep.pull_steps == prefect_project["pull"]
-    # What a process worker does before running a flow: the pull steps, then the entry point from there.
-    here = os.getcwd()
-    os.environ["MMCAPS_PROJECT_DIR"] = str(REPO)
-    try:
-        os.chdir(tmp_path)
-        asyncio.run(run_steps(deployments["extract"].pull_steps))
-        assert Path.cwd() == REPO
-        assert load_flow_from_entrypoint(deployments["extract"].entrypoint).name == "extract"
-    finally:
-        os.chdir(here)
-        del os.environ["MMCAPS_PROJECT_DIR"]
+    # What a process worker does before running a flow: the pull steps, then the entry point from there. In a
+    # separate process, as a worker does: loading an entry point by file path imports flows/pipeline.py under the
+    # top-level name "pipeline", which must not leak into this test process (or the Dask workers it spawns later).
+    script = (
+        "import asyncio, json, os, sys\n"
+        "from pathlib import Path\n"
+        "from prefect.deployments.steps.core import run_steps\n"
+        "from prefect.flows import load_flow_from_entrypoint\n"
+        "steps = json.loads(sys.argv[1])\n"
+        "asyncio.run(run_steps(steps))\n"
+        "print(Path.cwd())\n"
+        "print(load_flow_from_entrypoint(sys.argv[2]).name)\n"
+    )
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            json.dumps(deployments["extract"].pull_steps),
+            deployments["extract"].entrypoint,
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PREFECT_API_URL": api_url, "MMCAPS_PROJECT_DIR": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    cwd, name = loaded.stdout.strip().splitlines()[-2:]
+    assert Path(cwd) == REPO and name == "extract"
 
     (schedule,) = deployments["extract"].schedules
     assert schedule.schedule.interval.total_seconds() == expected["extract"]["schedules"][0]["interval"]
