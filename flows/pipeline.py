@@ -77,8 +77,10 @@ def extract_flow(
     plan = plan_task.with_options(result_storage=store, refresh_cache=force)(
         source, dataset, config, ws.root, captions, retry_failed
     )
-    jobs = pending_jobs(plan["jobs"], ws.root, dataset, retry_failed)
-    log.info("%s: %d to extract, %d unchanged", dataset, len(jobs), len(plan["unchanged"]))
+    jobs, done_since, failed_since = pending_jobs(plan["jobs"], ws.root, dataset, retry_failed)
+    unchanged = len(plan["unchanged"]) + len(done_since)  # a cached plan's jobs may have run since
+    failed_before = len(plan["failed_before"]) + len(failed_since)
+    log.info("%s: %d to extract, %d unchanged", dataset, len(jobs), unchanged)
 
     extract = extract_video_task.with_options(result_storage=store, refresh_cache=force)
     progress = artifacts.Progress(artifacts.artifact_key("extract", dataset, "progress"), f"extracting {dataset}")
@@ -123,9 +125,9 @@ def extract_flow(
         "dataset": dataset,
         "extract_fingerprint": fp,
         "new": new,
-        "unchanged": len(plan["unchanged"]),
+        "unchanged": unchanged,
         "failed": failed,
-        "failed_before": len(plan["failed_before"]),
+        "failed_before": failed_before,
         "shards_written": len(written["shards"]),
         "videos": videos,
         "hours": round(hours, 4),
@@ -136,7 +138,7 @@ def extract_flow(
     artifacts.table(
         artifacts.artifact_key("extract", dataset),
         rows or [{"video": "(none)", "status": "nothing new", "reason": "", "error": ""}],
-        f"extract {dataset}: {new} new, {len(plan['unchanged'])} unchanged, {len(failed)} failed; "
+        f"extract {dataset}: {new} new, {unchanged} unchanged, {len(failed)} failed; "
         f"dataset now {videos} videos, {hours:.2f} h, {n_captions} captions",
     )
     for vid, err in failed:

@@ -148,17 +148,30 @@ def _plan_key(context: Any, p: dict[str, Any]) -> str:
     )
 
 
-def pending_jobs(jobs: list[dict[str, Any]], root: str, dataset: str, retry_failed: bool) -> list[dict[str, Any]]:
-    """The jobs of a plan that the manifest does not already answer (same video, bytes and fingerprint)."""
+def pending_jobs(
+    jobs: list[dict[str, Any]], root: str, dataset: str, retry_failed: bool
+) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    """Split a plan's jobs by what the manifest already answers (same video, bytes and fingerprint).
+
+    Returns (jobs still to run, ids already extracted, ids that failed before and are not retried).
+    """
     ws = Workspace(root)
     if not jobs or not ws.exists(ws.manifest_path(dataset)):
-        return jobs
-    done = {
-        (r["video_id"], r["sha256"], r["extract_fingerprint"])
+        return jobs, [], []
+    status = {
+        (r["video_id"], r["sha256"], r["extract_fingerprint"]): r["status"]
         for r in Manifest(ws, dataset).current().to_pylist()
-        if r["status"] == "ok" or not retry_failed
     }
-    return [j for j in jobs if (j["video_id"], j["sha256"], j["extract_fingerprint"]) not in done]
+    todo, done, failed = [], [], []
+    for job in jobs:
+        known = status.get((job["video_id"], job["sha256"], job["extract_fingerprint"]))
+        if known == "ok":
+            done.append(job["video_id"])
+        elif known is not None and not retry_failed:
+            failed.append(job["video_id"])
+        else:
+            todo.append(job)
+    return todo, done, failed
 
 
 def _extract_key(context: Any, p: dict[str, Any]) -> str:

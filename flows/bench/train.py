@@ -81,17 +81,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"  data: {n_videos} videos of {seconds:.0f} s in {len(shards)} shards ({time.perf_counter() - t0:.1f} s to write)"
         )
-        spec = LoaderSpec(
-            shards=tuple(shards),
-            seed=cfg.seed,
-            epoch=0,
-            batch_size=cfg.batch_size,
-            n_pair=cfg.n_pair,
-            min_time=cfg.min_time,
-            audio_frames=cfg.audio_frames,
-            shuffle_buffer=cfg.shuffle_buffer,
-            num_workers=cfg.num_workers,
-        )
+        spec = LoaderSpec.for_config(cfg, shards, epoch=0)
 
         # Loader alone: the first batch pays worker start-up and buffer filling; time the rest.
         batches = args.batches or steps_available - 1

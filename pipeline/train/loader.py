@@ -31,6 +31,7 @@ import json
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import fsspec
 import numpy as np
@@ -63,6 +64,22 @@ class LoaderSpec:
     shuffle_buffer: int  # raw samples held by the shuffle buffer
     num_workers: int = 0  # loader worker processes (0: the stream runs in the training process)
     skip_batches: int = 0  # batches of this epoch already consumed (resume)
+
+    @classmethod
+    def for_config(cls, cfg: Any, shards: Sequence[str], epoch: int, skip_batches: int = 0) -> LoaderSpec:
+        """The spec of one epoch of a :class:`~pipeline.train.config.TrainConfig`'s stream over ``shards``."""
+        return cls(
+            shards=tuple(shards),
+            seed=cfg.seed,
+            epoch=epoch,
+            batch_size=cfg.batch_size,
+            n_pair=cfg.n_pair,
+            min_time=cfg.min_time,
+            audio_frames=cfg.audio_frames,
+            shuffle_buffer=cfg.shuffle_buffer,
+            num_workers=cfg.num_workers,
+            skip_batches=skip_batches,
+        )
 
 
 def shard_order(shards: Sequence[str], seed: int, epoch: int, pass_index: int) -> list[str]:

@@ -464,18 +464,7 @@ def _train(
     pin = device.type == "cuda"
     while step < end_step:
         epoch, skip = divmod(step, steps_per_epoch)
-        spec = LoaderSpec(
-            shards=shards,
-            seed=cfg.seed,
-            epoch=epoch,
-            batch_size=cfg.batch_size,
-            n_pair=cfg.n_pair,
-            min_time=cfg.min_time,
-            audio_frames=cfg.audio_frames,
-            shuffle_buffer=cfg.shuffle_buffer,
-            num_workers=cfg.num_workers,
-            skip_batches=skip,
-        )
+        spec = LoaderSpec.for_config(cfg, shards, epoch, skip)
         for batch in epoch_batches(spec, steps_per_epoch, pin_memory=pin):
             loss, parts = forward_loss(net, batch, cfg, device)
             optimizer.zero_grad(set_to_none=True)
