@@ -112,6 +112,22 @@ def test_second_run_is_cached_throughout(demo_run):
     assert _files(ws_root, "*.pt") == checkpoints
 
 
+def test_train_and_evaluate_commands_reuse_the_demo_run(demo_run, capsys):
+    """`mmcaps train` and `mmcaps evaluate` go through the flows and find the demo's run and scores cached."""
+    ws_root, corpus, _ = demo_run
+    (run_dir,) = (ws_root / "models").iterdir()
+    started = time.time()
+    assert main(["train", "--dataset", "synthetic-train", "--preset", "demo", "--workspace", str(ws_root)]) == 0
+    assert f"run {run_dir.name} " in capsys.readouterr().out
+    on = f"synthetic={corpus}"
+    assert main(["evaluate", "--model", run_dir.name, "--on", on, "--workspace", str(ws_root)]) == 0
+    out = capsys.readouterr().out
+    assert "R@1" in out and "chance" in out
+    runs = _task_runs_since(started - 1)
+    assert {r.name.split("-")[0] for r in runs} >= {"train", "score"}
+    assert all(r.state.name == "Cached" for r in runs), {(r.name, r.state.name) for r in runs}
+
+
 def test_artifacts_have_keys_and_contents(demo_run):
     keys = [
         "extract-synthetic-train",
