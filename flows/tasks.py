@@ -49,18 +49,16 @@ def result_storage(ws: Workspace) -> LocalFileSystem | None:
     """
     if not ws.is_local:
         return None
+    from prefect.settings import PREFECT_API_URL
+
     base = str(Path(ws.cache_dir("prefect")))
-    if base not in _BLOCKS:
+    memo = f"{base}@{PREFECT_API_URL.value()}"  # a block saved in one API does not exist in another
+    if memo not in _BLOCKS:
         Path(base).mkdir(parents=True, exist_ok=True)
         block = LocalFileSystem(basepath=base)
         block.save(f"mmcaps-results-{digest(base)[:12]}", overwrite=True)
-        _BLOCKS[base] = block
-    return _BLOCKS[base]
-
-
-def forget_result_storage() -> None:
-    """Forget saved blocks (a new Prefect API, e.g. a new test harness, needs them saved again)."""
-    _BLOCKS.clear()
+        _BLOCKS[memo] = block
+    return _BLOCKS[memo]
 
 
 class _SerialExtractor:
