@@ -4,12 +4,14 @@ Each stream is decoded once by its own ffmpeg process: 2D frames (1 fps, short s
 112 centre crop) and audio (16 kHz mono into a memory-mapped temporary file). Frame streams are read by a thread
 into a bounded queue while the networks consume the previous chunk, so decoding overlaps compute and memory is
 bounded by ``queue_chunks`` chunks per stream whatever the video's length; the log-mel spectrogram is computed
-in another thread meanwhile. Networks run on CUDA when present; ``precision="bf16"`` runs them under bf16
-autocast. Inputs are channels-last in both precisions (a layout choice: same numbers, faster convolutions).
+in another thread meanwhile. Networks run on CUDA when present, with BatchNorm folded into the convolutions,
+channels-last, in fp32 or (``precision="bf16"``) bfloat16, and optionally compiled: see
+:mod:`pipeline.extract.runner`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
 import tempfile
@@ -28,6 +30,7 @@ from pipeline.extract.backbones import IMAGENET_MEAN, IMAGENET_STD, RECIPES_3D, 
 from pipeline.extract.config import ExtractConfig
 from pipeline.extract.errors import ExtractError
 from pipeline.extract.ffmpeg import VideoInfo, decode_audio, iter_frames, probe
+from pipeline.extract.runner import NetRunner
 from pipeline.extract.text import WordVectors
 from pipeline.features import Captions, VideoFeatures
 
@@ -140,8 +143,16 @@ class Extractor:
         self.rgb2d = build_2d(cfg.rgb2d, seed=cfg.seed, cache_dir=cache, download=cfg.download)
         self.rgb3d = build_3d(cfg.rgb3d, seed=cfg.seed, cache_dir=cache)
         self.recipe3d = RECIPES_3D[cfg.rgb3d.arch]
-        for backbone, fmt in ((self.rgb2d, torch.channels_last), (self.rgb3d, torch.channels_last_3d)):
-            backbone.net.to(self.device, memory_format=fmt).eval()
+        common = {"device": self.device, "precision": cfg.precision, "compile": cfg.compile}
+        self.net2d = NetRunner(
+            self.rgb2d.net, memory_format=torch.channels_last, max_batch=cfg.rgb2d.batch_size, **common
+        )
+        self.net3d = NetRunner(
+            self.rgb3d.net, memory_format=torch.channels_last_3d, max_batch=cfg.rgb3d.batch_size, **common
+        )
+        # The backbones now hold the runners' folded networks, so the unfolded copies are freed.
+        self.rgb2d = dataclasses.replace(self.rgb2d, net=self.net2d.net)
+        self.rgb3d = dataclasses.replace(self.rgb3d, net=self.net3d.net)
         self.words = WordVectors.load(cfg.text.word2vec, cache) if cfg.text.word2vec else None
         if self.words is not None and self.words.dim != cfg.text.dim:
             raise ValueError(
@@ -168,13 +179,9 @@ class Extractor:
         }
 
     # -- networks ------------------------------------------------------------------------------------------------
-    def _run(self, net: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
-        with (
-            torch.inference_mode(),
-            torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16"),
-        ):
-            y = net(x)
-        y = F.normalize(y.float(), dim=1)
+    @staticmethod
+    def _rows(runner: NetRunner, x: torch.Tensor) -> np.ndarray:
+        y = F.normalize(runner(x), dim=1)
         return y.cpu().numpy().astype(np.float16)
 
     def features_2d(self, frames: np.ndarray) -> np.ndarray:
@@ -182,8 +189,8 @@ class Extractor:
         if len(frames) == 0:
             return np.zeros((0, self.rgb2d.dim), np.float16)
         x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device).permute(0, 3, 1, 2)  # (n, c, h, w) NHWC
-        x = ((x.float() / 255.0 - self._mean2d) / self._std2d).contiguous(memory_format=torch.channels_last)
-        return self._run(self.rgb2d.net, x)
+        x = (x.float() / 255.0 - self._mean2d) / self._std2d
+        return self._rows(self.net2d, x)
 
     def features_3d(self, frames: np.ndarray) -> np.ndarray:
         """uint8 frames [n, S, S, 3] → float16 [ceil(n / L), 2048]; L-frame windows, the last padded with pixel 0."""
@@ -196,8 +203,8 @@ class Extractor:
         if pad:
             x = torch.cat([x, x.new_zeros((pad, *x.shape[1:]))])
         x = x.view(-1, r.frames, *x.shape[1:]).permute(0, 4, 1, 2, 3)  # (b, c, t, h, w)
-        x = ((x.float() * r.scale - self._mean3d) / self._std3d).contiguous(memory_format=torch.channels_last_3d)
-        return self._run(self.rgb3d.net, x)
+        x = (x.float() * r.scale - self._mean3d) / self._std3d
+        return self._rows(self.net3d, x)
 
     def text_features(self, captions: Captions) -> tuple[np.ndarray, int]:
         """float16 [N, dim] caption vectors and the number of captions with no in-vocabulary token."""
