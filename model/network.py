@@ -49,23 +49,28 @@ class PrimaryCapsules(nn.Module):
         return out[..., : self.d1], torch.sigmoid(out[..., self.d1])
 
 
+def build_routing(cfg: CapsuleConfig) -> nn.Module:
+    """The router ``cfg.routing`` with the capsule sizes and routing settings of ``cfg`` (as in the network)."""
+    return make_routing(
+        cfg.routing,
+        num_capsules=cfg.num_capsules,
+        d1=cfg.d1,
+        d2=cfg.d2,
+        heads=cfg.heads,
+        mlp_hidden=cfg.mlp_hidden,
+        dropout=cfg.dropout,
+        iterations=cfg.routing_iterations,
+        em_inverse_temperature=cfg.em_inverse_temperature,
+        set_blocks=cfg.set_blocks,
+    )
+
+
 class CapsuleHead(nn.Module):
     """Routing, then ``f_out``: a linear map of the activation-weighted secondary capsules (flattened) to D."""
 
     def __init__(self, cfg: CapsuleConfig) -> None:
         super().__init__()
-        self.routing = make_routing(
-            cfg.routing,
-            num_capsules=cfg.num_capsules,
-            d1=cfg.d1,
-            d2=cfg.d2,
-            heads=cfg.heads,
-            mlp_hidden=cfg.mlp_hidden,
-            dropout=cfg.dropout,
-            iterations=cfg.routing_iterations,
-            em_inverse_temperature=cfg.em_inverse_temperature,
-            set_blocks=cfg.set_blocks,
-        )
+        self.routing = build_routing(cfg)
         self.f_out = nn.Linear(cfg.num_capsules * cfg.d2, cfg.embed_dim)
 
     def forward(self, poses: torch.Tensor, activations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,22 +1,37 @@
 """``mmcaps bench routing``: training-step time and peak memory of the routing methods (paper tables 3 and 4).
 
 Two groups, each configuration in a fresh Python process (so each memory peak is its own):
-  * routing (table 3): every routing method at C=64, d1=d2=16; ratios to self-attention routing;
+  * routing (table 3): every routing method at C=64, d1=d2=16; ratios to self-attention routing. A last row,
+    ``dynamic_reference``, is dynamic routing written as reference PyTorch implementations write it
+    (``flows/bench/_reference_dynamic.py``); it exists only in this benchmark, to show where the paper's gap
+    comes from;
   * capsules (table 4): self-attention routing at C=32, 64, 128, 256 with d1=32, d2=256; ratios to C=32.
-A step is forward (video, audio, text), MMS loss, backward and an Adam update on random inputs. Peak memory is
-``torch.cuda.max_memory_allocated`` on CUDA and, on CPU, the peak resident set size of the worker minus its
-size before the model was built (parameters, gradients, optimiser state and activations, as on a GPU).
+
+Two parts (``--part``):
+  * ``step`` (default): a whole training step: forward (video, audio, text), MMS loss, backward and an Adam
+    update on random inputs, at ``--batch-size`` 32 by default;
+  * ``routing``: the routing layer alone: random primary poses and activations (with gradients, as in the
+    network) → router → secondary poses and activations → a cheap scalar loss, backward and an Adam update of the
+    router's parameters, at ``--batch-size`` 256 by default. One router call per step (the network calls the
+    shared router once per modality).
+
+Peak memory is ``torch.cuda.max_memory_allocated`` on CUDA and, on CPU, the peak resident set size of the worker
+minus its size before the model was built (parameters, gradients, optimiser state, inputs and activations).
 Step times are the best of ``--steps`` timed steps, since other processes on a shared machine only add time.
+``GMAC`` is the multiply-accumulates of one step (forward and backward) in matrix products, convolutions and
+attention, counted by ``torch.utils.flop_counter``; element-wise work (ReLU, dropout, softmax, norms) is not in it.
 
 ``--size small`` (default) keeps the paper's capsule sizes but shrinks what the routing does not touch (joint
 space D=512, a narrow ResDAVEnet), so the whole run fits a few minutes on two CPU cores; ``--size paper`` uses
-the paper's D=4096 and the full ResDAVEnet.
+the paper's D=4096 and the full ResDAVEnet. ``--size`` has no effect on ``--part routing``.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import math
 import os
 import resource
 import statistics
@@ -42,10 +57,21 @@ SIZES: dict[str, dict[str, Any]] = {
     "small": {"embed_dim": 512, "audio_stem_width": 32, "audio_widths": [32, 64, 128, 256]},
     "paper": {},
 }
+PARTS = ("step", "routing")
+DEFAULT_BATCH = {"step": 32, "routing": 256}
+REFERENCE_DYNAMIC = "dynamic_reference"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch-size", type=int, default=32, help="clips per step (default 32)")
+    parser.add_argument(
+        "--part",
+        choices=PARTS,
+        default="step",
+        help="step: the whole training step (default); routing: the routing layer alone (forward, backward, update)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="clips per step (default 32 for --part step, 256 for routing)"
+    )
     parser.add_argument("--steps", type=int, default=5, help="timed steps per configuration (default 5)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
     parser.add_argument("--audio-frames", type=int, default=128, help="mel frames per clip (default 128)")
@@ -70,13 +96,16 @@ def _configs(group: str) -> list[dict[str, Any]]:
     """(group, label, model overrides, reference label, paper (GB, s)) for each configuration."""
     out: list[dict[str, Any]] = []
     if group in ("all", "routing"):
-        for routing in ("self_attention", "dynamic", "em", "set_transformer", "none"):
+        for routing in ("self_attention", "dynamic", "em", "set_transformer", "none", REFERENCE_DYNAMIC):
             out.append({
                 "group": "routing C=64 d1=d2=16",
                 "label": routing,
-                "model": {"routing": routing, "num_capsules": 64, "d1": 16, "d2": 16, "heads": 4},
+                # The reference-style row is dynamic routing in the config; the worker swaps the router.
+                "model": {"routing": "dynamic" if routing == REFERENCE_DYNAMIC else routing,
+                          "num_capsules": 64, "d1": 16, "d2": 16, "heads": 4},
+                "router": routing,
                 "reference": "self_attention",
-                "paper": PAPER_TABLE3[routing],
+                "paper": PAPER_TABLE3["dynamic" if routing == REFERENCE_DYNAMIC else routing],
             })  # fmt: skip
     if group in ("all", "capsules"):
         for c in (32, 64, 128, 256):
@@ -84,6 +113,7 @@ def _configs(group: str) -> list[dict[str, Any]]:
                 "group": "self_attention d1=32 d2=256",
                 "label": f"C={c}",
                 "model": {"routing": "self_attention", "num_capsules": c, "d1": 32, "d2": 256, "heads": 8},
+                "router": "self_attention",
                 "reference": "C=32",
                 "paper": PAPER_TABLE4[c],
             })  # fmt: skip
@@ -106,18 +136,23 @@ def run(args: argparse.Namespace) -> int:
     import torch  # only here, so `mmcaps --help` stays fast
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    base = {**SIZES[args.size], **parse_set_option(args.overrides)}
+    batch = args.batch_size or DEFAULT_BATCH[args.part]
+    base = {**(SIZES[args.size] if args.part == "step" else {}), **parse_set_option(args.overrides)}
     rows: list[dict[str, Any]] = []
     print(
-        f"mmcaps bench routing: device={device} batch={args.batch_size} steps={args.steps} (+{args.warmup} warm-up) "
-        f"audio_frames={args.audio_frames} size={args.size} overrides={base}",
+        f"mmcaps bench routing: part={args.part} device={device} batch={batch} steps={args.steps} "
+        f"(+{args.warmup} warm-up) threads={args.threads or torch.get_num_threads()}"
+        + (f" audio_frames={args.audio_frames} size={args.size}" if args.part == "step" else "")
+        + f" overrides={base}",
         flush=True,
     )
     for conf in _configs(args.group):
         spec = {
+            "part": args.part,
             "model": {**base, **conf["model"]},
+            "router": conf["router"],
             "device": device,
-            "batch_size": args.batch_size,
+            "batch_size": batch,
             "steps": args.steps,
             "warmup": args.warmup,
             "audio_frames": args.audio_frames,
@@ -126,16 +161,18 @@ def run(args: argparse.Namespace) -> int:
         result = _run_worker(spec, args.timeout)
         rows.append({**conf, **result})
         status = result.get("error") or f"{result['step_s']:.3f} s/step, peak {result['peak_bytes'] / 2**20:.0f} MiB"
-        print(f"  {conf['group']:<28} {conf['label']:<16} {status}", flush=True)
+        print(f"  {conf['group']:<28} {conf['label']:<18} {status}", flush=True)
 
     _add_ratios(rows)
     print()
     print(format_table(rows))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"device": device, "settings": {k: v for k, v in vars(args).items() if k not in ("func", "json")}}
-        payload["settings"] = {k: str(v) if isinstance(v, Path) else v for k, v in payload["settings"].items()}
-        args.json.write_text(json.dumps({**payload, "results": rows}, indent=2, default=str))
+        settings = {k: v for k, v in vars(args).items() if k not in ("func", "json")}
+        settings = {k: str(v) if isinstance(v, Path) else v for k, v in settings.items()}
+        settings["batch_size"] = batch
+        payload = {"device": device, "part": args.part, "settings": settings, "results": rows}
+        args.json.write_text(json.dumps(payload, indent=2, default=str))
         print(f"\nwrote {args.json}")
     return 1 if any("error" in r for r in rows) else 0
 
@@ -148,6 +185,7 @@ def _add_ratios(rows: list[dict[str, Any]]) -> None:
             continue
         r["step_ratio"] = r["step_s"] / ref["step_s"]
         r["memory_ratio"] = r["peak_bytes"] / ref["peak_bytes"] if ref["peak_bytes"] > 0 else float("nan")
+        r["mac_ratio"] = r["macs"] / ref["macs"] if ref.get("macs") else float("nan")
         paper_ref = ref["paper"]
         r["paper_step_ratio"] = r["paper"][1] / paper_ref[1]
         r["paper_memory_ratio"] = r["paper"][0] / paper_ref[0]
@@ -156,22 +194,22 @@ def _add_ratios(rows: list[dict[str, Any]]) -> None:
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A markdown table: one row per configuration, ratios beside the paper's."""
     head = (
-        "| group | config | params | step (s, best) | peak (MiB) | step ratio | memory ratio | paper step ratio "
-        "| paper memory ratio |"
+        "| group | config | params | GMAC | step (s, best) | peak (MiB) | MAC ratio | step ratio | memory ratio "
+        "| paper step ratio | paper memory ratio |"
     )
-    lines = [head, "|" + "---|" * 9]
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['group']} | {r['label']} | error: {r['error']} | | | | | | |")
+            lines.append(f"| {r['group']} | {r['label']} | error: {r['error']} | | | | | | | | |")
             continue
 
         def fmt(key: str, row: dict[str, Any] = r) -> str:
-            return f"{row[key]:.2f}" if key in row else "-"
+            return f"{row[key]:.2f}" if key in row and not math.isnan(row[key]) else "-"
 
         lines.append(
-            f"| {r['group']} | {r['label']} (vs {r['reference']}) | {r['params'] / 1e6:.1f}M | {r['step_s']:.3f} "
-            f"| {r['peak_bytes'] / 2**20:.0f} | {fmt('step_ratio')} | {fmt('memory_ratio')} "
-            f"| {fmt('paper_step_ratio')} | {fmt('paper_memory_ratio')} |"
+            f"| {r['group']} | {r['label']} (vs {r['reference']}) | {r['params'] / 1e6:.2f}M | {r['macs'] / 1e9:.2f} "
+            f"| {r['step_s']:.3f} | {r['peak_bytes'] / 2**20:.0f} | {fmt('mac_ratio')} | {fmt('step_ratio')} "
+            f"| {fmt('memory_ratio')} | {fmt('paper_step_ratio')} | {fmt('paper_memory_ratio')} |"
         )
     return "\n".join(lines)
 
@@ -185,49 +223,123 @@ def _rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def make_bench_router(name: str, cfg: Any) -> Any:
+    """The router a configuration measures: the model's (``build_routing``) or the bench-only reference one."""
+    from model.network import build_routing
+
+    if name == REFERENCE_DYNAMIC:
+        from flows.bench._reference_dynamic import ReferenceDynamicRouting
+
+        return ReferenceDynamicRouting(
+            num_capsules=cfg.num_capsules, d1=cfg.d1, d2=cfg.d2, iterations=cfg.routing_iterations
+        )
+    return build_routing(cfg)
+
+
+def _flop_counter() -> Any:
+    """``FlopCounterMode`` that also counts CPU flash attention (torch counts only the CUDA kernels)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+    def fwd(query, key, value, *args, out_shape=None, **kwargs):
+        return sdpa_flop_count(query, key, value)
+
+    def bwd(grad_out, query, key, value, *args, out_shape=None, **kwargs):
+        return sdpa_backward_flop_count(grad_out, query, key, value)
+
+    aten = torch.ops.aten
+    mapping = {}
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        mapping[aten._scaled_dot_product_flash_attention_for_cpu] = fwd
+        mapping[aten._scaled_dot_product_flash_attention_for_cpu_backward] = bwd
+    return FlopCounterMode(display=False, custom_mapping=mapping)
+
+
+def _setup(spec: dict[str, Any], cfg: Any, batch: int) -> tuple[Any, Any]:
+    """(module, step): the measured module and one training step of it (forward, loss, backward, Adam update)."""
+    import torch
+
+    from model import build_model, mms_loss
+
+    device = torch.device(spec["device"])
+    router_name = spec.get("router") or cfg.routing
+    if spec.get("part", "step") == "routing":
+        net = make_bench_router(router_name, cfg).to(device).train()
+        poses = torch.randn(batch, cfg.num_capsules, cfg.d1, device=device, requires_grad=True)
+        acts = torch.rand(batch, cfg.num_capsules, device=device, requires_grad=True)
+
+        def loss_fn() -> torch.Tensor:
+            poses.grad = acts.grad = None
+            sec_poses, sec_acts = net(poses, acts)
+            return (sec_poses * sec_acts[..., None]).square().mean()  # cheap; reaches poses and activations
+
+    else:
+        net = build_model(cfg).to(device).train()
+        if router_name == REFERENCE_DYNAMIC:
+            for head in net.heads.values():
+                head.routing = make_bench_router(router_name, cfg).to(device)
+        frames = spec["audio_frames"]
+        video = torch.randn(batch, cfg.video_dim, device=device)
+        audio = torch.randn(batch, cfg.n_mels, frames, device=device)
+        lengths = torch.full((batch,), frames, dtype=torch.long, device=device)
+        text = torch.randn(batch, cfg.text_dim, device=device)
+
+        def loss_fn() -> torch.Tensor:
+            return mms_loss(net(video=video, audio=audio, audio_lengths=lengths, text=text).embeddings)[0]
+
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+
+    def step() -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    return net, step
+
+
 def _worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Build one configuration, time its training steps and measure its memory peak (run in a fresh process)."""
     import torch
 
-    from model import CapsuleConfig, build_model, mms_loss
+    from model import CapsuleConfig
 
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
     device = torch.device(spec["device"])
+    cfg = CapsuleConfig.model_validate(spec["model"])
+    # A throwaway step at batch 1 first loads the kernels and libraries (about 170 MiB of resident code and
+    # buffers on CPU), so the peak below is the configuration's own: parameters, gradients, optimiser state,
+    # inputs and activations.
+    _setup(spec, cfg, 1)[1]()
+    gc.collect()
     rss_before = _rss_bytes()
     torch.manual_seed(0)
-    cfg = CapsuleConfig.model_validate(spec["model"])
-    net = build_model(cfg).to(device).train()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    b, frames = spec["batch_size"], spec["audio_frames"]
-    video = torch.randn(b, cfg.video_dim, device=device)
-    audio = torch.randn(b, cfg.n_mels, frames, device=device)
-    lengths = torch.full((b,), frames, dtype=torch.long, device=device)
-    text = torch.randn(b, cfg.text_dim, device=device)
+    net, step = _setup(spec, cfg, spec["batch_size"])
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     times = []
-    for step in range(spec["warmup"] + spec["steps"]):
+    for i in range(spec["warmup"] + spec["steps"]):
         t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        out = net(video=video, audio=audio, audio_lengths=lengths, text=text)
-        loss, _ = mms_loss(out.embeddings)
-        loss.backward()
-        opt.step()
+        loss = step()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        if step >= spec["warmup"]:
+        if i >= spec["warmup"]:
             times.append(time.perf_counter() - t0)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated()
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before
+    with _flop_counter() as counter:  # after the timing and the memory peak, so it changes neither
+        step()
     return {
         # Best of the timed steps (as timeit advises): other processes only ever add time to a step.
         "step_s": min(times),
         "step_s_median": statistics.median(times),
         "peak_bytes": int(peak),
+        "macs": counter.get_total_flops() // 2,
         "params": sum(p.numel() for p in net.parameters()),
         "loss": float(loss),
     }
