@@ -143,9 +143,10 @@ def run(args: argparse.Namespace) -> int:
         f"mmcaps bench routing: part={args.part} device={device} batch={batch} steps={args.steps} "
         f"(+{args.warmup} warm-up) threads={args.threads or torch.get_num_threads()}"
         + (f" audio_frames={args.audio_frames} size={args.size}" if args.part == "step" else "")
-        + f" overrides={base}",
+        + f" overrides={base} load={_load()}",
         flush=True,
     )
+    load_start = _load()
     for conf in _configs(args.group):
         spec = {
             "part": args.part,
@@ -164,6 +165,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {conf['group']:<28} {conf['label']:<18} {status}", flush=True)
 
     _add_ratios(rows)
+    load_end = _load()
+    print(f"\nload average (1, 5, 15 min) at the start {load_start}, at the end {load_end}")
     print()
     print(format_table(rows))
     if args.json:
@@ -171,10 +174,19 @@ def run(args: argparse.Namespace) -> int:
         settings = {k: v for k, v in vars(args).items() if k not in ("func", "json")}
         settings = {k: str(v) if isinstance(v, Path) else v for k, v in settings.items()}
         settings["batch_size"] = batch
-        payload = {"device": device, "part": args.part, "settings": settings, "results": rows}
+        payload = {"device": device, "part": args.part, "settings": settings, "load_average": [load_start, load_end]}
+        payload["results"] = rows
         args.json.write_text(json.dumps(payload, indent=2, default=str))
         print(f"\nwrote {args.json}")
     return 1 if any("error" in r for r in rows) else 0
+
+
+def _load() -> list[float]:
+    """The system load averages over 1, 5 and 15 minutes (other work on a shared machine skews the timings)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
 
 
 def _add_ratios(rows: list[dict[str, Any]]) -> None:

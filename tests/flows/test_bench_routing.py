@@ -26,6 +26,7 @@ def test_routing_part_runs_both_groups_and_writes_json(tmp_path, capsys) -> None
     assert "part=routing" in printed and "| dynamic_reference (vs self_attention) |" in printed
     payload = json.loads(out_json.read_text())
     assert payload["part"] == "routing" and payload["settings"]["batch_size"] == 2
+    assert len(payload["load_average"]) == 2
     rows = payload["results"]
     labels = [(r["group"], r["label"]) for r in rows]
     assert labels == [
