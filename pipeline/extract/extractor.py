@@ -1,10 +1,11 @@
 """One video (and its captions) → :class:`pipeline.features.VideoFeatures`.
 
-Each stream is decoded once by its own ffmpeg process: 2D frames (1 fps, short side 224), 3D frames (24 fps,
-112 centre crop) and audio (16 kHz mono into a memory-mapped temporary file). Frame streams are read by a thread
-into a bounded queue while the networks consume the previous chunk, so decoding overlaps compute and memory is
-bounded by ``queue_chunks`` chunks per stream whatever the video's length; the log-mel spectrogram is computed
-in another thread meanwhile. Networks run on CUDA when present, with BatchNorm folded into the convolutions,
+One ffmpeg process decodes the video once into both frame streams (its ``split`` filter: 2D frames at 1 fps,
+short side 224; 3D frames at 24 fps, 112 centre crop), another decodes the audio (16 kHz mono into a
+memory-mapped temporary file). The two frame streams are read by threads into one bounded queue, and each chunk goes to its network as soon as it is decoded, so decoding
+overlaps compute, neither network waits for the other stream's decoder, and memory is bounded by
+``2 * queue_chunks`` chunks whatever the video's length; the log-mel spectrogram is computed in another thread
+meanwhile. Networks run on CUDA when present, with BatchNorm folded into the convolutions,
 channels-last, in fp32 or (``precision="bf16"``) bfloat16, and optionally compiled: see
 :mod:`pipeline.extract.runner`.
 """
@@ -12,6 +13,7 @@ channels-last, in fp32 or (``precision="bf16"``) bfloat16, and optionally compil
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import queue
 import tempfile
@@ -29,7 +31,7 @@ from pipeline.extract.audio import log_mel
 from pipeline.extract.backbones import IMAGENET_MEAN, IMAGENET_STD, RECIPES_3D, build_2d, build_3d
 from pipeline.extract.config import ExtractConfig
 from pipeline.extract.errors import ExtractError
-from pipeline.extract.ffmpeg import VideoInfo, decode_audio, iter_frames, probe
+from pipeline.extract.ffmpeg import FrameSpec, FrameStreams, VideoInfo, decode_audio, probe
 from pipeline.extract.runner import NetRunner
 from pipeline.extract.text import WordVectors
 from pipeline.features import Captions, VideoFeatures
@@ -37,15 +39,25 @@ from pipeline.features import Captions, VideoFeatures
 _END = object()
 
 
-class _Prefetch:
-    """Runs a chunk generator in a thread, ``maxsize`` chunks ahead of the consumer; re-raises its errors."""
+class _Merged:
+    """Runs one chunk generator per stream in its own thread, all feeding one bounded queue.
 
-    def __init__(self, make: Callable[[], Iterator[np.ndarray]], maxsize: int) -> None:
+    Iterating yields ``(stream, chunk)`` in the order chunks are decoded, so the consumer always works on whatever
+    is ready (the 3D stream's first chunk is ready long before the 2D stream has decoded 16 seconds of video) and
+    neither decoder ever waits for the other. Each stream's chunks arrive in its own order. At most ``maxsize``
+    chunks wait in the queue (plus one being decoded per stream), whatever the video's length. A generator's error
+    is re-raised in the consumer.
+    """
+
+    def __init__(self, makers: dict[str, Callable[[], Iterator[np.ndarray]]], maxsize: int) -> None:
         self._queue: queue.Queue = queue.Queue(maxsize=maxsize)
         self._stop = threading.Event()
-        self.wait_s = 0.0  # time the consumer spent waiting for decoded frames
-        self._thread = threading.Thread(target=self._run, args=(make,), daemon=True)
-        self._thread.start()
+        self.wait_s = dict.fromkeys(makers, 0.0)  # consumer time spent waiting, charged to the stream that arrived
+        self._threads = [
+            threading.Thread(target=self._run, args=(name, make), daemon=True) for name, make in makers.items()
+        ]
+        for t in self._threads:
+            t.start()
 
     def _put(self, item: Any) -> bool:
         while not self._stop.is_set():
@@ -56,34 +68,37 @@ class _Prefetch:
                 continue
         return False
 
-    def _run(self, make: Callable[[], Iterator[np.ndarray]]) -> None:
+    def _run(self, name: str, make: Callable[[], Iterator[np.ndarray]]) -> None:
         gen = None
         try:
             gen = make()
             for chunk in gen:
-                if not self._put(chunk):
+                if not self._put((name, chunk)):
                     break
-            self._put(_END)
+            self._put((name, _END))
         except BaseException as exc:  # handed to the consumer, which re-raises it
-            self._put(exc)
+            self._put((name, exc))
         finally:
             if gen is not None and hasattr(gen, "close"):
                 gen.close()  # kills ffmpeg when the consumer stopped early
 
-    def __iter__(self) -> Iterator[np.ndarray]:
-        while True:
+    def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
+        running = len(self._threads)
+        while running:
             t0 = time.perf_counter()
-            item = self._queue.get()
-            self.wait_s += time.perf_counter() - t0
+            name, item = self._queue.get()
+            self.wait_s[name] += time.perf_counter() - t0
             if item is _END:
-                return
+                running -= 1
+                continue
             if isinstance(item, BaseException):
                 raise item
-            yield item
+            yield name, item
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=30)
+        for t in self._threads:
+            t.join(timeout=30)
 
 
 class _AudioJob:
@@ -223,48 +238,42 @@ class Extractor:
         audio = _AudioJob(path, info, cfg) if (info.has_audio and cfg.audio.enabled) else None
         r = self.recipe3d
         common = {"timeout_s": cfg.timeout_s, "max_seconds": cfg.max_seconds, "info": info}
-        # Both frame readers start now, so the 3D stream decodes ahead while the 2D network runs.
-        stream2d = _Prefetch(
-            lambda: iter_frames(
-                path, fps=cfg.rgb2d.fps, size=cfg.rgb2d.size, chunk_frames=cfg.rgb2d.batch_size, **common
-            ),
-            cfg.queue_chunks,
+        # One ffmpeg decodes the video once for both frame streams; a thread per stream feeds one queue, and each
+        # chunk goes to its network as soon as it is decoded.
+        frames = FrameStreams(
+            path,
+            {
+                "rgb2d": FrameSpec(fps=cfg.rgb2d.fps, size=cfg.rgb2d.size, chunk_frames=cfg.rgb2d.batch_size),
+                "rgb3d": FrameSpec(fps=r.fps, size=r.size, crop=True, chunk_frames=r.frames * cfg.rgb3d.batch_size),
+            },
+            **common,
         )
-        stream3d = _Prefetch(
-            lambda: iter_frames(
-                path, fps=r.fps, size=r.size, crop=True, chunk_frames=r.frames * cfg.rgb3d.batch_size, **common
-            ),
-            cfg.queue_chunks,
-        )
+        streams = _Merged({name: functools.partial(frames.iter, name) for name in frames.specs}, 2 * cfg.queue_chunks)
+        features = {"rgb2d": self.features_2d, "rgb3d": self.features_3d}
+        rows: dict[str, list[np.ndarray]] = {"rgb2d": [], "rgb3d": []}
         timing = {"rgb2d": 0.0, "rgb3d": 0.0}
         try:
-            rows2d = []
-            for chunk in stream2d:
+            for name, chunk in streams:
                 t0 = time.perf_counter()
-                rows2d.append(self.features_2d(chunk))
-                timing["rgb2d"] += time.perf_counter() - t0
-            rows3d = []
-            for chunk in stream3d:
-                t0 = time.perf_counter()
-                rows3d.append(self.features_3d(chunk))
-                timing["rgb3d"] += time.perf_counter() - t0
+                rows[name].append(features[name](chunk))
+                timing[name] += time.perf_counter() - t0
             mel = audio.result() if audio is not None else np.zeros((cfg.audio.n_mels, 0), np.float32)
         finally:
-            stream2d.close()
-            stream3d.close()
+            streams.close()
+            frames.close()
             if audio is not None:
                 audio._thread.join()
         captions = captions if captions is not None else Captions()
         w2v, oov = self.text_features(captions)
-        rgb2d = np.concatenate(rows2d) if rows2d else np.zeros((0, self.rgb2d.dim), np.float16)
-        rgb3d = np.concatenate(rows3d) if rows3d else np.zeros((0, self.rgb3d.dim), np.float16)
+        rgb2d = np.concatenate(rows["rgb2d"]) if rows["rgb2d"] else np.zeros((0, self.rgb2d.dim), np.float16)
+        rgb3d = np.concatenate(rows["rgb3d"]) if rows["rgb3d"] else np.zeros((0, self.rgb3d.dim), np.float16)
         wall = time.perf_counter() - t_start
         self.last_timing = {
             "wall": wall,
             **timing,
             "audio": audio.seconds if audio is not None else 0.0,
-            "wait2d": stream2d.wait_s,
-            "wait3d": stream3d.wait_s,
+            "wait2d": streams.wait_s["rgb2d"],
+            "wait3d": streams.wait_s["rgb3d"],
         }
         duration = info.duration_s if cfg.max_seconds is None else min(info.duration_s, cfg.max_seconds)
         meta = {

@@ -138,3 +138,70 @@ def test_truncated_faststart_file_fails_on_decoding(tmp_path):
     assert probe(cut).duration_s == pytest.approx(4, abs=0.05)
     with pytest.raises(ExtractError, match=r"cut fast\.mp4.*truncated"):
         list(iter_frames(cut, fps=24, size=112, crop=True))
+
+
+# -- FrameStreams: one decode, several outputs ------------------------------------------------------------------------
+def _drain(streams, names) -> dict[str, list[np.ndarray]]:
+    """Read every stream in its own thread, as the extractor does; re-raise the first error."""
+    import threading
+
+    out: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    errors: list[BaseException] = []
+
+    def read(name):
+        try:
+            out[name].extend(streams.iter(name))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    if errors:
+        raise errors[0]
+    return out
+
+
+def test_frame_streams_equal_separate_decodes(videos):
+    from pipeline.extract.ffmpeg import FrameSpec, FrameStreams
+
+    specs = {
+        "a": FrameSpec(fps=1, size=224, chunk_frames=2),
+        "b": FrameSpec(fps=24, size=112, crop=True, chunk_frames=16),
+    }
+    with FrameStreams(videos["odd"], specs) as streams:
+        got = _drain(streams, specs)
+    for name, spec in specs.items():
+        chunks = got[name]
+        assert all(len(c) == spec.chunk_frames for c in chunks[:-1]) and 0 < len(chunks[-1]) <= spec.chunk_frames
+        ours = np.concatenate(chunks)
+        alone = np.concatenate(list(iter_frames(videos["odd"], fps=spec.fps, size=spec.size, crop=spec.crop)))
+        assert ours.shape == alone.shape and ours.shape[0] == expected_frames(3.2, spec.fps)
+        np.testing.assert_array_equal(ours, alone)  # decoded once, the same frames bit for bit
+
+
+def test_frame_streams_truncated_file_fails_naming_it(tmp_path, videos):
+    from pipeline.extract.ffmpeg import FrameSpec, FrameStreams
+
+    data = videos["odd"].read_bytes()
+    cut = tmp_path / "half -odd.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    specs = {"a": FrameSpec(fps=1, size=112), "b": FrameSpec(fps=24, size=112, crop=True)}
+    with pytest.raises(ExtractError, match=r"half -odd\.mp4"):
+        streams = FrameStreams(cut, specs)
+        try:
+            _drain(streams, specs)
+        finally:
+            streams.close()
+
+
+def test_frame_streams_early_stop_kills_ffmpeg(videos):
+    from pipeline.extract.ffmpeg import FrameSpec, FrameStreams
+
+    streams = FrameStreams(videos["odd"], {"a": FrameSpec(fps=24, size=112, crop=True, chunk_frames=4)})
+    gen = streams.iter("a")
+    assert next(gen).shape == (4, 112, 112, 3)
+    gen.close()  # stopping one stream early kills the process
+    assert streams._proc.proc.wait(timeout=10) is not None
