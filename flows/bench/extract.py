@@ -256,6 +256,10 @@ def run(args: argparse.Namespace) -> int:
         cells = "".join(f"{r[k]:>9.2f} ({r[k] / naive[k]:>4.1f}x)" for k in ("rgb2d", "rgb3d", "audio", "end_to_end"))
         busy = "-" if np.isnan(r["busy"]) else f"{100 * r['busy']:.0f}%"
         print(f"{name:<19}{cells}{busy:>11}{r['warmup_s']:>9.1f}s")
+    print(
+        "ours: per-stream columns are each stream's network time plus its waits for frames; audio runs in a thread "
+        "beside the networks, so its column is that thread's wall time while sharing the CPU"
+    )
     if results.get("ours-bf16-compiled", {}).get("compiled") == 0.0:
         print("note: compilation failed, the compiled run ran eagerly (see the warning above)")
     print("cosine per row against ours-fp32 features:")

@@ -140,20 +140,17 @@ def _input_kwargs(max_seconds: float | None) -> dict:
 class _Process:
     """An ffmpeg subprocess with stderr in a temporary file and a stall watchdog around blocking reads.
 
-    Output comes on stdout, or (``pass_fds``) on extra pipes whose write ends the child inherits under the same
-    numbers. The watchdog kills ffmpeg when a reader has been waiting ``timeout_s`` with no output on any pipe.
+    Output comes on pipes whose write ends the child inherits under the same numbers (``pass_fds``). The watchdog kills ffmpeg when a reader has been waiting ``timeout_s`` with no output on any pipe.
     """
 
-    def __init__(
-        self, args: list[str], *, where: str, timeout_s: float, pass_fds: tuple[int, ...] = (), stdout: bool = True
-    ) -> None:
+    def __init__(self, args: list[str], *, where: str, timeout_s: float, pass_fds: tuple[int, ...] = ()) -> None:
         self.where = where
         self.timeout_s = timeout_s
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 -- lives as long as the process; closed in close()
         self.proc = subprocess.Popen(
             args,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
             stderr=self._stderr,
             pass_fds=pass_fds,
         )
@@ -172,11 +169,6 @@ class _Process:
                 self.timed_out = True
                 self.proc.kill()
                 return
-
-    def read(self, n: int) -> bytearray:
-        """Up to ``n`` bytes from stdout (fewer only at the end)."""
-        assert self.proc.stdout is not None
-        return self.read_from(self.proc.stdout, n)
 
     def read_from(self, pipe, n: int) -> bytearray:
         """Up to ``n`` bytes from one of the process's output pipes (fewer only at the end)."""
@@ -224,8 +216,6 @@ class _Process:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
 
     def __del__(self) -> None:  # a generator dropped without close() must not leave ffmpeg running
         try:
@@ -233,65 +223,6 @@ class _Process:
             self._stderr.close()
         except Exception:
             pass
-
-
-def frames_command(
-    path: Path, *, fps: float, size: int, crop: bool, info: VideoInfo, max_seconds: float | None = None
-) -> list[str]:
-    """The ffmpeg argument list of the reference recipe (fps → scale → optional centre crop → rgb24 on stdout)."""
-    width, height = output_size(info.width, info.height, size)
-    stream = ffmpeg_python.input(_input_arg(path), **_input_kwargs(max_seconds))
-    stream = stream.filter("fps", fps=fps).filter("scale", width, height)
-    if crop:
-        stream = stream.crop(int((width - size) / 2), int((height - size) / 2), size, size)
-    out = stream.output("pipe:", format="rawvideo", pix_fmt="rgb24")
-    return out.global_args("-nostdin", "-hide_banner", "-loglevel", "error").compile(cmd=ffmpeg_exe())
-
-
-def iter_frames(
-    path: str | os.PathLike[str],
-    *,
-    fps: float,
-    size: int,
-    crop: bool = False,
-    chunk_frames: int = 32,
-    timeout_s: float = DEFAULT_TIMEOUT_S,
-    max_seconds: float | None = None,
-    info: VideoInfo | None = None,
-) -> Iterator[np.ndarray]:
-    """Decode frames at ``fps`` scaled to short side ``size`` (optionally centre-cropped to size × size).
-
-    Yields uint8 arrays ``[n, H, W, 3]`` (RGB, n ≤ ``chunk_frames``; only the last chunk may be shorter). Raises
-    :class:`ExtractError` naming the file when ffmpeg fails, times out, or returns far fewer frames than the
-    container's duration promises (a truncated file).
-    """
-    p = _check_file(path)
-    info = info or probe(p)
-    h, w = frame_shape(info, size, crop)
-    frame_bytes = h * w * 3
-    args = frames_command(p, fps=fps, size=size, crop=crop, info=info, max_seconds=max_seconds)
-    proc = _Process(args, where=str(path), timeout_s=timeout_s)
-    total = 0
-    try:
-        while True:
-            data = proc.read(frame_bytes * chunk_frames)
-            n = len(data) // frame_bytes
-            if n:
-                total += n
-                yield np.frombuffer(data, dtype=np.uint8, count=n * frame_bytes).reshape(n, h, w, 3)
-            if len(data) < frame_bytes * chunk_frames:
-                break
-        proc.finish()
-    finally:
-        proc.close()
-    duration = info.duration_s if max_seconds is None else min(info.duration_s, max_seconds)
-    expected = expected_frames(duration, fps)
-    # A file cut short still probes with the header's duration; ffmpeg then decodes what is there and exits 0.
-    if total < 0.9 * expected - 1:
-        raise ExtractError(
-            f"{path}: decoded {total} frames at {fps} fps but the header promises about {expected} "
-            f"({duration:.2f} s): the file is truncated or corrupt. ffmpeg said: {proc.stderr_tail(500) or '-'}"
-        )
 
 
 @dataclass(frozen=True)
@@ -352,7 +283,7 @@ class FrameStreams:
                 .compile(cmd=ffmpeg_exe())
             )
             self._proc = _Process(
-                args, where=self.where, timeout_s=timeout_s, pass_fds=tuple(w for _, w in pipes.values()), stdout=False
+                args, where=self.where, timeout_s=timeout_s, pass_fds=tuple(w for _, w in pipes.values())
             )
         except BaseException:
             for r, _ in pipes.values():
@@ -419,6 +350,31 @@ class FrameStreams:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def iter_frames(
+    path: str | os.PathLike[str],
+    *,
+    fps: float,
+    size: int,
+    crop: bool = False,
+    chunk_frames: int = 32,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    max_seconds: float | None = None,
+    info: VideoInfo | None = None,
+) -> Iterator[np.ndarray]:
+    """Decode frames at ``fps`` scaled to short side ``size`` (optionally centre-cropped to size × size).
+
+    Yields uint8 arrays ``[n, H, W, 3]`` (RGB, n ≤ ``chunk_frames``; only the last chunk may be shorter). Raises
+    :class:`ExtractError` naming the file when ffmpeg fails, times out, or returns far fewer frames than the
+    container's duration promises (a truncated file). The one-stream case of :class:`FrameStreams`.
+    """
+    spec = FrameSpec(fps=fps, size=size, crop=crop, chunk_frames=chunk_frames)
+    streams = FrameStreams(path, {"frames": spec}, timeout_s=timeout_s, max_seconds=max_seconds, info=info)
+    try:
+        yield from streams.iter("frames")
+    finally:
+        streams.close()
 
 
 def decode_audio(
