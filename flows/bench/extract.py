@@ -32,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from flows.commands._common import add_set_option
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--videos", type=int, default=2, help="number of synthetic videos (default 2)")
@@ -53,14 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar=("SHORT", "LONG"),
         help="video lengths for --memory (default 120 1200)",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="ExtractConfig override for our runs and --memory (e.g. --set precision=bf16)",
-    )
+    add_set_option(parser, "ExtractConfig override for our runs and --memory (e.g. --set precision=bf16)")
 
 
 def _make_video(path: Path, seconds: float, size: str, tone_hz: int = 440) -> Path:

@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from flows.commands._common import add_set_option
 from model.config import parse_set_option
 
 # Paper table 3 (C=64, d1=d2=16) and table 4 (d1=32, d2=256): (memory GB, seconds per batch of 4096, 4 V100s).
@@ -86,8 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per worker")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a CapsuleConfig field for every configuration")  # fmt: skip
+    add_set_option(parser, "override a CapsuleConfig field for every configuration")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per configuration (default 600)")
 

@@ -14,12 +14,12 @@ import time
 
 import numpy as np
 
+from flows.commands._common import add_set_option
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="demo", help="demo (default), paper, paper-c64-d16 or a YAML file")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config field"
-    )
+    add_set_option(parser, "override a config field")
     parser.add_argument("--videos", type=int, default=None, help="synthetic videos (default: 4 batches' worth)")
     parser.add_argument("--seconds", type=float, default=None, help="video length (default 12 for demo, 120 otherwise)")
     parser.add_argument("--steps", type=int, default=5, help="timed model steps (after one warm-up step)")

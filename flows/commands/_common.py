@@ -15,6 +15,11 @@ def quiet_prefect() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
+def add_set_option(parser: argparse.ArgumentParser, help: str, *, flag: str = "--set", dest: str = "overrides") -> None:
+    """A repeatable ``KEY=VALUE`` config override (dotted keys; parsed by ``model.config.parse_set_option``)."""
+    parser.add_argument(flag, dest=dest, action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
 def add_workspace(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workspace",

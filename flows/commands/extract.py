@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from flows.commands._common import add_runner, quiet_prefect, task_runner
+from flows.commands._common import add_runner, add_set_option, quiet_prefect, task_runner
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,14 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--force", action="store_true", help="ignore cached task records")
     add_runner(parser)
     parser.add_argument("--retry-failed", action="store_true", help="try the videos whose last attempt failed again")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="ExtractConfig override, dotted (repeatable), e.g. --set audio.n_mels=40",
-    )
+    add_set_option(parser, "ExtractConfig override, dotted (repeatable), e.g. --set audio.n_mels=40")
     parser.set_defaults(func=run)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from flows.commands._common import add_runner, add_workspace, print_metrics, quiet_prefect
+from flows.commands._common import add_runner, add_set_option, add_workspace, print_metrics, quiet_prefect
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,10 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", required=True, help="name of the training dataset in the workspace")
     p.add_argument("--captions", default=None, help="HowTo100M caption.json or CSV video_id,start,end,text")
     p.add_argument("--preset", default="demo", help="model/training preset: demo, paper, paper-c64-d16, or a YAML file")
-    p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a train field"
-    )
-    p.add_argument("--extract-set", action="append", default=[], metavar="KEY=VALUE", help="override an extract field")
+    add_set_option(p, "override a train field")
+    add_set_option(p, "override an extract field", flag="--extract-set", dest="extract_set")
     p.add_argument(
         "--on", dest="specs", action="append", default=[], metavar="KIND=...", help="a benchmark (see evaluate)"
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from flows.commands._common import add_workspace, quiet_prefect
+from flows.commands._common import add_set_option, add_workspace, quiet_prefect
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,8 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     when.add_argument("--cron", metavar="EXPR", help='re-scan on a cron schedule, e.g. "0 * * * *"')
     p.add_argument("--captions", default=None, help="HowTo100M caption.json or CSV for the source")
     p.add_argument("--train-preset", default="demo", help="preset for the triggered training (default demo)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="train override")
-    p.add_argument("--extract-set", action="append", default=[], metavar="KEY=VALUE", help="extract override")
+    add_set_option(p, "train override")
+    add_set_option(p, "extract override", flag="--extract-set", dest="extract_set")
     p.add_argument("--register-only", action="store_true", help="register the deployments and exit")
     add_workspace(p)
     p.set_defaults(func=run)

@@ -16,7 +16,7 @@ import json
 import os
 from dataclasses import asdict
 
-from flows.commands._common import add_workspace, quiet_prefect
+from flows.commands._common import add_set_option, add_workspace, quiet_prefect
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,14 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--preset", default=None, help="demo (default), paper, paper-c64-d16, or a YAML file with model:/train:"
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field: lr=1e-4, max_steps=200, model.num_capsules=64, num_workers=4",
-    )
+    add_set_option(p, "override a config field: lr=1e-4, max_steps=200, model.num_capsules=64, num_workers=4")
     p.add_argument("--resume", metavar="RUN", default=None, help="continue this run from its last checkpoint")
     p.add_argument("--run-id", default=None, help="name of the run folder (default: derived from config and data)")
     p.add_argument("--force", action="store_true", help="ignore the cached task record")
