@@ -20,7 +20,7 @@ from prefect import task
 from prefect.filesystems import LocalFileSystem
 
 from pipeline.extract import ExtractConfig
-from pipeline.features import Captions
+from pipeline.features import Captions, captions_digest
 from pipeline.ingest import ExtractJob, ExtractRecord, discover_videos, extract_one, plan_extract, write_dataset
 from pipeline.ingest.engine import default_extractor, staging_path, write_extract_config
 from storage import Workspace
@@ -256,6 +256,7 @@ def failed_record(job: dict[str, Any], root: str, dataset: str, error: str) -> d
             n_captions=len(job["captions"]["text"]) if job.get("captions") else 0,
             extract_fingerprint=job["extract_fingerprint"],
             extracted_at=utc_now(),
+            captions_sha256=captions_digest(job.get("captions")),
         )
     )
 

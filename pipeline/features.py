@@ -16,6 +16,7 @@ member              dtype, shape             meaning
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from dataclasses import dataclass, field
@@ -48,6 +49,10 @@ class Captions:
     def to_json(self) -> dict[str, list]:
         return {"start": [float(x) for x in self.start], "end": [float(x) for x in self.end], "text": list(self.text)}
 
+    def digest(self) -> str:
+        """sha256 (hex) of the captions' canonical JSON: times and text, so an edited caption changes it."""
+        return captions_digest(self.to_json())
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Captions:
         return cls(
@@ -55,6 +60,15 @@ class Captions:
             end=[float(x) for x in data.get("end", [])],
             text=[str(x) for x in data.get("text", [])],
         )
+
+
+def captions_digest(captions: Captions | dict[str, Any] | None) -> str:
+    """:meth:`Captions.digest` of captions, their ``to_json()`` dict, or None (no captions: the empty digest)."""
+    if captions is None:
+        captions = Captions()
+    data = captions.to_json() if isinstance(captions, Captions) else Captions.from_json(captions).to_json()
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:

@@ -36,6 +36,9 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field("duration_s", pa.float64(), nullable=False),  # 0.0 when unknown (failed)
         pa.field("has_audio", pa.bool_(), nullable=False),
         pa.field("n_captions", pa.int32(), nullable=False),
+        # sha256 of the captions' canonical JSON (pipeline.features.captions_digest); "" in manifests written before
+        # the column existed, where an edit is detected by the caption count alone.
+        pa.field("captions_sha256", pa.string(), nullable=False),
         pa.field("shard", pa.string(), nullable=False),  # relative to the dataset folder; "" unless ok
         pa.field("extract_fingerprint", pa.string(), nullable=False),
         pa.field("extracted_at", pa.timestamp("us", tz="UTC"), nullable=False),
@@ -94,6 +97,12 @@ def current_view(table: pa.Table) -> pa.Table:
     return table.take(sorted(latest.values()))
 
 
+def _add_captions_column(table: pa.Table) -> pa.Table:
+    """A manifest from before ``captions_sha256`` with that column added, empty (unknown) on every row."""
+    at = list(COLUMNS).index("captions_sha256")
+    return table.add_column(at, "captions_sha256", pa.array([""] * table.num_rows, pa.string()))
+
+
 class Manifest:
     """The manifest of one dataset in a workspace: ``<root>/datasets/<dataset>/manifest.parquet``."""
 
@@ -117,6 +126,8 @@ class Manifest:
                 table = pq.read_table(fh)
         except (pa.ArrowInvalid, OSError) as exc:
             raise ValueError(f"manifest {self.path}: cannot read Parquet ({exc})") from exc
+        if table.schema.names == [c for c in COLUMNS if c != "captions_sha256"]:
+            table = _add_captions_column(table)  # written by an earlier mmcaps
         if table.schema.names != list(COLUMNS):
             raise ValueError(f"manifest {self.path}: columns {table.schema.names}, expected {list(COLUMNS)}")
         try:

@@ -19,7 +19,7 @@ from storage.workspace import Workspace, safe_name
 
 # What names a dataset's content: which videos, which bytes, which extraction, and the caption count (a caption
 # change re-extracts a video with the same bytes).
-FINGERPRINT_COLUMNS = ("video_id", "sha256", "extract_fingerprint", "n_captions")
+FINGERPRINT_COLUMNS = ("video_id", "sha256", "extract_fingerprint", "n_captions", "captions_sha256")
 
 
 class Dataset:

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from pipeline.features import VideoFeatures
+from pipeline.features import VideoFeatures, captions_digest
 from pipeline.ingest.sources import SourceLike, VideoSource, is_url, load_sources, local_copy
 from storage.hashing import sha256_file
 from storage.manifest import Manifest
@@ -66,6 +66,10 @@ class ExtractJob:
     reason: str = "new"  # new | changed | retry | captions changed
     error: str = ""  # set at planning time when the video cannot be extracted at all (unreadable file, subtitle)
 
+    @property
+    def captions_sha256(self) -> str:
+        return captions_digest(self.captions)
+
 
 @dataclass
 class ExtractRecord:
@@ -82,6 +86,7 @@ class ExtractRecord:
     n_captions: int
     extract_fingerprint: str
     extracted_at: str  # ISO-8601 UTC, microseconds; identifies this extraction (recovery matches on it)
+    captions_sha256: str = ""  # captions_digest of the captions extracted with the video
     staging: str = ""  # path of the staging tar (ok) or failure note (failed)
     elapsed_s: float = 0.0
 
@@ -100,6 +105,7 @@ class ExtractRecord:
             "duration_s": float(self.duration_s),
             "has_audio": bool(self.has_audio),
             "n_captions": int(self.n_captions),
+            "captions_sha256": self.captions_sha256,
             "shard": shard,
             "extract_fingerprint": self.extract_fingerprint,
             "extracted_at": self.extracted_at,
@@ -209,10 +215,10 @@ def plan_extract(
     captions: str | os.PathLike[str] | None = None,
     retry_failed: bool = False,
 ) -> ExtractPlan:
-    """Compare the source with the manifest (by sha256, extract fingerprint, caption count) and list the jobs.
+    """Compare the source with the manifest (by sha256, extract fingerprint, captions) and list the jobs.
 
-    A video is a job when it is new, its bytes changed, its caption count changed, or (``retry_failed``) its last
-    attempt failed. ``source`` is anything :func:`discover_videos` takes, or already loaded ``VideoSource``s.
+    A video is a job when it is new, its bytes changed, its captions changed (their digest; the count alone for
+    rows written before manifests had the digest), or (``retry_failed``) its last attempt failed. ``source`` is anything :func:`discover_videos` takes, or already loaded ``VideoSource``s.
     """
     if isinstance(source, (list, tuple)) and source and isinstance(source[0], VideoSource):
         videos = list(source)
@@ -236,7 +242,9 @@ def plan_extract(
                 failed_before.append(video.video_id)
                 continue
             reason = "retry"
-        elif row["n_captions"] != n_caps:
+        elif row["n_captions"] != n_caps or (
+            row["captions_sha256"] and row["captions_sha256"] != captions_digest(video.captions)
+        ):
             reason = "captions changed"
         else:
             unchanged.append(video.video_id)
@@ -261,6 +269,7 @@ def _failed(job: ExtractJob, error: str, started: float, workspace: Workspace, d
         n_captions=len(job.captions) if job.captions is not None else 0,
         extract_fingerprint=job.extract_fingerprint,
         extracted_at=_now(),
+        captions_sha256=job.captions_sha256,
         elapsed_s=time.perf_counter() - started,
     )
     # The failure is staged too, so a crash before the manifest append does not make the next run try it again.
@@ -320,6 +329,7 @@ def extract_one(job: ExtractJob, extractor: Extractor, workspace: Workspace, dat
         n_captions=len(feats.captions),
         extract_fingerprint=job.extract_fingerprint,
         extracted_at=extracted_at,
+        captions_sha256=feats.captions.digest(),
         staging=path,
         elapsed_s=time.perf_counter() - started,
     )
@@ -421,6 +431,7 @@ def record_from_staging(workspace: Workspace, path: str) -> ExtractRecord | None
             n_captions=int(meta["n_captions"]),
             extract_fingerprint=meta["extract_fingerprint"],
             extracted_at=meta["extracted_at"],
+            captions_sha256=captions_digest(json.loads(samples[0]["captions.json"])),
             staging=path,
         )
     except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:

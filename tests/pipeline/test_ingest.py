@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.features import Captions
+from pipeline.features import Captions, captions_digest
 from pipeline.ingest import (
     ExtractJob,
     discover_videos,
@@ -226,6 +226,20 @@ def test_incremental_runs(tmp_path, ws, clips):
     assert run_extract(src, "demo", workspace=ws, extractor=ex).extracted == 1
     v2 = next(f for f in open_dataset(ws, "demo").iter_videos() if f.video_id == "v2")
     assert v2.captions.text[-1] == "a third caption" and v2.w2v.shape == (3, 300)
+
+    # Editing a caption's text, same count, re-extracts it too (the manifest keeps the captions' digest), and the
+    # dataset fingerprint moves with it (training depends on the captions).
+    fingerprint2 = open_dataset(ws, "demo").fingerprint
+    (src / "v2.vtt").write_text(VTT.format(n=9) + "\n00:00:01.400 --> 00:00:01.900\nan edited caption\n")
+    plan = plan_extract(src, "demo", ex.config.fingerprint(), ws)
+    assert [(j.video_id, j.reason) for j in plan.jobs] == [("v2", "captions changed")]
+    assert run_extract(src, "demo", workspace=ws, extractor=ex).extracted == 1
+    v2 = next(f for f in open_dataset(ws, "demo").iter_videos() if f.video_id == "v2")
+    assert v2.captions.text[-1] == "an edited caption"
+    current = {r["video_id"]: r for r in Manifest(ws, "demo").current(ex.config.fingerprint()).to_pylist()}
+    assert current["v2"]["captions_sha256"] == v2.captions.digest() != captions_digest(None)
+    assert open_dataset(ws, "demo").fingerprint != fingerprint2
+    assert run_extract(src, "demo", workspace=ws, extractor=ex).extracted == 0  # and then it is unchanged again
 
     # Another extract fingerprint writes a separate shard set; the default dataset is the latest fingerprint.
     ex2, _ = probe(tmp_path, thumb=4)

@@ -21,6 +21,7 @@ def row(video_id, sha="aa", status="ok", fp="fp1", at=0, shard="shards/fp1/d-r-0
         "duration_s": 2.5,
         "has_audio": True,
         "n_captions": 3,
+        "captions_sha256": "c" * 64,
         "shard": shard if status == "ok" else "",
         "extract_fingerprint": fp,
         "extracted_at": T0 + timedelta(seconds=at),
@@ -30,11 +31,29 @@ def row(video_id, sha="aa", status="ok", fp="fp1", at=0, shard="shards/fp1/d-r-0
 
 
 def test_schema_has_exactly_the_design_columns():
+    # DESIGN's columns plus captions_sha256 (after n_captions): caption edits that keep the count are detected.
     assert list(COLUMNS) == [
         "video_id", "source", "sha256", "size_bytes", "status", "error", "duration_s", "has_audio",
-        "n_captions", "shard", "extract_fingerprint", "extracted_at",
+        "n_captions", "captions_sha256", "shard", "extract_fingerprint", "extracted_at",
     ]  # fmt: skip
     assert MANIFEST_SCHEMA.field("extracted_at").type == pa.timestamp("us", tz="UTC")
+
+
+def test_manifest_from_before_the_captions_digest_still_reads(workspace):
+    import pyarrow.parquet as pq
+
+    m = Manifest(workspace, "demo")
+    old_schema = pa.schema([f for f in MANIFEST_SCHEMA if f.name != "captions_sha256"])
+    rows = [{k: v for k, v in row(vid).items() if k != "captions_sha256"} for vid in ("a", "b")]
+    workspace.fs.makedirs(m.path.rsplit("/", 1)[0], exist_ok=True)
+    with workspace.fs.open(m.path, "wb") as fh:
+        pq.write_table(pa.Table.from_pylist(rows, schema=old_schema), fh)
+    table = m.read()
+    assert table.schema == MANIFEST_SCHEMA
+    assert table.column("captions_sha256").to_pylist() == ["", ""]  # unknown: compared by count only
+    assert table.column("video_id").to_pylist() == ["a", "b"]
+    m.append([row("c")])  # appending rewrites it in the new layout
+    assert pq.read_table(m.path).schema.names == list(COLUMNS)
 
 
 def test_append_read_and_pandas_without_mmcaps(workspace):
