@@ -75,7 +75,7 @@ def extract_flow(
         log.info("cleaned %d temporaries, recovered %d finished videos of an interrupted run", len(removed), recovered)
 
     plan = plan_task.with_options(result_storage=store, refresh_cache=force)(
-        source, dataset, config, ws.root, captions, retry_failed
+        source, dataset, config, ws.root, captions, retry_failed, force
     )
     jobs, done_since, failed_since = pending_jobs(plan["jobs"], ws.root, dataset, retry_failed)
     unchanged = len(plan["unchanged"]) + len(done_since)  # a cached plan's jobs may have run since

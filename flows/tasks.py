@@ -198,12 +198,23 @@ def _no_retry_for_corrupt(task: Any, task_run: Any, state: Any) -> bool:
 # -- extraction ---------------------------------------------------------------------------------------------------
 @task(name="plan-extraction", cache_key_fn=_plan_key, persist_result=True, result_serializer="json")
 def plan_task(
-    source: str | list[str], dataset: str, config: ExtractConfig, root: str, captions: str | None, retry_failed: bool
+    source: str | list[str],
+    dataset: str,
+    config: ExtractConfig,
+    root: str,
+    captions: str | None,
+    retry_failed: bool,
+    rehash: bool = False,
 ) -> dict[str, Any]:
-    """Compare the source with the manifest: the jobs to run (new, changed, retried) and what is done."""
+    """Compare the source with the manifest: the jobs to run (new, changed, retried) and what is done.
+
+    ``rehash`` (the flows' ``force``) reads every source again instead of trusting remembered hashes.
+    """
     ws = Workspace(root)
     write_extract_config(ws, dataset, config)
-    plan = plan_extract(source, dataset, config.fingerprint(), ws, captions=captions, retry_failed=retry_failed)
+    plan = plan_extract(
+        source, dataset, config.fingerprint(), ws, captions=captions, retry_failed=retry_failed, rehash=rehash
+    )
     return {
         "jobs": [job_to_dict(j) for j in plan.jobs],
         "unchanged": plan.unchanged,

@@ -31,7 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(used after them)",
     )
     parser.add_argument("--workspace", default=None, help="workspace root (default $MMCAPS_HOME or ./mmcaps-data)")
-    parser.add_argument("--force", action="store_true", help="ignore cached task records")
+    parser.add_argument(
+        "--force", action="store_true", help="ignore cached task records and re-read every video's bytes"
+    )
     add_runner(parser)
     parser.add_argument("--retry-failed", action="store_true", help="try the videos whose last attempt failed again")
     add_set_option(parser, "ExtractConfig override, dotted (repeatable), e.g. --set audio.n_mels=40")

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from pipeline.features import VideoFeatures, captions_digest
 from pipeline.ingest.sources import SourceLike, VideoSource, is_url, load_sources, local_copy
-from storage.hashing import sha256_file
+from storage.hashing import HashCache
 from storage.manifest import Manifest
 from storage.shards import ShardWriter, iter_shard, write_shard
 from storage.workspace import TMP_MARKER, Workspace, safe_name
@@ -189,7 +189,7 @@ def new_run_id() -> str:
 
 
 # -- plan --------------------------------------------------------------------------------------------------------
-def _stat(source: str) -> tuple[str, int, str]:
+def _stat(source: str, hashes: HashCache) -> tuple[str, int, str]:
     """(sha256, size, error) of a source; error is set (and sha empty) when it cannot be read."""
     try:
         if is_url(source):
@@ -200,8 +200,8 @@ def _stat(source: str) -> tuple[str, int, str]:
             import fsspec.implementations.local as local
 
             fs, path = local.LocalFileSystem(), source
-        size = int(fs.size(path))
-        return sha256_file(path, fs), size, ""
+        sha, size = hashes.sha256(source, path, fs)
+        return sha, size, ""
     except (OSError, ValueError) as exc:
         return "", 0, one_line(f"{source}: cannot read ({exc})")
 
@@ -214,11 +214,15 @@ def plan_extract(
     *,
     captions: str | os.PathLike[str] | None = None,
     retry_failed: bool = False,
+    rehash: bool = False,
 ) -> ExtractPlan:
     """Compare the source with the manifest (by sha256, extract fingerprint, captions) and list the jobs.
 
     A video is a job when it is new, its bytes changed, its captions changed (their digest; the count alone for
-    rows written before manifests had the digest), or (``retry_failed``) its last attempt failed. ``source`` is anything :func:`discover_videos` takes, or already loaded ``VideoSource``s.
+    rows written before manifests had the digest), or (``retry_failed``) its last attempt failed. ``source`` is
+    anything :func:`discover_videos` takes, or already loaded ``VideoSource``s. Hashes are remembered in the
+    workspace by (path, size, modification time) so that a re-run reads only new or rewritten files
+    (:class:`storage.hashing.HashCache`); ``rehash`` reads every file again.
     """
     if isinstance(source, (list, tuple)) and source and isinstance(source[0], VideoSource):
         videos = list(source)
@@ -228,8 +232,9 @@ def plan_extract(
     jobs: list[ExtractJob] = []
     unchanged: list[str] = []
     failed_before: list[str] = []
+    hashes = HashCache(workspace, read=not rehash)
     for video in videos:
-        sha, size, error = _stat(video.source)
+        sha, size, error = _stat(video.source, hashes)
         n_caps = len(video.captions) if video.captions is not None else 0
         row = current.get(video.video_id)
         error = error or video.error
@@ -250,6 +255,7 @@ def plan_extract(
             unchanged.append(video.video_id)
             continue
         jobs.append(ExtractJob(video.video_id, video.source, sha, size, extract_fp, video.captions, reason, error))
+    hashes.save()
     listed = {v.video_id for v in videos}
     absent = [vid for vid in current if vid not in listed]
     return ExtractPlan(dataset, extract_fp, jobs, unchanged, failed_before, absent)
@@ -531,8 +537,11 @@ def run_extract(
     max_count: int = DEFAULT_MAX_COUNT,
     max_bytes: int = DEFAULT_MAX_BYTES,
     run_id: str | None = None,
+    rehash: bool = False,
 ) -> ExtractSummary:
     """Extract what is new or changed in ``source`` into ``dataset``; see the module doc for the steps.
+
+    ``rehash`` reads every source file again instead of trusting the hashes remembered by size and mtime.
 
     ``cfg`` is the ExtractConfig (default ``ExtractConfig()``, or ``extractor.config`` when an extractor is given).
     The default extractor is built only when there is something to extract, so a no-change run loads no backbone.
@@ -555,7 +564,7 @@ def run_extract(
     fp = cfg.fingerprint()
     run_id = run_id or new_run_id()
     _, recovered = recover(workspace, dataset)
-    plan = plan_extract(source, dataset, fp, workspace, captions=captions, retry_failed=retry_failed)
+    plan = plan_extract(source, dataset, fp, workspace, captions=captions, retry_failed=retry_failed, rehash=rehash)
     write_extract_config(workspace, dataset, cfg)
     records: list[ExtractRecord] = []
     pending: list[ExtractRecord] = []

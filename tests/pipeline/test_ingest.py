@@ -166,7 +166,7 @@ def assert_same_features(got, want):
     assert got.captions == want.captions
 
 
-def test_incremental_runs(tmp_path, ws, clips):
+def test_incremental_runs(tmp_path, ws, clips, monkeypatch):
     src = tmp_path / "src"
     for i, name in enumerate(("v1", "v2", "v3")):
         put(clips["a"] if i != 1 else clips["b"], src / f"{name}.mp4", vtt=i)
@@ -189,17 +189,27 @@ def test_incremental_runs(tmp_path, ws, clips):
     assert ws.exists(f"{ws.shard_dir('demo', ex.config.fingerprint())}/extract-config.yaml")
     fingerprint1 = ds.fingerprint
 
-    # Second run over the same source: nothing extracted, nothing written.
+    # Second run over the same source: nothing extracted, nothing written, and no video read again (the hashes
+    # are remembered by size and mtime; the spy wraps the real hash function).
     shards_before = sorted(ws.fs.find(ws.dataset_dir("demo") + "/shards"))
+    import storage.hashing
+
+    read = []
+    real = storage.hashing.sha256_file
+    monkeypatch.setattr(storage.hashing, "sha256_file", lambda path, fs=None: read.append(path) or real(path, fs))
     second = run_extract(src, "demo", workspace=ws, extractor=ex)
+    assert read == []
+    assert len(run_extract(src, "demo", workspace=ws, extractor=ex, rehash=True).failed) == 0 and len(read) == 3
     assert (second.extracted, second.unchanged, second.shards) == (0, 3, [])
     assert extraction_log(log) == Counter({"v1": 1, "v2": 1, "v3": 1})
     assert sorted(ws.fs.find(ws.dataset_dir("demo") + "/shards")) == shards_before
     assert open_dataset(ws, "demo").fingerprint == fingerprint1
 
-    # Adding one video extracts only it.
+    # Adding one video extracts only it, and reads only its bytes.
     put(clips["b"], src / "v4.mp4", vtt=4)
+    read.clear()
     third = run_extract(src, "demo", workspace=ws, extractor=ex)
+    assert [os.path.basename(p) for p in read] == ["v4.mp4"]
     assert (third.extracted, third.unchanged, third.videos) == (1, 3, 4)
     assert extraction_log(log)["v4"] == 1 and sum(extraction_log(log).values()) == 4
 
