@@ -52,11 +52,19 @@ def print_metrics(metrics: dict[str, dict[str, Any]]) -> None:
     from flows.artifacts import metric_rows
 
     for name, m in metrics.items():
-        print(f"\n== {name}")
+        kind = f" ({m['kind']})" if m.get("kind") and m["kind"] != name else ""
+        print(f"\n== {name}{kind}")
+        if m.get("videos"):
+            v = m["videos"]
+            print(
+                f"  {v['present']}/{v['needed']} videos present, {v['missing']} missing (missing videos count as failures)"
+            )
         for r in metric_rows(name, m):
             if r["metric"] == "per_task_recall":
                 continue
             chance = f"   (chance {r['chance']})" if r["chance"] != "" else ""
             print(f"  {r['task']:<12} {r['modality']:<12} {r['metric']:<12} {r['value']:>8}{chance}")
+        if m.get("retrieval") and m.get("tie_rule"):
+            print(f"  {m['tie_rule']}")
         if m.get("report"):
             print(f"  report: {m['report']}")

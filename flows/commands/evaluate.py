@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
-from flows.commands._common import quiet_prefect
+from flows.commands._common import print_metrics, quiet_prefect
 
 FORMS = """benchmarks (--on, repeatable; KIND/NAME=... names the report folder):
   youcook2=youcookii_annotations_trainval.json:VIDEO_DIR   validation clips, text -> clip retrieval
@@ -36,37 +35,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _fmt(v: object) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
-    return str(v)
-
-
-def format_metrics(name: str, m: dict) -> list[str]:
-    """Lines: every metric with its chance level beside it."""
-    v = m["videos"]
-    lines = [f"{name} ({m['kind']}): {v['present']}/{v['needed']} videos present, {v['missing']} missing "
-             f"(missing videos count as failures)"]  # fmt: skip
-    for modality, r in m.get("retrieval", {}).items():
-        chance = m["retrieval_chance"]
-        cells = [
-            f"{k} {_fmt(r[k])} (chance {_fmt(chance.get(k))})" for k in r if k not in ("n_queries", "n_candidates")
-        ]
-        lines.append(
-            f"  text->{modality}: " + ", ".join(cells) + f"; {r['n_queries']} queries, {r['n_candidates']} candidates"
-        )
-    if "retrieval" in m:
-        lines.append(f"  {m['tie_rule']}")
-    for modality, r in m.get("localisation", {}).items():
-        chance = m["localisation_chance"]
-        cells = [f"{k} {_fmt(r[k])} (chance {_fmt(chance[k])})" for k in ("recall", "iou", "iod") if k in r]
-        lines.append(f"  localisation {modality}: " + ", ".join(cells) + f"; {r['n_videos']} videos")
-    lines.append(f"  report: {m.get('report')}")
-    return lines
-
-
 def run(args: argparse.Namespace) -> int:
     from model.config import parse_set_option
     from pipeline.evaluate import EvalConfig, EvalSpec
@@ -82,6 +50,5 @@ def run(args: argparse.Namespace) -> int:
     from flows.pipeline import evaluate_flow
 
     results = evaluate_flow(args.model, list(args.on), cfg, Workspace(args.workspace).root, args.force)
-    for name, metrics in results.items():
-        print("\n".join(format_metrics(name, metrics)))
+    print_metrics(results)
     return 0
