@@ -238,29 +238,29 @@ class Extractor:
         audio = _AudioJob(path, info, cfg) if (info.has_audio and cfg.audio.enabled) else None
         r = self.recipe3d
         common = {"timeout_s": cfg.timeout_s, "max_seconds": cfg.max_seconds, "info": info}
-        # One ffmpeg decodes the video once for both frame streams; a thread per stream feeds one queue, and each
-        # chunk goes to its network as soon as it is decoded.
-        frames = FrameStreams(
-            path,
-            {
-                "rgb2d": FrameSpec(fps=cfg.rgb2d.fps, size=cfg.rgb2d.size, chunk_frames=cfg.rgb2d.batch_size),
-                "rgb3d": FrameSpec(fps=r.fps, size=r.size, crop=True, chunk_frames=r.frames * cfg.rgb3d.batch_size),
-            },
-            **common,
-        )
-        streams = _Merged({name: functools.partial(frames.iter, name) for name in frames.specs}, 2 * cfg.queue_chunks)
+        specs = {
+            "rgb2d": FrameSpec(fps=cfg.rgb2d.fps, size=cfg.rgb2d.size, chunk_frames=cfg.rgb2d.batch_size),
+            "rgb3d": FrameSpec(fps=r.fps, size=r.size, crop=True, chunk_frames=r.frames * cfg.rgb3d.batch_size),
+        }
         features = {"rgb2d": self.features_2d, "rgb3d": self.features_3d}
         rows: dict[str, list[np.ndarray]] = {"rgb2d": [], "rgb3d": []}
         timing = {"rgb2d": 0.0, "rgb3d": 0.0}
+        frames = streams = None
         try:
+            # One ffmpeg decodes the video once for both frame streams; a thread per stream feeds one queue, and
+            # each chunk goes to its network as soon as it is decoded.
+            frames = FrameStreams(path, specs, **common)
+            streams = _Merged({name: functools.partial(frames.iter, name) for name in specs}, 2 * cfg.queue_chunks)
             for name, chunk in streams:
                 t0 = time.perf_counter()
                 rows[name].append(features[name](chunk))
                 timing[name] += time.perf_counter() - t0
             mel = audio.result() if audio is not None else np.zeros((cfg.audio.n_mels, 0), np.float32)
         finally:
-            streams.close()
-            frames.close()
+            if streams is not None:
+                streams.close()
+            if frames is not None:
+                frames.close()
             if audio is not None:
                 audio._thread.join()
         captions = captions if captions is not None else Captions()
