@@ -57,7 +57,8 @@ def print_metrics(metrics: dict[str, dict[str, Any]]) -> None:
         if m.get("videos"):
             v = m["videos"]
             print(
-                f"  {v['present']}/{v['needed']} videos present, {v['missing']} missing (missing videos count as failures)"
+                f"  {v['present']}/{v['needed']} videos present, {v['missing']} missing "
+                "(missing videos count as failures)"
             )
         for r in metric_rows(name, m):
             if r["metric"] == "per_task_recall":

@@ -2,11 +2,11 @@
 
 One ffmpeg process decodes the video once into both frame streams (its ``split`` filter: 2D frames at 1 fps,
 short side 224; 3D frames at 24 fps, 112 centre crop), another decodes the audio (16 kHz mono into a
-memory-mapped temporary file). The two frame streams are read by threads into one bounded queue, and each chunk goes to its network as soon as it is decoded, so decoding
-overlaps compute, neither network waits for the other stream's decoder, and memory is bounded by
-``2 * queue_chunks`` chunks whatever the video's length; the log-mel spectrogram is computed in another thread
-meanwhile. Networks run on CUDA when present, with BatchNorm folded into the convolutions,
-channels-last, in fp32 or (``precision="bf16"``) bfloat16, and optionally compiled: see
+memory-mapped temporary file). The two frame streams are read by threads into one bounded queue, and each chunk
+goes to its network as soon as it is decoded, so decoding overlaps compute, neither network waits for the other
+stream's decoder, and memory is bounded by ``2 * queue_chunks`` chunks whatever the video's length; the log-mel
+spectrogram is computed in another thread meanwhile. Networks run on CUDA when present, with BatchNorm folded
+into the convolutions, channels-last, in fp32 or (``precision="bf16"``) bfloat16, and optionally compiled: see
 :mod:`pipeline.extract.runner`.
 """
 

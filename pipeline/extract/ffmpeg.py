@@ -140,7 +140,8 @@ def _input_kwargs(max_seconds: float | None) -> dict:
 class _Process:
     """An ffmpeg subprocess with stderr in a temporary file and a stall watchdog around blocking reads.
 
-    Output comes on pipes whose write ends the child inherits under the same numbers (``pass_fds``). The watchdog kills ffmpeg when a reader has been waiting ``timeout_s`` with no output on any pipe.
+    Output comes on pipes whose write ends the child inherits under the same numbers (``pass_fds``). The watchdog
+    kills ffmpeg when a reader has been waiting ``timeout_s`` with no output on any pipe.
     """
 
     def __init__(self, args: list[str], *, where: str, timeout_s: float, pass_fds: tuple[int, ...] = ()) -> None:
