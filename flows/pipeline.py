@@ -31,6 +31,7 @@ from flows.tasks import (
 from pipeline.evaluate import EvalConfig
 from pipeline.evaluate.run import eval_dataset_name, prepare, run_extract_config
 from pipeline.extract import ExtractConfig
+from pipeline.extract.ffmpeg import ffmpeg_binary
 from pipeline.ingest import open_dataset, recover
 from pipeline.ingest.engine import dataset_totals, new_run_id
 from pipeline.train import TrainConfig
@@ -70,6 +71,9 @@ def extract_flow(
     log = _logger()
     ws = Workspace(workspace)
     store = result_storage(ws)
+    # auto made concrete here, once: every worker then extracts in the precision this run records.
+    config = config.resolved()
+    print(f"extract {dataset}: {config.resolve_precision().line()}; ffmpeg {ffmpeg_binary(config.ffmpeg).version}")
     removed, recovered = recover(ws, dataset)  # a crashed run's temporaries and finished staging files
     if removed or recovered:
         log.info("cleaned %d temporaries, recovered %d finished videos of an interrupted run", len(removed), recovered)
@@ -274,7 +278,7 @@ def demo_flow(
     workspace: str | None = None,
     preset: str = "demo",
     synth_preset: str = "demo",
-    precision: str = "bf16",
+    precision: Literal["auto", "fp32", "bf16"] = "auto",
     force: bool = False,
 ) -> dict[str, Any]:
     """Generate the synthetic narrated corpus, then run the whole pipeline on it with the demo preset."""

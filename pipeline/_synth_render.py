@@ -11,13 +11,14 @@ from __future__ import annotations
 import colorsys
 import math
 import os
-import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.extract.ffmpeg import ffmpeg_exe
 
 # Sound design: a pitch per colour (carrier), a rhythm per motion (beeps per second; 0 = steady tone) and a
 # timbre per shape (relative amplitudes of the 2nd and 3rd harmonics, all below the carrier's, so the spectral
@@ -155,16 +156,6 @@ def render_audio(
     return np.clip(np.rint(out * 32767.0), -32768, 32767).astype(np.int16)
 
 
-def ffmpeg_binary() -> str:
-    """The ffmpeg executable: one on PATH, else the static build that imageio-ffmpeg ships."""
-    found = shutil.which("ffmpeg")
-    if found:
-        return found
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
-
-
 def encode_mp4(
     path: Path, frames: np.ndarray, samples: np.ndarray, *, fps: int, sample_rate: int, crf: int, timeout_s: float = 120
 ) -> None:
@@ -181,7 +172,7 @@ def encode_mp4(
         pcm.write(samples.astype("<i2").tobytes())
         pcm_path = pcm.name
     cmd = [
-        ffmpeg_binary(),
+        ffmpeg_exe(),  # the pinned build: the same corpus bytes on every host
         "-hide_banner",
         "-loglevel",
         "error",

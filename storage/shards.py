@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import tarfile
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
@@ -23,6 +22,9 @@ from webdataset import TarWriter
 from storage.workspace import Workspace
 
 _SAFE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+# Every member's mtime: a constant, so the same samples give the same shard bytes on any host and at any time (when
+# a video was extracted is the manifest's extracted_at).
+MEMBER_MTIME = 0.0
 _BLOCK = 512  # tar block size: every member costs one header block plus its data rounded up to blocks
 
 
@@ -92,7 +94,6 @@ class ShardWriter:
         self._tar: TarWriter | None = None
         self._keys: set[str] = set()
         self._bytes = 0
-        self._mtime = float(int(time.time()))  # one mtime per writer keeps a shard's entries uniform
         self._closed = False
 
     def __enter__(self) -> ShardWriter:
@@ -110,7 +111,7 @@ class ShardWriter:
     def _open(self) -> None:
         stack = ExitStack()
         fh = stack.enter_context(self.workspace.atomic_open(self._path(self.index), "wb"))
-        self._tar = TarWriter(fh, encoder=False, mtime=self._mtime)
+        self._tar = TarWriter(fh, encoder=False, mtime=MEMBER_MTIME)
         self._stack = stack
         self._keys = set()
         self._bytes = 0
@@ -169,7 +170,7 @@ def write_shard(path: str, samples: list[dict[str, Any]], workspace: Workspace) 
     if len(set(keys)) != len(keys):
         raise ValueError(f"duplicate keys in samples for {path}")
     with workspace.atomic_open(path, "wb") as fh:
-        tar = TarWriter(fh, encoder=False, mtime=float(int(time.time())))
+        tar = TarWriter(fh, encoder=False, mtime=MEMBER_MTIME)
         for sample in samples:
             tar.write({k: v for k, v in sample.items() if k == "__key__" or not k.startswith("_")})
         tar.close()

@@ -28,6 +28,14 @@ os.environ.pop("MMCAPS_HOME", None)
 _EXTRACT_CACHE = _PREFECT_HOME / "extract-cache"
 os.environ["MMCAPS_CACHE"] = str(_EXTRACT_CACHE)
 os.environ["PREFECT_LOGGING_COLORS"] = "false"
+# Nothing in the suite may decode with the host's ffmpeg (Debian's decodes audio to other lengths than the pinned
+# build): an ffmpeg first on PATH that fails loudly. A test that asks for ``ffmpeg: system`` sets PATH itself.
+_TRAP = _PREFECT_HOME / "host-ffmpeg-trap"
+_TRAP.mkdir()
+for _name in ("ffmpeg", "ffprobe"):
+    (_TRAP / _name).write_text(f"#!/bin/sh\necho 'the host {_name} was called: use the pinned build' >&2\nexit 97\n")
+    (_TRAP / _name).chmod(0o755)
+os.environ["PATH"] = f"{_TRAP}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
 @pytest.fixture(autouse=True)

@@ -5,13 +5,18 @@ H.264/AAC) are extracted four ways:
 
 - naive reference: fp32, contiguous tensors, each stream decoded completely into memory first, then the network
   run over it (what the HowTo100M extractor does, minus the GPU);
-- ours fp32, ours bf16, ours bf16 compiled: :class:`pipeline.extract.Extractor` (streamed decoding overlapped with
-  compute, BatchNorm folded, channels-last; bf16 weights; ``compile=True`` for the last).
+- ours fp32, fp32 compiled, bf16, bf16 compiled: :class:`pipeline.extract.Extractor` (streamed decoding overlapped
+  with compute, BatchNorm folded, channels-last; bf16 weights; ``compile=True`` for the compiled rows). The bf16 rows
+  run only where the CPU has native bf16 (AVX-512 BF16 or AMX, :mod:`pipeline.hardware`); elsewhere bf16 is emulated
+  and 2-80x slower than fp32, so they are listed as skipped unless ``--emulated`` asks for them.
 
 Speeds are seconds of video per wall second, per extractor (its stream's decode + network time) and end to end
 (2D + 3D + audio + text). The table also gives the speed-up over the naive recipe, the share of the wall time the
 networks were busy, the one-off warm-up (first video: kernel selection, and graph compilation for the compiled
-run), and the per-row cosine agreement of bf16 (and compiled bf16) with fp32 features.
+run), the per-row cosine agreement of every run's features with the naive recipe's, and each network's achieved
+GFLOP/s (its MACs from torch's FLOP counter × inputs, over the time spent inside it) beside the GFLOP/s of a large
+matrix product measured in the same run: on a CPU where fp32 is compute-bound, nearness to that limit is the figure
+of merit, not a multiple of the naive recipe.
 
 ``--memory`` measures the other target instead: peak resident memory of extracting a short and a long video
 (default 2 and 20 minutes), each in a fresh process, and their ratio.
@@ -39,7 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--videos", type=int, default=2, help="number of synthetic videos (default 2)")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of each video in seconds (default 30)")
     parser.add_argument("--size", default="640x360", help="frame size WxH of the synthetic videos (default 640x360)")
-    parser.add_argument("--no-compile", action="store_true", help="leave out the compiled bf16 run")
+    parser.add_argument("--no-compile", action="store_true", help="leave out the compiled runs")
+    parser.add_argument(
+        "--emulated",
+        action="store_true",
+        help="also run the bf16 rows on a CPU that only emulates bf16 (minutes per second of video there)",
+    )
     parser.add_argument("--cache-dir", default=None, help="cache for calibrated random backbones")
     parser.add_argument("--json", default=None, help="also write the results as JSON here")
     parser.add_argument(
@@ -149,34 +159,104 @@ def _base_config(args: argparse.Namespace):
     return ExtractConfig().with_updates(parse_set_option(args.overrides))
 
 
+# Our runs: name → (precision, compile). bf16 rows run only where bf16 is native, unless --emulated.
+OUR_RUNS = {
+    "ours-fp32": ("fp32", False),
+    "ours-fp32-compiled": ("fp32", True),
+    "ours-bf16": ("bf16", False),
+    "ours-bf16-compiled": ("bf16", True),
+}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or the platform's processor string."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """Best-of-``repeats`` GFLOP/s of an n × n × n matrix product in ``dtype`` on the CPU, this process's threads."""
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    torch.mm(a, b)  # first call: kernel selection, page faults
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def network_macs(net: torch.nn.Module, shape: tuple[int, ...]) -> float:
+    """Multiply-accumulates of one forward pass of ``net`` on one input of ``shape`` (torch's FLOP counter / 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        net(torch.zeros(shape))
+    return counter.get_total_flops() / 2
+
+
+def choose_runs(args: argparse.Namespace, native_bf16: bool) -> tuple[dict[str, tuple[str, bool]], list[str]]:
+    """The runs to make and the ones left out with why (bf16 where it is only emulated, compiled with --no-compile)."""
+    runs, skipped = {}, []
+    for name, (precision, compiled) in OUR_RUNS.items():
+        if compiled and args.no_compile:
+            continue
+        if precision == "bf16" and not native_bf16 and not args.emulated:
+            skipped.append(f"{name} (bf16 is emulated on this CPU: --emulated runs it anyway)")
+            continue
+        runs[name] = (precision, compiled)
+    return runs, skipped
+
+
 def run(args: argparse.Namespace) -> int:
     if args.memory:
         return _run_memory(args)
     from pipeline.extract import Extractor
     from pipeline.extract.backbones import build_2d, build_3d
+    from pipeline.extract.ffmpeg import frame_shape, probe
+    from pipeline.hardware import cpu_capabilities, resolve_precision
 
+    caps = cpu_capabilities()
+    native = resolve_precision("auto", "cpu").precision == "bf16"
+    chosen, skipped = choose_runs(args, native)
     with tempfile.TemporaryDirectory(prefix="mmcaps-bench-extract-") as tmp:
         cache = _cache_dir(args, tmp)
         videos = _make_videos(Path(tmp), args.videos, args.seconds, args.size)
         total_s = args.videos * args.seconds
         cfg = _base_config(args)
+        print(f"CPU {cpu_model()}: {caps.describe()}; torch threads {torch.get_num_threads()}", flush=True)
         print(f"building backbones (random weights, calibrated once; cache {cache}) ...", flush=True)
-        configs = {
-            "ours-fp32": cfg.with_updates({"precision": "fp32", "compile": False}),
-            "ours-bf16": cfg.with_updates({"precision": "bf16", "compile": False}),
+        runs = {
+            name: Extractor(cfg.with_updates({"precision": p, "compile": c}), device="cpu", cache_dir=cache)
+            for name, (p, c) in chosen.items()
         }
-        if not args.no_compile:
-            configs["ours-bf16-compiled"] = cfg.with_updates({"precision": "bf16", "compile": True})
-        runs = {name: Extractor(c, cache_dir=cache) for name, c in configs.items()}
         nets = {
             "rgb2d": build_2d(cfg.rgb2d, seed=cfg.seed, cache_dir=cache).net.eval(),
             "rgb3d": build_3d(cfg.rgb3d, seed=cfg.seed, cache_dir=cache).net.eval(),
         }
         recipe3d = runs["ours-fp32"].recipe3d
+        info = probe(videos[0])
+        h2, w2 = frame_shape(info, cfg.rgb2d.size, crop=False)
+        macs = {
+            "rgb2d": network_macs(nets["rgb2d"], (1, 3, h2, w2)),
+            "rgb3d": network_macs(nets["rgb3d"], (1, 3, recipe3d.frames, recipe3d.size, recipe3d.size)),
+        }
+        peaks = {"fp32": matmul_gflops(torch.float32)}
+        if any(p == "bf16" for p, _ in chosen.values()):
+            peaks["bf16"] = matmul_gflops(torch.bfloat16)
 
         results: dict[str, dict[str, float]] = {}
         feats: dict[str, list] = {}
-        # Warm-up (first-call kernel selection; graph compilation for the compiled run) on the first video, timed
+        # Warm-up (first-call kernel selection; graph compilation for the compiled runs) on the first video, timed
         # apart: a one-off cost per process, reported beside the steady speeds.
         warmup: dict[str, float] = {}
         for name, ex in runs.items():
@@ -189,8 +269,10 @@ def run(args: argparse.Namespace) -> int:
 
         t_all = time.perf_counter()
         agg = {"rgb2d": 0.0, "rgb3d": 0.0, "audio": 0.0}
+        naive_feats = []
         for v in videos:
-            times, _ = _naive(v, nets, recipe3d)
+            times, out = _naive(v, nets, recipe3d)
+            naive_feats.append(out)
             for k in agg:
                 agg[k] += times[k]
         wall = time.perf_counter() - t_all
@@ -199,50 +281,53 @@ def run(args: argparse.Namespace) -> int:
             "end_to_end": total_s / wall,
             "busy": float("nan"),
             "warmup_s": warmup["naive-fp32"],
+            # The naive per-stream times include decoding the whole stream first: no network-only figure.
+            "gflops_rgb2d": float("nan"),
+            "gflops_rgb3d": float("nan"),
         }
 
         for name, ex in runs.items():
             agg = {"rgb2d": 0.0, "rgb3d": 0.0, "audio": 0.0}
-            wall = busy = 0.0
+            net_s = {"rgb2d": 0.0, "rgb3d": 0.0}
+            rows = {"rgb2d": 0, "rgb3d": 0}
+            wall = 0.0
             feats[name] = []
             for v in videos:
-                feats[name].append(ex.extract(v, None, v.stem))
+                f = ex.extract(v, None, v.stem)
+                feats[name].append(f)
                 t = ex.last_timing
                 wall += t["wall"]
-                busy += t["rgb2d"] + t["rgb3d"]  # seconds inside the networks
-                agg["rgb2d"] += t["rgb2d"] + t["wait2d"]  # the stream's share: network + waiting for frames
-                agg["rgb3d"] += t["rgb3d"] + t["wait3d"]
+                for stream, wait in (("rgb2d", "wait2d"), ("rgb3d", "wait3d")):
+                    net_s[stream] += t[stream]  # seconds inside the network
+                    agg[stream] += t[stream] + t[wait]  # the stream's share: network + waiting for frames
+                    rows[stream] += len(getattr(f, stream))
                 agg["audio"] += t["audio"]
             results[name] = {
                 **{k: total_s / max(agg[k], 1e-9) for k in agg},
                 "end_to_end": total_s / wall,
-                "busy": busy / wall,
+                "busy": (net_s["rgb2d"] + net_s["rgb3d"]) / wall,
                 "warmup_s": warmup[name],
+                **{f"gflops_{k}": 2 * macs[k] * rows[k] / max(net_s[k], 1e-9) / 1e9 for k in net_s},
+                "precision": chosen[name][0],
             }
-            if name.endswith("compiled"):
+            if chosen[name][1]:
                 results[name]["compiled"] = float(ex.net2d.compiled and ex.net3d.compiled)
 
+    # Agreement of every run with the naive fp32 recipe, per feature row.
     agree: dict[str, dict[str, float]] = {}
     for name in feats:
-        if name == "ours-fp32":
-            continue
         for stream in ("rgb2d", "rgb3d"):
             cos = np.concatenate(
-                [
-                    _cosines(getattr(a, stream), getattr(b, stream))
-                    for a, b in zip(feats["ours-fp32"], feats[name], strict=True)
-                ]
+                [_cosines(getattr(a, stream), n[stream]) for a, n in zip(feats[name], naive_feats, strict=True)]
             )
             agree[f"{name}/{stream}"] = {"min": float(cos.min()), "mean": float(cos.mean())}
 
     naive = results["naive-fp32"]
-    print(
-        f"\n{args.videos} synthetic videos x {args.seconds:g} s ({args.size}), device {runs['ours-fp32'].device}, "
-        f"torch threads {torch.get_num_threads()}"
-    )
+    print(f"\n{args.videos} synthetic videos x {args.seconds:g} s ({args.size}), device cpu")
+    print(f"CPU {cpu_model()}: torch capability {caps.aten}; {caps.describe()}")
     print("seconds of video per wall second (higher is better); x = speed-up over the naive fp32 recipe")
     header = (
-        f"{'run':<19}"
+        f"{'run':<20}"
         + "".join(f"{c:>18}" for c in ("2D ResNet-152", "3D ResNeXt-101", "audio log-mel", "end to end"))
         + f"{'nets busy':>11}{'warm-up':>10}"
     )
@@ -250,18 +335,43 @@ def run(args: argparse.Namespace) -> int:
     for name, r in results.items():
         cells = "".join(f"{r[k]:>9.2f} ({r[k] / naive[k]:>4.1f}x)" for k in ("rgb2d", "rgb3d", "audio", "end_to_end"))
         busy = "-" if np.isnan(r["busy"]) else f"{100 * r['busy']:.0f}%"
-        print(f"{name:<19}{cells}{busy:>11}{r['warmup_s']:>9.1f}s")
+        print(f"{name:<20}{cells}{busy:>11}{r['warmup_s']:>9.1f}s")
+    for line in skipped:
+        print(f"{'':<20}skipped: {line}")
     print(
         "ours: per-stream columns are each stream's network time plus its waits for frames; audio runs in a thread "
         "beside the networks, so its column is that thread's wall time while sharing the CPU"
     )
-    if results.get("ours-bf16-compiled", {}).get("compiled") == 0.0:
-        print("note: compilation failed, the compiled run ran eagerly (see the warning above)")
-    print("cosine per row against ours-fp32 features:")
+    print(
+        f"\nnetworks' achieved GFLOP/s (MACs x 2 per input from torch's FLOP counter: 2D {macs['rgb2d'] / 1e9:.2f} G "
+        f"per frame, 3D {macs['rgb3d'] / 1e9:.2f} G per window; over the time inside each network) against a "
+        f"2048^3 matmul measured in this run: fp32 {peaks['fp32']:.0f} GFLOP/s"
+        + (f", bf16 {peaks['bf16']:.0f} GFLOP/s" if "bf16" in peaks else "")
+    )
+    for name, r in results.items():
+        if name == "naive-fp32":
+            continue
+        peak = peaks[str(r["precision"])]
+        cells = "".join(
+            f"   {k[:2].upper()} {r[f'gflops_{k}']:>6.1f} GFLOP/s ({100 * r[f'gflops_{k}'] / peak:>3.0f}% of matmul)"
+            for k in ("rgb2d", "rgb3d")
+        )
+        print(f"{name:<20}{cells}")
+    if any(r.get("compiled") == 0.0 for r in results.values()):
+        print("note: compilation failed, a compiled run ran eagerly (see the warning above)")
+    print("cosine per row against the naive fp32 recipe's features:")
     for key, v in agree.items():
-        print(f"  {key:<28} min {v['min']:.4f}  mean {v['mean']:.4f}")
+        print(f"  {key:<30} min {v['min']:.4f}  mean {v['mean']:.4f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"speeds": results, "agreement": agree}, indent=2), encoding="utf-8")
+        figures = {
+            "speeds": results,
+            "agreement": agree,
+            "matmul_gflops": peaks,
+            "macs": macs,
+            "cpu": {"model": cpu_model(), "capability": caps.aten, "describe": caps.describe(), "native_bf16": native},
+            "skipped": skipped,
+        }
+        Path(args.json).write_text(json.dumps(figures, indent=2), encoding="utf-8")
     return 0
 
 

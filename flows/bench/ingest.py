@@ -31,9 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _make_clip(path: Path, pattern: str, freq: int) -> None:
-    import imageio_ffmpeg
+    from pipeline.extract.ffmpeg import ffmpeg_exe
 
-    args = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i"]
+    args = [ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i"]
     args += [f"{pattern}=size=64x48:rate=10:duration=1", "-f", "lavfi", "-i", f"sine=frequency={freq}:duration=1"]
     args += ["-c:a", "aac", "-shortest", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path)]
     subprocess.run(args, check=True, capture_output=True, timeout=60)

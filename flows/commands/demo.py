@@ -21,7 +21,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--size", choices=("demo", "tiny"), default="demo", help="corpus size (tiny: for a quick look)")
     p.add_argument("--preset", default="demo", help="model/training preset (default demo)")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="bf16", help="extraction precision (default bf16)")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="extraction precision (default auto: bf16 where the CPU or GPU has it natively, else fp32)",
+    )
     p.add_argument("--force", action="store_true", help="ignore cached task results")
     p.set_defaults(func=run)
 
@@ -31,9 +36,12 @@ def run(args: argparse.Namespace) -> int:
     from flows.pipeline import demo_flow
     from storage import Workspace
 
+    from pipeline.hardware import resolve_precision
+
     ws = Workspace(args.workspace)
     corpus = args.corpus or ws.join("corpus", args.size)
     started = time.perf_counter()
+    print(f"extraction {resolve_precision(args.precision).line()}", flush=True)
     result = demo_flow(corpus, ws.root, args.preset, args.size, args.precision, args.force)
     ex, tr = result["extract"], result["train"]
     print(f"\nworkspace: {ws.root}")

@@ -1,4 +1,5 @@
-"""Multi-head attention over capsules with ``F.scaled_dot_product_attention``, shared by the attention routers.
+"""Parts shared by the routers: multi-head attention over capsules (``F.scaled_dot_product_attention``) and the
+per-capsule logit whose softmax over capsules gives the secondary activations.
 
 Axis letters: b batch, c capsules, h heads, e per-head feature size, d feature size (h * e).
 """
@@ -8,6 +9,22 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from torch import nn
+
+
+class CapsuleLogit(nn.Linear):
+    """``W_p`` of the paper's eq. 2: one logit per capsule from its pose, ``[..., d] → [..., 1]``, without ``b_p``.
+
+    ``b_p`` adds the same constant to every capsule's logit, which the softmax over capsules cancels: it changes no
+    output and cannot learn (its gradient is zero up to rounding). Checkpoints that hold it still load.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim, 1, bias=False)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        state_dict.pop(prefix + "bias", None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def multi_head_attention(

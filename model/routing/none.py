@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from model.routing._attention import CapsuleLogit
+
 
 class NoRouting(nn.Module):
     """Per-capsule linear map d1 → d2 of the activation-weighted poses; activations = softmax over capsules of
@@ -17,7 +19,7 @@ class NoRouting(nn.Module):
     def __init__(self, *, d1: int, d2: int, mlp_hidden: int = 1024, dropout: float = 0.1) -> None:
         super().__init__()
         self.proj = nn.Linear(d1, d2)
-        self.mlp = nn.Sequential(nn.Linear(d2, mlp_hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(mlp_hidden, 1))
+        self.mlp = nn.Sequential(nn.Linear(d2, mlp_hidden), nn.ReLU(), nn.Dropout(dropout), CapsuleLogit(mlp_hidden))
 
     def forward(self, poses: torch.Tensor, activations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """poses: [b, c, d1], activations: [b, c] → (poses [b, c, d2], activations [b, c], sum 1 over c)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from model.routing._attention import multi_head_attention
+from model.routing._attention import CapsuleLogit, multi_head_attention
 
 
 def _two_layer(d_in: int, d_out: int) -> nn.Sequential:
@@ -47,7 +47,7 @@ class SelfAttentionRouting(nn.Module):
             nn.Linear(d2, mlp_hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(mlp_hidden, d2), nn.Dropout(dropout)
         )
         self.norm2 = norm_layer(d2)
-        self.to_logit = nn.Linear(d2, 1)  # W_p, b_p of eq. 2
+        self.to_logit = CapsuleLogit(d2)  # W_p of eq. 2 (b_p cancels in the softmax)
 
     def forward(self, poses: torch.Tensor, activations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """poses: [b, c, d1], activations: [b, c] in [0, 1] → (poses [b, c, d2], activations [b, c], sum 1 over c)."""

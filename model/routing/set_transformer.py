@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from model.routing._attention import multi_head_attention
+from model.routing._attention import CapsuleLogit, multi_head_attention
 
 
 class SetAttentionBlock(nn.Module):
@@ -46,7 +46,7 @@ class SetTransformerRouting(nn.Module):
         self.blocks = nn.ModuleList(
             SetAttentionBlock(dim=d2, heads=heads, hidden=mlp_hidden, dropout=dropout) for _ in range(blocks)
         )
-        self.to_logit = nn.Linear(d2, 1)
+        self.to_logit = CapsuleLogit(d2)
 
     def forward(self, poses: torch.Tensor, activations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """poses: [b, c, d1], activations: [b, c] → (poses [b, c, d2], activations [b, c], sum 1 over c)."""

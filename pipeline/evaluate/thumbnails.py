@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 import io
-import shutil
 import subprocess
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-
-@lru_cache(maxsize=1)
-def ffmpeg_exe() -> str | None:
-    """imageio-ffmpeg's bundled binary, else ``ffmpeg`` on PATH, else None."""
-    try:
-        import imageio_ffmpeg
-
-        return imageio_ffmpeg.get_ffmpeg_exe()
-    except Exception:  # no bundled binary for this platform
-        return shutil.which("ffmpeg")
+from pipeline.extract.ffmpeg import ffmpeg_exe
 
 
 def grab_frame(path: str | Path | None, t: float, width: int = 160, timeout_s: float = 30.0) -> np.ndarray | None:
     """RGB frame uint8 [H, width, 3] at ``t`` seconds, or None when the file or ffmpeg is unavailable/fails."""
-    exe = ffmpeg_exe()
-    if path is None or exe is None or not Path(path).is_file():
+    if path is None or not Path(path).is_file():
         return None
+    exe = ffmpeg_exe()
     cmd = [
         exe, "-v", "error", "-ss", f"{max(0.0, t):.3f}", "-i", str(path), "-frames:v", "1",
         "-vf", f"scale={width}:-2", "-f", "image2pipe", "-vcodec", "png", "pipe:1",

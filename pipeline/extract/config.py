@@ -15,6 +15,8 @@ from pydantic import Field
 
 from model.config import FingerprintedConfig, runtime_field
 from pipeline.extract._hashing import file_sha256
+from pipeline.extract.ffmpeg import ffmpeg_binary
+from pipeline.hardware import ResolvesPrecision
 
 RANDOM = "random"
 
@@ -95,14 +97,24 @@ class TextConfig(FingerprintedConfig):
         return out
 
 
-class ExtractConfig(FingerprintedConfig):
-    """All extraction settings. ``ExtractConfig()`` is the HowTo100M recipe with seeded random backbones."""
+class ExtractConfig(ResolvesPrecision, FingerprintedConfig):
+    """All extraction settings. ``ExtractConfig()`` is the HowTo100M recipe with seeded random backbones.
+
+    ``precision`` and ``ffmpeg`` are fingerprinted by what they resolve to on this host (the precision actually
+    used, the ffmpeg build's version), so features made differently land in different shard folders and features
+    made the same way share one, whatever the spelling of the setting.
+    """
 
     rgb2d: Rgb2dConfig = Field(default_factory=Rgb2dConfig)
     rgb3d: Rgb3dConfig = Field(default_factory=Rgb3dConfig)
     audio: AudioConfig = Field(default_factory=AudioConfig)
     text: TextConfig = Field(default_factory=TextConfig)
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast + channels_last (fast on CPUs with AVX-512 BF16/AMX)
+    # auto: bf16 where the device multiplies in bf16 (CUDA sm80+, CPUs with AVX-512 BF16 or AMX), fp32 elsewhere
+    # (pipeline.hardware). An explicit bf16 where it is only emulated warns: it is 2-80x slower than fp32 there.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # The ffmpeg that decodes: "pinned" (the imageio-ffmpeg wheel's static build, the same on every host),
+    # "system" (ffmpeg on PATH) or a path. Its version is fingerprinted: builds decode to slightly different lengths.
+    ffmpeg: str = "pinned"
     seed: int = 0  # initialisation and calibration of "random" backbones
     # Extract only the first max_seconds of every video (tests, previews). None: the whole video.
     max_seconds: float | None = Field(None, gt=0)
@@ -113,3 +125,8 @@ class ExtractConfig(FingerprintedConfig):
     queue_chunks: int = runtime_field(4, ge=1)  # decoded chunks buffered ahead of the networks
     timeout_s: float = runtime_field(120.0, gt=0)  # longest ffmpeg may go without output
     download: bool = runtime_field(False)  # let torchvision download named weights into $TORCH_HOME
+
+    def fingerprint_payload(self) -> dict[str, Any]:
+        out = super().fingerprint_payload()
+        out["ffmpeg"] = ffmpeg_binary(self.ffmpeg).version
+        return out

@@ -6,8 +6,9 @@ memory-mapped temporary file). The two frame streams are read by threads into on
 goes to its network as soon as it is decoded, so decoding overlaps compute, neither network waits for the other
 stream's decoder, and memory is bounded by ``2 * queue_chunks`` chunks whatever the video's length; the log-mel
 spectrogram is computed in another thread meanwhile. Networks run on CUDA when present, with BatchNorm folded
-into the convolutions, channels-last, in fp32 or (``precision="bf16"``) bfloat16, and optionally compiled: see
-:mod:`pipeline.extract.runner`.
+into the convolutions, channels-last, in fp32 or bfloat16 (``precision``: ``auto`` is bf16 only where the device
+has it natively, :mod:`pipeline.hardware`), and optionally compiled: see :mod:`pipeline.extract.runner`. Decoding
+uses the ffmpeg the config names (the pinned imageio-ffmpeg build by default); its version is recorded.
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ from pipeline.extract.audio import log_mel
 from pipeline.extract.backbones import IMAGENET_MEAN, IMAGENET_STD, RECIPES_3D, build_2d, build_3d
 from pipeline.extract.config import ExtractConfig
 from pipeline.extract.errors import ExtractError
-from pipeline.extract.ffmpeg import FrameSpec, FrameStreams, VideoInfo, decode_audio, probe
+from pipeline.extract.ffmpeg import FrameSpec, FrameStreams, VideoInfo, decode_audio, ffmpeg_binary, probe
 from pipeline.extract.runner import NetRunner
 from pipeline.extract.text import WordVectors
 from pipeline.features import Captions, VideoFeatures
+from pipeline.hardware import resolve_device, resolve_precision
 
 _END = object()
 
@@ -104,21 +106,26 @@ class _Merged:
 class _AudioJob:
     """Decodes audio and computes the log-mel spectrogram in a thread; ``result()`` → float32 [n_mels, Ta]."""
 
-    def __init__(self, path: str, info: VideoInfo, cfg: ExtractConfig) -> None:
+    def __init__(self, path: str, info: VideoInfo, cfg: ExtractConfig, exe: str) -> None:
         self._out: np.ndarray | None = None
         self._error: BaseException | None = None
         self.seconds = 0.0
-        self._thread = threading.Thread(target=self._run, args=(path, info, cfg), daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(path, info, cfg, exe), daemon=True)
         self._thread.start()
 
-    def _run(self, path: str, info: VideoInfo, cfg: ExtractConfig) -> None:
+    def _run(self, path: str, info: VideoInfo, cfg: ExtractConfig, exe: str) -> None:
         t0 = time.perf_counter()
         try:
             with tempfile.TemporaryDirectory(prefix="mmcaps-audio-") as tmp:
                 raw = Path(tmp) / "audio.f32"
                 timeout = cfg.timeout_s + info.duration_s / 10  # decoding has no streamed output to watch
                 n = decode_audio(
-                    path, raw, sample_rate=cfg.audio.sample_rate, timeout_s=timeout, max_seconds=cfg.max_seconds
+                    path,
+                    raw,
+                    sample_rate=cfg.audio.sample_rate,
+                    timeout_s=timeout,
+                    max_seconds=cfg.max_seconds,
+                    exe=exe,
                 )
                 wave = np.memmap(raw, dtype="<f4", mode="r", shape=(n,)) if n else np.zeros(0, np.float32)
                 self._out = log_mel(
@@ -150,15 +157,17 @@ class Extractor:
         device: str | torch.device | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        self.cfg = cfg
-        chosen = device or cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.device = torch.device(chosen)
+        self.device = torch.device(resolve_device(str(device) if device is not None else cfg.device))
+        # Precision resolved for the device this extractor runs on; the config it records says what was used.
+        self.precision = resolve_precision(cfg.precision, str(self.device))
+        self.cfg = cfg = cfg.model_copy(update={"precision": self.precision.precision})
+        self.ffmpeg = ffmpeg_binary(cfg.ffmpeg)
         self.fingerprint = cfg.fingerprint()
         cache = str(cache_dir) if cache_dir is not None else None
         self.rgb2d = build_2d(cfg.rgb2d, seed=cfg.seed, cache_dir=cache, download=cfg.download)
         self.rgb3d = build_3d(cfg.rgb3d, seed=cfg.seed, cache_dir=cache)
         self.recipe3d = RECIPES_3D[cfg.rgb3d.arch]
-        common = {"device": self.device, "precision": cfg.precision, "compile": cfg.compile}
+        common = {"device": self.device, "precision": self.precision.precision, "compile": cfg.compile}
         self.net2d = NetRunner(
             self.rgb2d.net, memory_format=torch.channels_last, max_batch=cfg.rgb2d.batch_size, **common
         )
@@ -235,9 +244,9 @@ class Extractor:
         path = str(video_path)
         t_start = time.perf_counter()
         info = probe(path)
-        audio = _AudioJob(path, info, cfg) if (info.has_audio and cfg.audio.enabled) else None
+        audio = _AudioJob(path, info, cfg, self.ffmpeg.path) if (info.has_audio and cfg.audio.enabled) else None
         r = self.recipe3d
-        common = {"timeout_s": cfg.timeout_s, "max_seconds": cfg.max_seconds, "info": info}
+        common = {"timeout_s": cfg.timeout_s, "max_seconds": cfg.max_seconds, "info": info, "exe": self.ffmpeg.path}
         specs = {
             "rgb2d": FrameSpec(fps=cfg.rgb2d.fps, size=cfg.rgb2d.size, chunk_frames=cfg.rgb2d.batch_size),
             "rgb3d": FrameSpec(fps=r.fps, size=r.size, crop=True, chunk_frames=r.frames * cfg.rgb3d.batch_size),
@@ -289,7 +298,8 @@ class Extractor:
             "n_captions_oov": int(oov),
             "dims": {"rgb2d": self.rgb2d.dim, "rgb3d": self.rgb3d.dim, "w2v": int(w2v.shape[1])},
             "rgb3d_arch": cfg.rgb3d.arch,
-            "precision": cfg.precision,
+            "precision": self.precision.precision,
+            "ffmpeg": self.ffmpeg.version,
         }
         return VideoFeatures(
             video_id=video_id,

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import ffmpeg as ffmpeg_python
@@ -33,14 +34,58 @@ from pipeline.extract.errors import ExtractError
 DEFAULT_TIMEOUT_S = 120.0
 
 
-def ffmpeg_exe() -> str:
-    """The ffmpeg binary: a system ``ffmpeg`` on PATH if there is one, else the one bundled by imageio-ffmpeg."""
-    found = shutil.which("ffmpeg")
-    if found:
-        return found
-    import imageio_ffmpeg
+PINNED = "pinned"  # the imageio-ffmpeg wheel's static build: the same binary, hence the same decoding, on every host
+SYSTEM = "system"  # the ffmpeg on PATH
 
-    return imageio_ffmpeg.get_ffmpeg_exe()
+
+@dataclass(frozen=True)
+class FfmpegBinary:
+    """An ffmpeg executable and its build's version (``n9.0.2-17-g2a571b6068-20260930``, as ``-version`` says)."""
+
+    path: str
+    version: str
+
+
+@lru_cache(maxsize=16)
+def _version(path: str, size: int, mtime_ns: int) -> str:
+    try:
+        proc = subprocess.run([path, "-hide_banner", "-version"], capture_output=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ExtractError(f"{path}: cannot run ffmpeg ({exc})") from exc
+    first = proc.stdout.decode("utf-8", "replace").splitlines()[:1]
+    if proc.returncode != 0 or not first or not first[0].startswith("ffmpeg version "):
+        raise ExtractError(f"{path}: not an ffmpeg executable (`{path} -version` printed {first[:1] or 'nothing'})")
+    return first[0][len("ffmpeg version ") :].split(" Copyright")[0].strip()
+
+
+def ffmpeg_binary(choice: str = PINNED) -> FfmpegBinary:
+    """The ffmpeg that ``choice`` names: ``pinned`` (imageio-ffmpeg's build), ``system`` (PATH) or a file path.
+
+    The one place mmcaps finds ffmpeg. Builds differ in what they decode (Debian's ffmpeg gives audio a few
+    samples longer than the pinned build), so features are made with the pinned one unless a config asks for
+    another, and the version enters the extract fingerprint.
+    """
+    if choice == PINNED:
+        import imageio_ffmpeg
+
+        path = imageio_ffmpeg.get_ffmpeg_exe()
+    elif choice == SYSTEM:
+        found = shutil.which("ffmpeg")
+        if not found:
+            raise ExtractError("ffmpeg: system asks for the ffmpeg on PATH, and there is none")
+        path = found
+    else:
+        p = Path(choice).expanduser()
+        if not p.is_file() or not os.access(p, os.X_OK):
+            raise ExtractError(f"ffmpeg: {choice}: no such executable")
+        path = str(p.absolute())
+    st = os.stat(path)
+    return FfmpegBinary(path=path, version=_version(path, st.st_size, st.st_mtime_ns))
+
+
+def ffmpeg_exe(choice: str = PINNED) -> str:
+    """The path of the ffmpeg that ``choice`` names (see :func:`ffmpeg_binary`)."""
+    return ffmpeg_binary(choice).path
 
 
 @dataclass(frozen=True)
@@ -258,6 +303,7 @@ class FrameStreams:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_seconds: float | None = None,
         info: VideoInfo | None = None,
+        exe: str | None = None,
     ) -> None:
         self.where = str(path)
         p = _check_file(path)
@@ -281,7 +327,7 @@ class FrameStreams:
             args = (
                 ffmpeg_python.merge_outputs(*outputs)
                 .global_args("-nostdin", "-hide_banner", "-loglevel", "error")
-                .compile(cmd=ffmpeg_exe())
+                .compile(cmd=exe or ffmpeg_exe())
             )
             self._proc = _Process(
                 args, where=self.where, timeout_s=timeout_s, pass_fds=tuple(w for _, w in pipes.values())
@@ -363,6 +409,7 @@ def iter_frames(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     max_seconds: float | None = None,
     info: VideoInfo | None = None,
+    exe: str | None = None,
 ) -> Iterator[np.ndarray]:
     """Decode frames at ``fps`` scaled to short side ``size`` (optionally centre-cropped to size × size).
 
@@ -371,7 +418,7 @@ def iter_frames(
     container's duration promises (a truncated file). The one-stream case of :class:`FrameStreams`.
     """
     spec = FrameSpec(fps=fps, size=size, crop=crop, chunk_frames=chunk_frames)
-    streams = FrameStreams(path, {"frames": spec}, timeout_s=timeout_s, max_seconds=max_seconds, info=info)
+    streams = FrameStreams(path, {"frames": spec}, timeout_s=timeout_s, max_seconds=max_seconds, info=info, exe=exe)
     try:
         yield from streams.iter("frames")
     finally:
@@ -385,6 +432,7 @@ def decode_audio(
     sample_rate: int = 16000,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     max_seconds: float | None = None,
+    exe: str | None = None,
 ) -> int:
     """Write the first audio stream as mono float32 little-endian at ``sample_rate`` to ``out_file``.
 
@@ -396,7 +444,7 @@ def decode_audio(
     out = stream.output(
         "file:" + str(Path(out_file).absolute()), format="f32le", acodec="pcm_f32le", ac=1, ar=sample_rate, vn=None
     )
-    args = out.global_args("-nostdin", "-hide_banner", "-loglevel", "error", "-y").compile(cmd=ffmpeg_exe())
+    args = out.global_args("-nostdin", "-hide_banner", "-loglevel", "error", "-y").compile(cmd=exe or ffmpeg_exe())
     proc = _Process(args, where=str(path), timeout_s=timeout_s)
     try:
         # No stdout here: the watchdog covers the whole run, scaled to the stream's length being decoded.

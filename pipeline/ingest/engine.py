@@ -557,6 +557,9 @@ def run_extract(
             from pipeline.extract import ExtractConfig
 
             cfg = ExtractConfig()
+    if hasattr(cfg, "resolved"):  # ExtractConfig: auto precision made concrete once, for the config file too
+        cfg = cfg.resolved()
+        log.info("extract %s: %s", dataset, cfg.resolve_precision().line())
     if extractor is not None and extractor.config.fingerprint() != cfg.fingerprint():
         raise ValueError(
             f"extractor config fingerprint {extractor.config.fingerprint()} differs from cfg {cfg.fingerprint()}"

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from model.config import FingerprintedConfig, runtime_field
+from pipeline.extract.ffmpeg import ffmpeg_exe
 from pipeline.features import Captions, VideoFeatures
 
 _DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
@@ -36,12 +37,6 @@ class ProbeConfig(FingerprintedConfig):
     timeout_s: float = runtime_field(60.0)
     delay_s: float = runtime_field(0.0)  # sleep per video (tests slow extraction down to interrupt it)
     log_path: str | None = runtime_field(None)  # append "<video_id>\n" after each finished extraction
-
-
-def _ffmpeg() -> str:
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
 
 
 def _run(args: list[str], *, where: str, timeout_s: float) -> bytes:
@@ -69,7 +64,7 @@ class ProbeExtractor:
 
     def __init__(self, config: ProbeConfig | None = None) -> None:
         self.config = config or ProbeConfig()
-        self.exe = _ffmpeg()
+        self.exe = ffmpeg_exe()
 
     def _probe(self, path: str) -> tuple[float, bool]:
         """(duration in seconds, has an audio stream); raises ValueError when there is no video stream."""

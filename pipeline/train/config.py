@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from model.config import FingerprintedConfig, runtime_field
+from pipeline.hardware import ResolvesPrecision
 
 try:  # the contract's import path; the module path serves while the model package is being built
     from model import CapsuleConfig, load_preset
@@ -21,7 +22,7 @@ except ImportError:  # pragma: no cover
     from model.capsule_config import CapsuleConfig, load_preset
 
 
-class TrainConfig(FingerprintedConfig):
+class TrainConfig(ResolvesPrecision, FingerprintedConfig):
     """How to train one network. Defaults are the paper's (section 4.1) where it states them."""
 
     model: CapsuleConfig = Field(default_factory=CapsuleConfig)
@@ -40,7 +41,9 @@ class TrainConfig(FingerprintedConfig):
     warmup_steps: int = Field(0, ge=0, description="linear warm-up from 0 before the cosine decay")
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="cosine floor as a fraction of lr")
     grad_clip: float | None = Field(None, gt=0.0, description="max global gradient norm; None: no clipping")
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="autocast: auto = bf16 where the device has native bf16 (pipeline.hardware), else fp32"
+    )
     seed: int = 0
     margin: float = Field(0.001, ge=0.0, description="δ of the MMS loss")
     shuffle_buffer: int = Field(1000, ge=0, description="raw samples in the shuffle buffer (0/1: no shuffling)")

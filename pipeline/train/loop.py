@@ -298,6 +298,7 @@ def train(
     """
     from model import build_model
 
+    cfg = cfg.resolved()  # auto → the autocast this host runs; the run's config.yaml records it
     data = resolve_datasets(datasets, workspace)
     run_id = safe_name(run_id, what="run id") if run_id else default_run_id(cfg, data)
     run_dir = workspace.model_dir(run_id)

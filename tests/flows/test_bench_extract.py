@@ -2,10 +2,34 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
+import tempfile
+from pathlib import Path
 
+import pytest
+
+from flows.bench.extract import OUR_RUNS, _make_video, choose_runs
 from flows.cli import main
+from pipeline.extract.ffmpeg import decode_audio, expected_frames, probe
+from pipeline.hardware import resolve_precision
+
+
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("emulated", [True, False])
+@pytest.mark.parametrize("no_compile", [True, False])
+def test_bf16_rows_run_only_where_native_unless_asked(native, emulated, no_compile):
+    args = argparse.Namespace(no_compile=no_compile, emulated=emulated)
+    runs, skipped = choose_runs(args, native)
+    bf16 = {n for n, (p, _) in OUR_RUNS.items() if p == "bf16" and not (no_compile and OUR_RUNS[n][1])}
+    assert ("ours-fp32" in runs) and (no_compile != ("ours-fp32-compiled" in runs))
+    if native or emulated:
+        assert bf16 <= set(runs) and not skipped
+    else:
+        assert not bf16 & set(runs)
+        assert sorted(s.split()[0] for s in skipped) == sorted(bf16)
+        assert all("emulated" in s for s in skipped)
 
 
 def test_bench_extract_speed_table(tmp_path, capsys, extract_cache):
@@ -13,15 +37,24 @@ def test_bench_extract_speed_table(tmp_path, capsys, extract_cache):
     args = ["bench", "extract", "--videos", "1", "--seconds", "2", "--size", "320x180", "--no-compile"]
     assert main([*args, "--cache-dir", str(extract_cache), "--json", str(out_json)]) == 0
     out = capsys.readouterr().out
-    assert "naive-fp32" in out and "ours-bf16" in out and "end to end" in out
+    assert "naive-fp32" in out and "end to end" in out and "GFLOP/s" in out
     figures = json.loads(out_json.read_text())
-    assert set(figures["speeds"]) == {"naive-fp32", "ours-fp32", "ours-bf16"}
+    native = resolve_precision("auto", "cpu").precision == "bf16"
+    assert figures["cpu"]["native_bf16"] is native and figures["cpu"]["capability"] in out
+    expected = {"naive-fp32", "ours-fp32"} | ({"ours-bf16"} if native else set())
+    assert set(figures["speeds"]) == expected
+    assert bool(figures["skipped"]) is not native  # bf16 rows listed as skipped exactly where they are emulated
     for name, row in figures["speeds"].items():
         for key in ("rgb2d", "rgb3d", "audio", "end_to_end"):
             assert math.isfinite(row[key]) and row[key] > 0, (name, key)
         if name != "naive-fp32":
             assert 0 < row["busy"] <= 1
-    assert set(figures["agreement"]) == {"ours-bf16/rgb2d", "ours-bf16/rgb3d"}
+            assert row["gflops_rgb2d"] > 0 and row["gflops_rgb3d"] > 0
+    assert figures["macs"]["rgb2d"] > 1e10 and figures["macs"]["rgb3d"] > 1e9  # ResNet-152 on 224x398 frames
+    assert figures["matmul_gflops"]["fp32"] > 0
+    assert set(figures["agreement"]) == {f"{n}/{s}" for n in expected - {"naive-fp32"} for s in ("rgb2d", "rgb3d")}
+    assert figures["agreement"]["ours-fp32/rgb2d"]["min"] >= 0.999  # fp32 features: the naive recipe's
+    assert figures["agreement"]["ours-fp32/rgb3d"]["min"] >= 0.999
     assert all(v["min"] >= 0.99 for v in figures["agreement"].values())
 
 
@@ -31,10 +64,18 @@ def test_bench_extract_memory(tmp_path, capsys, extract_cache):
     assert main([*args, "--cache-dir", str(extract_cache), "--json", str(out_json)]) == 0
     assert "peak ratio long/short" in capsys.readouterr().out
     figures = json.loads(out_json.read_text())
-    short, long = figures["memory"]["short"], figures["memory"]["long"]
-    # Each child extracted its whole video: rows as the recipe gives them (1 fps; 24 fps in 16-frame windows).
-    assert short["rows"] == {"rgb2d": 2, "rgb3d": 3, "mel": 201}
-    assert long["rows"] == {"rgb2d": 4, "rgb3d": 6, "mel": 401}
-    for f in (short, long):
+    assert figures["ratio"] == figures["memory"]["long"]["peak_mib"] / figures["memory"]["short"]["peak_mib"]
+    for label, seconds in (("short", 2), ("long", 4)):
+        f = figures["memory"][label]
+        # Each child extracted its whole video: rows as the recipe gives them from the video's own length and
+        # samples (1 fps; 24 fps in 16-frame windows; one mel column per 160 samples plus one), whatever the build.
+        with tempfile.TemporaryDirectory() as tmp:
+            video = _make_video(Path(tmp) / "v.mp4", seconds, "320x180")
+            n = decode_audio(video, Path(tmp) / "a.f32")
+            duration = probe(video).duration_s
+        assert f["rows"] == {
+            "rgb2d": expected_frames(duration, 1),
+            "rgb3d": -(-expected_frames(duration, 24) // 16),
+            "mel": 1 + n // 160,
+        }
         assert f["peak_mib"] >= f["built_mib"] > 100  # the backbones alone take hundreds of MiB
-    assert figures["ratio"] == long["peak_mib"] / short["peak_mib"]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from flows.cli import main
+from pipeline.extract.ffmpeg import ffmpeg_exe
 from pipeline.ingest import open_dataset
 from storage.workspace import Workspace
 
@@ -18,10 +19,8 @@ VTT = "WEBVTT\n\n00:00:00.000 --> 00:00:00.600\nred square turns\n\n00:00:00.600
 
 
 def make_video(path):
-    import imageio_ffmpeg
-
     args = [
-        imageio_ffmpeg.get_ffmpeg_exe(),
+        ffmpeg_exe(),
         "-v",
         "error",
         "-y",

@@ -193,7 +193,7 @@ def test_corrupt_file_among_good_ones(prefect_api, synth_corpus, tmp_path):
     data = (synth_corpus / "train" / "videos" / "train-0002.mp4").read_bytes()
     (src / "broken.mp4").write_bytes(data[: len(data) // 10])  # truncated to well under the 3 s extracted
     cfg = ExtractConfig.model_validate(
-        {"precision": "bf16", "max_seconds": 3, "text": {"word2vec": str(synth_corpus / "word2vec.bin")}}
+        {"precision": "auto", "max_seconds": 3, "text": {"word2vec": str(synth_corpus / "word2vec.bin")}}
     )
     ws = tmp_path / "ws"
     summary = extract_flow(str(src), "mixed", cfg, str(synth_corpus / "train" / "caption.json"), str(ws))

@@ -174,7 +174,7 @@ def test_paper_preset_parameter_count_matches_layer_arithmetic() -> None:
     audio = _resdavenet_params(40, 128, (128, 256, 512, 1024), 2, 9)
     primary = sum((n_in + 1) * c * (d1 + 1) for n_in in (4096, 1024, 300))  # linear to C x (pose + activation)
     two_layer = (d1 * d2 + d2) + (d2 * d2 + d2)  # h_K, h_Q, h_V each
-    routing = 3 * two_layer + 2 * (2 * d2) + (d2 * hidden + hidden + hidden * d2 + d2) + (d2 + 1)
+    routing = 3 * two_layer + 2 * (2 * d2) + (d2 * hidden + hidden + hidden * d2 + d2) + d2  # W_p: b_p cancels
     f_out = c * d2 * dd + dd
     expected = audio + primary + routing + f_out
     print(

@@ -141,3 +141,19 @@ def test_em_routing_finite_with_near_zero_variance() -> None:
     assert all(torch.isfinite(p.grad).all() for p in router.parameters())
     # The Gaussian mean of identical votes is the vote itself.
     assert torch.allclose(out[0], poses[0].detach(), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["self_attention", "set_transformer", "none"])
+def test_checkpoints_with_the_redundant_logit_bias_still_load(name: str) -> None:
+    """The softmax over capsules cancels a bias on the capsule logit, so the routers have none; a state dict that
+    holds one (written before it was dropped) loads, and the outputs do not depend on its value."""
+    torch.manual_seed(0)
+    router = make_routing(name, num_capsules=5, d1=8, d2=16, heads=2, mlp_hidden=32, dropout=0.0).eval()
+    state = router.state_dict()
+    logit_weight = "to_logit.weight" if "to_logit.weight" in state else "mlp.3.weight"
+    old = {**state, logit_weight.replace("weight", "bias"): torch.tensor([3.0])}
+    fresh = make_routing(name, num_capsules=5, d1=8, d2=16, heads=2, mlp_hidden=32, dropout=0.0).eval()
+    fresh.load_state_dict(old)  # strict
+    poses, acts = torch.randn(2, 5, 8), torch.rand(2, 5)
+    for a, b in zip(router(poses, acts), fresh(poses, acts), strict=True):
+        torch.testing.assert_close(a, b)

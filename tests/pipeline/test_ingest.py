@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.extract.ffmpeg import ffmpeg_exe
 from pipeline.features import Captions, captions_digest
 from pipeline.ingest import (
     ExtractJob,
@@ -45,9 +46,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def ffmpeg() -> str:
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
+    return ffmpeg_exe()
 
 
 def make_video(path: Path, *, pattern: str = "testsrc", seconds: float = 1.5, audio: bool = True, freq: int = 440):

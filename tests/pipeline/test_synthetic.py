@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 from gensim.models import KeyedVectors
 
-from pipeline._synth_render import ffmpeg_binary
+from pipeline.extract.ffmpeg import ffmpeg_exe
 from pipeline.synthetic import COLOURS, CorpusInfo, SynthConfig, generate_corpus, load_corpus
 
 
 def decode_frames(path: Path, width: int, height: int) -> np.ndarray:
     """uint8 [n, h, w, 3] frames of ``path`` through the ffmpeg binary."""
     raw = subprocess.run(
-        [ffmpeg_binary(), "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+        [ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
         capture_output=True,
         check=True,
     ).stdout
@@ -31,7 +31,7 @@ def decode_frames(path: Path, width: int, height: int) -> np.ndarray:
 def decode_audio(path: Path, sample_rate: int) -> np.ndarray:
     """float64 [s] mono samples in -1..1."""
     raw = subprocess.run(
-        [ffmpeg_binary(), "-v", "error", "-i", str(path), "-f", "s16le", "-ac", "1", "-ar", str(sample_rate), "-"],
+        [ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "s16le", "-ac", "1", "-ar", str(sample_rate), "-"],
         capture_output=True,
         check=True,
     ).stdout

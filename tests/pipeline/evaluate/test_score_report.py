@@ -17,7 +17,8 @@ from pipeline.evaluate.metrics import MISSING, retrieval_metrics, retrieval_rank
 from pipeline.evaluate.report import write_report
 from pipeline.evaluate.run import write_results
 from pipeline.evaluate.score import score_dataset
-from pipeline.evaluate.thumbnails import ffmpeg_exe, grab_frame
+from pipeline.evaluate.thumbnails import grab_frame
+from pipeline.extract.ffmpeg import ffmpeg_exe
 from pipeline.features import Captions, VideoFeatures
 from pipeline.train.clips import crop_audio, pool_video
 

@@ -59,5 +59,5 @@ def extractor(extract_cache):
     """
     from pipeline.extract import ExtractConfig, Extractor
 
-    cfg = ExtractConfig(max_seconds=2.0, rgb2d={"size": 112})
+    cfg = ExtractConfig(precision="fp32", max_seconds=2.0, rgb2d={"size": 112})
     return Extractor(cfg, device="cpu", cache_dir=extract_cache)
