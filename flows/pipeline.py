@@ -72,8 +72,9 @@ def extract_flow(
     ws = Workspace(workspace)
     store = result_storage(ws)
     # auto made concrete here, once: every worker then extracts in the precision this run records.
+    precision = config.resolve_precision()
     config = config.resolved()
-    print(f"extract {dataset}: {config.resolve_precision().line()}; ffmpeg {ffmpeg_binary(config.ffmpeg).version}")
+    print(f"extract {dataset}: {precision.line()}; ffmpeg {ffmpeg_binary(config.ffmpeg).version}")
     removed, recovered = recover(ws, dataset)  # a crashed run's temporaries and finished staging files
     if removed or recovered:
         log.info("cleaned %d temporaries, recovered %d finished videos of an interrupted run", len(removed), recovered)

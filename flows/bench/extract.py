@@ -353,7 +353,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         peak = peaks[str(r["precision"])]
         cells = "".join(
-            f"   {k[:2].upper()} {r[f'gflops_{k}']:>6.1f} GFLOP/s ({100 * r[f'gflops_{k}'] / peak:>3.0f}% of matmul)"
+            f"   {k[3:].upper()} {r[f'gflops_{k}']:>6.1f} GFLOP/s ({100 * r[f'gflops_{k}'] / peak:>3.0f}% of matmul)"
             for k in ("rgb2d", "rgb3d")
         )
         print(f"{name:<20}{cells}")

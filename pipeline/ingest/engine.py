@@ -558,8 +558,8 @@ def run_extract(
 
             cfg = ExtractConfig()
     if hasattr(cfg, "resolved"):  # ExtractConfig: auto precision made concrete once, for the config file too
-        cfg = cfg.resolved()
         log.info("extract %s: %s", dataset, cfg.resolve_precision().line())
+        cfg = cfg.resolved()
     if extractor is not None and extractor.config.fingerprint() != cfg.fingerprint():
         raise ValueError(
             f"extractor config fingerprint {extractor.config.fingerprint()} differs from cfg {cfg.fingerprint()}"
