@@ -90,8 +90,8 @@ def _naive(path: Path, nets: dict, recipe3d) -> tuple[dict[str, float], dict[str
     import librosa
     import scipy.signal.windows
 
-    from pipeline.extract.backbones import IMAGENET_MEAN, IMAGENET_STD
     from pipeline.extract.ffmpeg import ffmpeg_exe, output_size, probe
+    from pipeline.extract.recipes import IMAGENET_MEAN, IMAGENET_STD
 
     info = probe(path)
     times, out = {}, {}

@@ -34,9 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     quiet_prefect()
     from flows.pipeline import demo_flow
-    from storage import Workspace
-
     from pipeline.hardware import resolve_precision
+    from storage import Workspace
 
     ws = Workspace(args.workspace)
     corpus = args.corpus or ws.join("corpus", args.size)

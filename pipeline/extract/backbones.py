@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -33,6 +33,7 @@ from torch import nn
 
 from pipeline.extract._hashing import file_sha256
 from pipeline.extract.config import RANDOM, Rgb2dConfig, Rgb3dConfig, is_weights_file
+from pipeline.extract.recipes import IMAGENET_MEAN, IMAGENET_STD, RECIPES_3D
 from pipeline.extract.resnext3d import load_resnext_state, resnext101
 
 CALIBRATION = "bncal2-res0.2"  # bump when the calibration set or procedure changes (it changes "random" features)
@@ -41,33 +42,6 @@ CALIBRATION = "bncal2-res0.2"  # bump when the calibration set or procedure chan
 # 0.2 the shortcut path keeps it (colour 0.96, shape 0.71 held-out on the tiny corpus, 3 classes each), while every
 # block still contributes. Same idea as torchvision's ``zero_init_residual`` (Goyal et al., 2017).
 RESIDUAL_GAMMA = 0.2
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class Recipe3D:
-    """Decoding and normalisation of one 3D architecture: ``(pixel * scale - mean) / std`` per channel."""
-
-    fps: float
-    frames: int  # window length (non-overlapping windows; the last one padded with frames of pixel value 0)
-    size: int  # short side after scaling, then a centre crop size × size
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    scale: float  # 1.0: pixel values on the 0-255 scale; 1/255: on 0-1
-
-    def payload(self) -> dict:
-        return asdict(self)
-
-
-RECIPES_3D: dict[str, Recipe3D] = {
-    # HowTo100M / Hara et al.: 0-255 scale, mean subtracted, std 1.
-    "resnext101": Recipe3D(fps=24.0, frames=16, size=112, mean=(110.6, 103.2, 96.3), std=(1.0, 1.0, 1.0), scale=1.0),
-    # pytorchvideo Kinetics models: 0-1 scale, mean 0.45, std 0.225; frame rates are 30 fps / sampling stride.
-    "slow_r50": Recipe3D(fps=30 / 8, frames=8, size=256, mean=(0.45,) * 3, std=(0.225,) * 3, scale=1 / 255),
-    "x3d_m": Recipe3D(fps=30 / 5, frames=16, size=256, mean=(0.45,) * 3, std=(0.225,) * 3, scale=1 / 255),
-    "r2plus1d_r50": Recipe3D(fps=30 / 4, frames=16, size=224, mean=(0.45,) * 3, std=(0.225,) * 3, scale=1 / 255),
-}
 
 
 @dataclass

@@ -16,6 +16,7 @@ from pydantic import Field
 from model.config import FingerprintedConfig, runtime_field
 from pipeline.extract._hashing import file_sha256
 from pipeline.extract.ffmpeg import ffmpeg_binary
+from pipeline.extract.recipes import RECIPES_3D
 from pipeline.hardware import ResolvesPrecision
 
 RANDOM = "random"
@@ -56,7 +57,7 @@ class Rgb3dConfig(FingerprintedConfig):
     """3D motion features: ResNeXt-101 (HowTo100M) or a pytorchvideo hub architecture, one row per window.
 
     The frame rate, window length, size, crop and normalisation of each architecture are fixed in
-    ``pipeline.extract.backbones.RECIPES_3D`` and enter the fingerprint with the architecture's name.
+    ``pipeline.extract.recipes.RECIPES_3D`` and enter the fingerprint with the architecture's name.
     """
 
     arch: Literal["resnext101", "slow_r50", "x3d_m", "r2plus1d_r50"] = "resnext101"
@@ -64,8 +65,6 @@ class Rgb3dConfig(FingerprintedConfig):
     batch_size: int = runtime_field(4, ge=1)  # windows per forward pass (also the decoded chunk)
 
     def fingerprint_payload(self) -> dict[str, Any]:
-        from pipeline.extract.backbones import RECIPES_3D
-
         out = super().fingerprint_payload()
         out["recipe"] = RECIPES_3D[self.arch].payload()
         if is_weights_file(self.weights):

@@ -29,10 +29,11 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.extract.audio import log_mel
-from pipeline.extract.backbones import IMAGENET_MEAN, IMAGENET_STD, RECIPES_3D, build_2d, build_3d
+from pipeline.extract.backbones import build_2d, build_3d
 from pipeline.extract.config import ExtractConfig
 from pipeline.extract.errors import ExtractError
 from pipeline.extract.ffmpeg import FrameSpec, FrameStreams, VideoInfo, decode_audio, ffmpeg_binary, probe
+from pipeline.extract.recipes import IMAGENET_MEAN, IMAGENET_STD, RECIPES_3D
 from pipeline.extract.runner import NetRunner
 from pipeline.extract.text import WordVectors
 from pipeline.features import Captions, VideoFeatures

@@ -63,7 +63,7 @@ def test_extract_then_inspect_with_the_real_extractor(prefect_api, tmp_path, cap
     ws = Workspace(root)
     ds = open_dataset(ws, "e2e")
     cfg = ExtractConfig(max_seconds=1.0)
-    assert ds.extract_fp == cfg.fingerprint() and ds.extract_config == cfg
+    assert ds.extract_fp == cfg.fingerprint() and ds.extract_config == cfg.resolved()  # stored as it ran
     (feats,) = list(ds.iter_videos())
     assert feats.video_id == "clip" and feats.captions.text == ["red square turns", "blue circle"]
     assert feats.rgb2d.dtype == np.float16 and feats.rgb2d.shape[1] == 2048 and feats.rgb2d.shape[0] >= 1
