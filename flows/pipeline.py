@@ -281,6 +281,7 @@ def demo_flow(
     synth_preset: str = "demo",
     precision: Literal["auto", "fp32", "bf16"] = "auto",
     force: bool = False,
+    train_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Generate the synthetic narrated corpus, then run the whole pipeline on it with the demo preset."""
     from pipeline.synthetic import SynthConfig, generate_corpus
@@ -293,7 +294,7 @@ def demo_flow(
         "synthetic-train",
         [f"synthetic={corpus.root}"],
         extract_cfg,
-        TrainConfig.from_preset(preset),
+        TrainConfig.from_preset(preset, train_overrides),
         EvalConfig(),
         str(corpus.train.caption_json),
         workspace,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from flows.commands._common import add_workspace, print_metrics, quiet_prefect
+from flows.commands._common import add_set_option, add_workspace, print_metrics, quiet_prefect
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="extraction precision (default auto: bf16 where the CPU or GPU has it natively, else fp32)",
     )
+    add_set_option(p, "override a field of the training preset (e.g. --set max_steps=100 for a quicker look)")
     p.add_argument("--force", action="store_true", help="ignore cached task results")
     p.set_defaults(func=run)
 
@@ -34,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     quiet_prefect()
     from flows.pipeline import demo_flow
+    from model.config import parse_set_option
     from pipeline.hardware import resolve_precision
     from storage import Workspace
 
@@ -41,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     corpus = args.corpus or ws.join("corpus", args.size)
     started = time.perf_counter()
     print(f"extraction {resolve_precision(args.precision).line()}", flush=True)
-    result = demo_flow(corpus, ws.root, args.preset, args.size, args.precision, args.force)
+    overrides = parse_set_option(args.overrides)
+    result = demo_flow(corpus, ws.root, args.preset, args.size, args.precision, args.force, overrides)
     ex, tr = result["extract"], result["train"]
     print(f"\nworkspace: {ws.root}")
     print(f"corpus: {corpus}")
