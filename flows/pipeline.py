@@ -32,10 +32,11 @@ from pipeline.evaluate import EvalConfig
 from pipeline.evaluate.run import eval_dataset_name, prepare, run_extract_config
 from pipeline.extract import ExtractConfig
 from pipeline.extract.ffmpeg import ffmpeg_binary
-from pipeline.ingest import open_dataset, recover
+from pipeline.ingest import recover
 from pipeline.ingest.engine import dataset_totals, new_run_id
 from pipeline.train import TrainConfig
 from storage import Workspace
+from storage.dataset import open_dataset
 
 EXTRACT_EVENT = "mmcaps.extract.completed"
 

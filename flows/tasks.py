@@ -20,11 +20,11 @@ from prefect import task
 from prefect.filesystems import LocalFileSystem
 
 from pipeline.extract import ExtractConfig
-from pipeline.features import Captions, captions_digest
 from pipeline.ingest import ExtractJob, ExtractRecord, discover_videos, extract_one, plan_extract, write_dataset
 from pipeline.ingest.engine import default_extractor, staging_path, write_extract_config
 from storage import Workspace
 from storage.manifest import Manifest
+from storage.sample import Captions, captions_digest
 
 _EXTRACTORS: dict[tuple[str, str], Any] = {}
 _EXTRACTOR_LOCK = threading.Lock()
@@ -302,7 +302,7 @@ def _pending(ws: Workspace, record: dict[str, Any]) -> bool:
 
 # -- training -----------------------------------------------------------------------------------------------------
 def _train_key(context: Any, p: dict[str, Any]) -> str:
-    from pipeline.ingest import open_dataset
+    from storage.dataset import open_dataset
 
     ws = Workspace(p["root"])
     fps = [open_dataset(ws, d).fingerprint for d in p["datasets"]]
@@ -332,7 +332,7 @@ def train_task(
 # -- evaluation ---------------------------------------------------------------------------------------------------
 def _score_key(context: Any, p: dict[str, Any]) -> str:
     from pipeline.evaluate.run import eval_dataset_name
-    from pipeline.ingest import open_dataset
+    from storage.dataset import open_dataset
 
     ws = Workspace(p["root"])
     final = f"{ws.model_dir(p['run_id'])}/final.pt"

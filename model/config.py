@@ -1,119 +1,129 @@
-"""Configuration base: pydantic models with a stable fingerprint.
+"""``CapsuleConfig``: the typed config of the multimodal capsule network, and the named presets.
 
-Every component's config (``ExtractConfig``, ``CapsuleConfig``, ``TrainConfig``, ``EvalConfig``) derives
-from :class:`FingerprintedConfig`. ``fingerprint()`` is a short hash over the fields that change results,
-so caches and run folders can be keyed by it. A field that does not change results (batch sizes chosen for
-speed, worker counts, progress bars) is declared with :func:`runtime_field`, which leaves it out.
+Presets are YAML files in ``model/presets/`` with two sections: ``model:`` (a :class:`CapsuleConfig`) and
+``train:`` (the training engineer's ``TrainConfig`` fields). :func:`load_preset` returns the whole file as a
+dict; :meth:`CapsuleConfig.from_preset` validates its ``model:`` section.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, model_validator
 
-_FINGERPRINT_KEY = "fingerprint"
-T = TypeVar("T", bound="FingerprintedConfig")
+from model.fingerprint import FingerprintedConfig
 
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
-def runtime_field(default: Any = ..., **kwargs: Any) -> Any:
-    """A field that affects speed or logging only; it is excluded from :meth:`FingerprintedConfig.fingerprint`."""
-    extra = dict(kwargs.pop("json_schema_extra", None) or {})
-    extra[_FINGERPRINT_KEY] = False
-    return Field(default, json_schema_extra=extra, **kwargs)
+Architecture = Literal["capsules", "fully_connected", "plain_self_attention"]
+RoutingName = Literal["self_attention", "dynamic", "em", "set_transformer", "none"]
 
 
-def _payload(value: Any) -> Any:
-    """The JSON-able value that a field contributes to a fingerprint (nested configs recurse)."""
-    if isinstance(value, FingerprintedConfig):
-        return value.fingerprint_payload()
-    if isinstance(value, BaseModel):
-        return _payload(value.model_dump(mode="json"))
-    if isinstance(value, dict):
-        return {str(k): _payload(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
-    if isinstance(value, (list, tuple)):
-        return [_payload(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and value.is_integer():
-        # 1.0 and 1 are the same setting; keep the hash independent of how a YAML file spelled it.
-        return int(value)
-    return value
+class CapsuleConfig(FingerprintedConfig):
+    """Architecture of the network that maps video, audio and text to one D-dim joint space.
 
+    Defaults are the paper's main setting (section 4.1: C=128, d1=32, d2=256, D=4096).
+    """
 
-class FingerprintedConfig(BaseModel):
-    """Base for component configs: validated, frozen, with a stable content hash."""
+    # "capsules" is the paper's model; the other two are the table 5 baselines (no capsules, no routing).
+    architecture: Architecture = "capsules"
+    # Routing between primary and secondary capsules (table 3); ignored by the two baselines.
+    routing: RoutingName = "self_attention"
+    num_capsules: int = Field(128, ge=1, description="C: primary and secondary capsules per modality")
+    d1: int = Field(32, ge=1, description="primary capsule pose size")
+    d2: int = Field(256, ge=1, description="secondary capsule pose size")
+    embed_dim: int = Field(4096, ge=1, description="D: size of the joint embedding space")
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # Input feature sizes: 2D+3D CNN features concatenated (2048+2048), word2vec (300), log-mel bands.
+    video_dim: int = Field(4096, ge=1)
+    text_dim: int = Field(300, ge=1)
+    n_mels: int = Field(40, ge=1)
+    # ResDAVEnet: a (n_mels x 1) conv to audio_stem_width channels, then one residual stage per width, each
+    # of audio_blocks_per_stage basic blocks of (1 x audio_kernel) convs; the first block of a stage has
+    # stride 2, so the time axis shrinks 2**len(audio_widths) times. The last width is the pooled feature size.
+    audio_stem_width: int = Field(128, ge=1)
+    audio_widths: tuple[int, ...] = (128, 256, 512, 1024)
+    audio_blocks_per_stage: int = Field(2, ge=1)
+    audio_kernel: int = Field(9, ge=1)
 
-    def fingerprint_payload(self) -> dict[str, Any]:
-        """The fields that change results, as plain JSON values, keyed by name."""
-        out: dict[str, Any] = {}
-        for name, field in type(self).model_fields.items():
-            extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-            if extra.get(_FINGERPRINT_KEY, True) is False:
-                continue
-            out[name] = _payload(getattr(self, name))
-        return out
+    # Attention heads of self-attention and set-transformer routing (must divide d2) and of the
+    # plain_self_attention baseline (must divide d1, its token width).
+    heads: int = Field(8, ge=1)
+    # Hidden width of the two-layer MLP after attention (appendix B: 1024) and of the no-routing MLP.
+    mlp_hidden: int = Field(1024, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    # Iterations of dynamic and EM routing (Sabour 2017 and Hinton 2018 use 3).
+    routing_iterations: int = Field(3, ge=1)
+    # Final inverse temperature lambda of EM routing; the schedule rises towards it over the iterations.
+    em_inverse_temperature: float = Field(0.01, gt=0.0)
+    # Set-attention blocks stacked in set_transformer routing.
+    set_blocks: int = Field(1, ge=1)
+    # True: routing and f_out are one module used by all modalities (the paper); False: one per modality
+    # (appendix A, table 6). Primary capsules and encoders are always per modality.
+    shared_weights: bool = True
 
-    def fingerprint(self, length: int = 12) -> str:
-        """A stable short hex hash of the class name and the result-changing fields.
+    # plain_self_attention baseline: N equal chunks that the input feature is cut into (zero-padded up to a
+    # multiple of N); each chunk is embedded to a d1-wide token.
+    plain_chunks: int = Field(128, ge=1)
+    # fully_connected baseline: hidden width of its two linear layers (None: embed_dim).
+    fc_hidden: int | None = Field(None, ge=1)
 
-        Stable across processes and Python versions: canonical JSON (sorted keys, no whitespace), sha256.
-        """
-        blob = json.dumps(
-            {"kind": type(self).__name__, "fields": self.fingerprint_payload()},
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=True,
-        )
-        return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:length]
+    @model_validator(mode="after")
+    def _check_divisibility(self) -> CapsuleConfig:
+        if not self.audio_widths:
+            raise ValueError("audio_widths must name at least one stage width")
+        attention_routing = self.architecture == "capsules" and self.routing in ("self_attention", "set_transformer")
+        if attention_routing and self.d2 % self.heads:
+            raise ValueError(f"heads={self.heads} must divide d2={self.d2} for {self.routing} routing")
+        if self.architecture == "plain_self_attention" and self.d1 % self.heads:
+            raise ValueError(f"heads={self.heads} must divide d1={self.d1} (token width of plain_self_attention)")
+        return self
 
-    def with_updates(self: T, updates: dict[str, Any]) -> T:
-        """A copy with dotted-key updates applied and validated (``{"model.num_capsules": 64}``)."""
-        data = self.model_dump()
-        for dotted, value in updates.items():
-            node = data
-            parts = dotted.split(".")
-            for part in parts[:-1]:
-                if not isinstance(node.get(part), dict):
-                    raise KeyError(f"{type(self).__name__} has no section {part!r} (in {dotted!r})")
-                node = node[part]
-            if parts[-1] not in node:
-                raise KeyError(f"{type(self).__name__} has no field {dotted!r}")
-            node[parts[-1]] = value
-        return type(self).model_validate(data)
+    @property
+    def audio_feature_dim(self) -> int:
+        """Size of the pooled ResDAVEnet feature (the last stage width)."""
+        return self.audio_widths[-1]
 
-    def to_yaml(self) -> str:
-        """The full config (runtime fields included) as YAML."""
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+    def input_dims(self) -> dict[str, int]:
+        """Feature size entering the primary capsules (or a baseline) per modality."""
+        return {"video": self.video_dim, "audio": self.audio_feature_dim, "text": self.text_dim}
 
     @classmethod
-    def from_yaml(cls: type[T], path: str | Path) -> T:
-        """Load and validate a config from a YAML file; errors name the file."""
-        path = Path(path)
+    def from_preset(cls, name_or_path: str | Path) -> CapsuleConfig:
+        """The validated ``model:`` section of a preset (see :func:`load_preset`)."""
+        raw = load_preset(name_or_path)
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ValueError(f"{path}: cannot read config: {exc}") from exc
-        return cls.model_validate(data)
+            return cls.model_validate(raw["model"])
+        except ValueError as exc:
+            raise ValueError(f"preset {name_or_path}: invalid model section: {exc}") from exc
 
 
-def parse_set_option(items: list[str]) -> dict[str, Any]:
-    """Parse ``--set key=value`` strings; values are read as YAML scalars (``64``, ``true``, ``1e-3``)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--set expects key=value, got {item!r}")
-        key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw)
-        if isinstance(value, str):
-            with contextlib.suppress(ValueError):  # YAML 1.1 reads "1e-3" as a string; users mean a number
-                value = float(value)
-        out[key.strip()] = value
-    return out
+def available_presets() -> list[str]:
+    """Names of the presets shipped in ``model/presets/``."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_preset(name_or_path: str | Path) -> dict[str, Any]:
+    """A preset as a dict with the sections ``"model"`` and ``"train"``.
+
+    ``name_or_path`` is a shipped preset name (``"demo"``, ``"paper"``, ``"paper-c64-d16"``) or the path of a
+    YAML file with the same layout. Unknown names raise ``KeyError`` listing the available presets.
+    """
+    text = str(name_or_path)
+    path = Path(text)
+    if not (text.endswith((".yaml", ".yml")) or path.is_file()):
+        path = PRESET_DIR / f"{text}.yaml"
+        if not path.is_file():
+            raise KeyError(f"unknown preset {text!r}; available: {', '.join(available_presets())}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot read preset: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        raise ValueError(f"{path}: a preset needs a 'model:' mapping (and a 'train:' mapping)")
+    data.setdefault("train", {})
+    if not isinstance(data["train"], dict):
+        raise ValueError(f"{path}: the 'train:' section must be a mapping")
+    return data

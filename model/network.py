@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from model.capsule_config import CapsuleConfig
+from model.config import CapsuleConfig
 from model.encoders import ResDAVEnet
 from model.routing import make_routing
 from model.routing._attention import multi_head_attention

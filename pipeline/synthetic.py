@@ -52,7 +52,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from model.config import FingerprintedConfig, runtime_field
+from model.fingerprint import FingerprintedConfig, runtime_field
 from pipeline import _synth_text as text
 from pipeline._synth_render import SHAPE_HARMONICS, SegmentPlan, encode_mp4, hsv_rgb, render_audio, render_frames
 

@@ -38,6 +38,24 @@ def sha256_file(path: str, fs: fsspec.AbstractFileSystem | None = None, *, chunk
     return digest.hexdigest()
 
 
+_LOCAL_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def sha256_local(path: str | os.PathLike[str]) -> str:
+    """:func:`sha256_file` of a local file, remembered in this process by (path, size, mtime) — the rule
+    :class:`HashCache` applies across processes. For large inputs that configs name (weights, word vectors), whose
+    hash a fingerprint needs many times per run."""
+    p = os.path.abspath(os.path.expanduser(str(path)))
+    try:
+        st = os.stat(p)
+    except OSError as exc:
+        raise FileNotFoundError(f"{path}: cannot read ({exc})") from exc
+    key = (p, st.st_size, st.st_mtime_ns)
+    if key not in _LOCAL_MEMO:
+        _LOCAL_MEMO[key] = sha256_file(p, LocalFileSystem())
+    return _LOCAL_MEMO[key]
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

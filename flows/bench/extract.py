@@ -153,7 +153,7 @@ def _cache_dir(args: argparse.Namespace, tmp: str) -> str:
 
 
 def _base_config(args: argparse.Namespace):
-    from model.config import parse_set_option
+    from flows.commands._common import parse_set_option
     from pipeline.extract import ExtractConfig
 
     return ExtractConfig().with_updates(parse_set_option(args.overrides))

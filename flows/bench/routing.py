@@ -41,8 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flows.commands._common import add_set_option
-from model.config import parse_set_option
+from flows.commands._common import add_set_option, parse_set_option
 
 # Paper table 3 (C=64, d1=d2=16) and table 4 (d1=32, d2=256): (memory GB, seconds per batch of 4096, 4 V100s).
 PAPER_TABLE3 = {

@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def write_random_shards(folder: str, n_videos: int, seconds: float, seed: int = 0) -> list[str]:
     """Random float16 features of ``n_videos`` videos of ``seconds`` (captions every 3 s) as tar shards."""
-    from pipeline.features import Captions, VideoFeatures
+    from storage.sample import Captions, VideoFeatures
     from storage.shards import ShardWriter
     from storage.workspace import Workspace
 
@@ -58,8 +58,8 @@ def write_random_shards(folder: str, n_videos: int, seconds: float, seed: int = 
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from flows.commands._common import parse_set_option
     from model import build_model
-    from model.config import parse_set_option
     from pipeline.train import TrainConfig
     from pipeline.train.loader import LoaderSpec, epoch_batches
     from pipeline.train.loop import _pick_device, forward_loss

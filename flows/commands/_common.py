@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 from typing import Any
+
+import yaml
 
 
 def quiet_prefect() -> None:
@@ -16,7 +19,7 @@ def quiet_prefect() -> None:
 
 
 def add_set_option(parser: argparse.ArgumentParser, help: str, *, flag: str = "--set", dest: str = "overrides") -> None:
-    """A repeatable ``KEY=VALUE`` config override (dotted keys; parsed by ``model.config.parse_set_option``)."""
+    """A repeatable ``KEY=VALUE`` config override (dotted keys; parsed by :func:`parse_set_option`)."""
     parser.add_argument(flag, dest=dest, action="append", default=[], metavar="KEY=VALUE", help=help)
 
 
@@ -69,3 +72,18 @@ def print_metrics(metrics: dict[str, dict[str, Any]]) -> None:
             print(f"  {m['tie_rule']}")
         if m.get("report"):
             print(f"  report: {m['report']}")
+
+
+def parse_set_option(items: list[str]) -> dict[str, Any]:
+    """Parse ``--set key=value`` strings; values are read as YAML scalars (``64``, ``true``, ``1e-3``)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw)
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):  # YAML 1.1 reads "1e-3" as a string; users mean a number
+                value = float(value)
+        out[key.strip()] = value
+    return out

@@ -34,8 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     quiet_prefect()
+    from flows.commands._common import parse_set_option
     from flows.pipeline import demo_flow
-    from model.config import parse_set_option
     from pipeline.hardware import resolve_precision
     from storage import Workspace
 

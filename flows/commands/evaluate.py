@@ -6,15 +6,7 @@ import argparse
 from pathlib import Path
 
 from flows.commands._common import print_metrics, quiet_prefect
-
-FORMS = """benchmarks (--on, repeatable; KIND/NAME=... names the report folder):
-  youcook2=youcookii_annotations_trainval.json:VIDEO_DIR   validation clips, text -> clip retrieval
-  msrvtt=MSRVTT_JSFUSION_test.csv:VIDEO_DIR                 1k-A, text -> video retrieval
-  crosstask=CROSSTASK_ROOT:VIDEO_DIR                        tasks_primary.txt, videos.csv, annotations/
-  mining=SRT_DIR:VIDEO_DIR                                  Mining YouTube per-video SRT annotations
-  csv=CLIPS_CSV:VIDEO_DIR                                   your own video_id,start,end,text
-  synthetic=CORPUS_DIR                                      the synthetic corpus's eval split
-"""
+from pipeline.evaluate.config import spec_forms_help
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="zero-shot retrieval / localisation of a trained run, with reports",
         description="Extract the benchmark videos like the run's training data, score the run, write reports "
         "to <workspace>/evals/<run>/<name>/ (metrics.json, per_query.parquet, PNGs, report.html).",
-        epilog=FORMS,
+        epilog="benchmarks (--on, repeatable; KIND/NAME=... names the report folder):\n" + spec_forms_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model", required=True, metavar="RUN", help="run id of a finished training run")
@@ -36,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from model.config import parse_set_option
+    from flows.commands._common import parse_set_option
     from pipeline.evaluate import EvalConfig, EvalSpec
     from storage.workspace import Workspace
 

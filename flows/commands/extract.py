@@ -42,8 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     quiet_prefect()
+    from flows.commands._common import parse_set_option
     from flows.pipeline import extract_flow
-    from model.config import parse_set_option
     from pipeline.extract import ExtractConfig
     from storage.workspace import Workspace
 

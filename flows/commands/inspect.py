@@ -25,7 +25,7 @@ def _size(n: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.ingest.dataset import inspect_dataset
+    from storage.dataset import inspect_dataset
     from storage.workspace import Workspace
 
     report = inspect_dataset(Workspace(args.workspace), args.name)

@@ -26,8 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     quiet_prefect()
+    from flows.commands._common import parse_set_option
     from flows.pipeline import pipeline_flow
-    from model.config import parse_set_option
     from pipeline.evaluate import EvalConfig
     from pipeline.extract import ExtractConfig
     from pipeline.train import TrainConfig

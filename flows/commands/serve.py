@@ -33,8 +33,8 @@ def run(args: argparse.Namespace) -> int:
     quiet_prefect()
     from prefect import serve
 
+    from flows.commands._common import parse_set_option
     from flows.deployments import build_deployments
-    from model.config import parse_set_option
     from pipeline.extract import ExtractConfig
     from pipeline.train import TrainConfig
     from storage import Workspace

@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import yaml
 
-    from model.config import parse_set_option
+    from flows.commands._common import parse_set_option
     from pipeline.train import TrainConfig, train
     from storage.workspace import Workspace
 

@@ -1,27 +1,28 @@
-"""Zero-shot evaluation (DESIGN section 7): benchmark adapters, retrieval and localisation metrics, reports.
+"""Zero-shot evaluation (README "Evaluation"): benchmark adapters, retrieval and localisation metrics, reports.
 
 from pipeline.evaluate import EvalConfig, EvalSpec, evaluate
 results = evaluate("run-id", [EvalSpec.parse("synthetic=/data/corpus")], Workspace(), EvalConfig())
 results["synthetic"]["retrieval"]["video"]["R@1"]
+
+Names are imported on first use: the configs alone load no torch.
 """
 
-from pipeline.evaluate.config import EvalConfig, EvalSpec
-from pipeline.evaluate.dataset import AnnotationError, EvalDataset
-from pipeline.evaluate.metrics import TIE_RULE, retrieval_metrics, retrieval_ranks
-from pipeline.evaluate.run import evaluate, extract, prepare, report, run_extract_config, score
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "TIE_RULE",
-    "AnnotationError",
-    "EvalConfig",
-    "EvalDataset",
-    "EvalSpec",
-    "evaluate",
-    "extract",
-    "prepare",
-    "report",
-    "retrieval_metrics",
-    "retrieval_ranks",
-    "run_extract_config",
-    "score",
-]
+_EXPORTS = {
+    **dict.fromkeys(("EvalConfig", "EvalSpec"), "pipeline.evaluate.config"),
+    **dict.fromkeys(("AnnotationError", "EvalDataset"), "pipeline.evaluate.dataset"),
+    **dict.fromkeys(("TIE_RULE", "retrieval_metrics", "retrieval_ranks"), "pipeline.evaluate.metrics"),
+    **dict.fromkeys(
+        ("evaluate", "extract", "prepare", "report", "run_extract_config", "score"), "pipeline.evaluate.run"
+    ),
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'pipeline.evaluate' has no attribute {name!r}")

@@ -8,20 +8,26 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from model.config import FingerprintedConfig, runtime_field
+from model.fingerprint import FingerprintedConfig, runtime_field
 
 Modality = Literal["video", "video+audio"]
 Figure = Literal["recall", "topk", "capsules", "localisation"]
 
-# kind -> (what the part before ':' is, what the part after is); "synthetic" takes one folder.
+# kind -> (the spec form, what it evaluates); "synthetic" takes one folder. The CLI's help is made from this table.
 SPEC_FORMS = {
-    "youcook2": "youcook2=ANNOTATIONS_JSON:VIDEO_DIR",
-    "msrvtt": "msrvtt=MSRVTT_JSFUSION_test.csv:VIDEO_DIR",
-    "crosstask": "crosstask=CROSSTASK_ROOT:VIDEO_DIR",
-    "mining": "mining=SRT_DIR:VIDEO_DIR",
-    "csv": "csv=CLIPS_CSV:VIDEO_DIR",
-    "synthetic": "synthetic=CORPUS_DIR",
+    "youcook2": ("youcook2=youcookii_annotations_trainval.json:VIDEO_DIR", "validation clips, text -> clip retrieval"),
+    "msrvtt": ("msrvtt=MSRVTT_JSFUSION_test.csv:VIDEO_DIR", "1k-A, text -> video retrieval"),
+    "crosstask": ("crosstask=CROSSTASK_ROOT:VIDEO_DIR", "tasks_primary.txt, videos.csv, annotations/"),
+    "mining": ("mining=SRT_DIR:VIDEO_DIR", "Mining YouTube per-video SRT annotations"),
+    "csv": ("csv=CLIPS_CSV:VIDEO_DIR", "your own video_id,start,end,text"),
+    "synthetic": ("synthetic=CORPUS_DIR", "the synthetic corpus's eval split"),
 }
+
+
+def spec_forms_help() -> str:
+    """The spec forms, one per line, for command-line help."""
+    width = max(len(form) for form, _ in SPEC_FORMS.values()) + 3
+    return "\n".join(f"  {form:<{width}}{what}" for form, what in SPEC_FORMS.values())
 
 
 class EvalConfig(FingerprintedConfig):
@@ -83,16 +89,18 @@ class EvalSpec:
     def parse(cls, text: str) -> EvalSpec:
         """Parse ``KIND=ANNOTATIONS:VIDEO_DIR`` (``synthetic=CORPUS_DIR``); ``KIND/NAME=...`` sets the name."""
         if "=" not in text:
-            raise ValueError(f"--on expects KIND=..., got {text!r}; forms: {', '.join(SPEC_FORMS.values())}")
+            raise ValueError(
+                f"a benchmark is KIND=..., got {text!r}; forms: {', '.join(f for f, _ in SPEC_FORMS.values())}"
+            )
         key, value = text.split("=", 1)
         kind, _, name = key.strip().partition("/")
         if kind not in SPEC_FORMS:
-            raise ValueError(f"unknown benchmark {kind!r}; forms: {', '.join(SPEC_FORMS.values())}")
+            raise ValueError(f"unknown benchmark {kind!r}; forms: {', '.join(f for f, _ in SPEC_FORMS.values())}")
         if kind == "synthetic":
             if not value:
-                raise ValueError(f"expected {SPEC_FORMS[kind]}, got {text!r}")
+                raise ValueError(f"expected {SPEC_FORMS[kind][0]}, got {text!r}")
             return cls(kind, Path(value), None, name or None)
         ann, sep, videos = value.partition(":")
         if not sep or not ann or not videos:
-            raise ValueError(f"expected {SPEC_FORMS[kind]}, got {text!r}")
+            raise ValueError(f"expected {SPEC_FORMS[kind][0]}, got {text!r}")
         return cls(kind, Path(ann), Path(videos), name or None)

@@ -1,6 +1,6 @@
 """Embedding the evaluation clips and queries with a trained network, pooled exactly as training pools.
 
-Clip inputs come from :mod:`pipeline.train.clips` (``pool_video``, ``crop_audio`` with the run's
+Clip inputs come from :mod:`pipeline.pooling` (``pool_video``, ``crop_audio`` with the run's
 ``audio_frames``); query texts go through the word vectors of the run's extract config
 (:class:`pipeline.extract.text.WordVectors`: max over in-vocabulary words, as captions are encoded). The
 network maps them with ``forward``/``encode_text`` (eval mode, no gradients). Videos are streamed from the
@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from pipeline.evaluate.dataset import EvalDataset
-from pipeline.features import VideoFeatures
-from pipeline.train.clips import crop_audio, pool_video
+from pipeline.pooling import N_MELS, TEXT_DIM, VIDEO_DIM, crop_audio, pool_video
+from storage.sample import VideoFeatures
 
 ProgressFn = Callable[[str, int, int], None]
 _SECOND = 1.0 - 1e-6  # a one-second span [t, t+1) that does not reach into row t+1 of the 1 fps stream
@@ -116,8 +116,8 @@ def embed_dataset(
         steps_of.setdefault(sv.video_id, []).append(i)
 
     n = len(dataset.clips)
-    pooled = np.zeros((n, 4096), dtype=np.float32)
-    mel = np.zeros((n, 40, audio_frames), dtype=np.float16) if with_audio and n else None
+    pooled = np.zeros((n, VIDEO_DIM), dtype=np.float32)
+    mel = np.zeros((n, N_MELS, audio_frames), dtype=np.float16) if with_audio and n else None
     mel_len = np.zeros(n, dtype=np.int64)
     present = np.zeros(n, dtype=bool)
     out_steps: dict[int, StepVideoInputs] = {}
@@ -163,7 +163,7 @@ def embed_dataset(
         clip_video, acts, clip_audio = torch.zeros(0, 1), None, None
 
     texts = [q.text for q in dataset.queries]
-    vectors, in_vocab = encode_sentences(texts) if texts else (np.zeros((0, 300), np.float32), np.zeros(0, int))
+    vectors, in_vocab = encode_sentences(texts) if texts else (np.zeros((0, TEXT_DIM), np.float32), np.zeros(0, int))
     query_text = batcher.text(vectors.astype(np.float32))
     step_text: dict[int, torch.Tensor] = {}
     for j, sv in enumerate(dataset.step_videos):

@@ -29,6 +29,11 @@ from pipeline.evaluate.dataset import EvalDataset
 from pipeline.evaluate.embed import ProgressFn, embed_dataset
 from pipeline.evaluate.report import write_report
 from pipeline.evaluate.score import Scores, score_dataset
+from pipeline.extract import ExtractConfig
+from pipeline.extract.text import WordVectors
+from pipeline.ingest import run_extract
+from pipeline.runs import RunFolder
+from storage.dataset import open_dataset
 from storage.workspace import Workspace
 
 PER_QUERY_SCHEMA = pa.schema(
@@ -84,24 +89,18 @@ def prepare(spec: EvalSpec | str, cfg: EvalConfig | None = None) -> EvalDataset:
     return load_spec(EvalSpec.parse(spec) if isinstance(spec, str) else spec, cfg)
 
 
-def run_extract_config(workspace: Workspace, run_id: str) -> Any:
-    """The ExtractConfig of the run's training data (evaluation features must be extracted the same way)."""
-    from pipeline.extract import ExtractConfig
-    from pipeline.train import load_run
+def run_extract_config(workspace: Workspace, run_id: str) -> ExtractConfig:
+    """The ExtractConfig of the run's training data (evaluation features must be extracted the same way).
 
-    _, _, info = load_run(workspace, run_id)
-    raw = info.get("extract_config") or {}
-    if not raw:
-        raise ValueError(f"run {run_id}: run info has no extract_config; cannot extract evaluation videos alike")
-    return ExtractConfig.model_validate(raw)
+    Read from the run's run.json: no network is built.
+    """
+    return ExtractConfig.model_validate(RunFolder(workspace, run_id).extract_config())
 
 
 def extract(
     dataset: EvalDataset, extract_cfg: Any, workspace: Workspace, *, progress: ProgressFn | None = None
 ) -> dict[str, Any]:
     """Extract the dataset's present videos into ``eval-<name>``; returns the engine's summary (or a note)."""
-    from pipeline.ingest import run_extract
-
     if not dataset.videos:
         return {"dataset": eval_dataset_name(dataset.name), "videos": 0, "note": "no video present"}
     paths = [str(p) for p in dataset.videos.values()]
@@ -148,13 +147,8 @@ def score(
 ) -> dict[str, Any]:
     """Embed and score one extracted dataset with the run's model; write the metrics and tables; return the
     metrics exactly as written to ``metrics.json``."""
-    from pipeline.extract import ExtractConfig
-    from pipeline.extract.text import WordVectors
-    from pipeline.ingest import open_dataset
-    from pipeline.train import load_run
-
     cfg = cfg or EvalConfig()
-    net, train_cfg, info = load_run(workspace, run_id, device=cfg.device)
+    net, train_cfg, info = RunFolder(workspace, run_id).load_model(device=cfg.device)
     extract_cfg = ExtractConfig.model_validate(info.get("extract_config") or {})
     w2v_path = extract_cfg.text.word2vec
     if not w2v_path:

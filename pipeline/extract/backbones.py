@@ -31,10 +31,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.extract._hashing import file_sha256
 from pipeline.extract.config import RANDOM, Rgb2dConfig, Rgb3dConfig, is_weights_file
 from pipeline.extract.recipes import IMAGENET_MEAN, IMAGENET_STD, RECIPES_3D
 from pipeline.extract.resnext3d import load_resnext_state, resnext101
+from storage.hashing import sha256_local
 
 CALIBRATION = "bncal2-res0.2"  # bump when the calibration set or procedure changes (it changes "random" features)
 # Scale of each residual branch's last BatchNorm (γ) in a random network. At γ = 1 the 50 random residual branches
@@ -251,7 +251,7 @@ def _plain_state(checkpoint: Mapping, *, where: str, drop_prefixes: tuple[str, .
 
 
 def _file_id(path: str) -> str:
-    return f"file:{Path(path).name}:sha256:{file_sha256(Path(path).expanduser())[:12]}"
+    return f"file:{Path(path).name}:sha256:{sha256_local(Path(path).expanduser())[:12]}"
 
 
 def build_2d(cfg: Rgb2dConfig, *, seed: int, cache_dir: str | None = None, download: bool = False) -> Backbone:

@@ -27,7 +27,7 @@ import re
 from pathlib import Path
 
 from pipeline.extract.errors import ExtractError
-from pipeline.features import Captions
+from storage.sample import Captions
 
 _TIME = re.compile(r"(?:(\d+):)?(\d{1,2}):(\d{2})(?:[.,](\d{1,3}))?")
 _ARROW = re.compile(r"^\s*(\S+)\s*-->\s*(\S+)")

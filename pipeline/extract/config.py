@@ -13,11 +13,11 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from model.config import FingerprintedConfig, runtime_field
-from pipeline.extract._hashing import file_sha256
+from model.fingerprint import FingerprintedConfig, runtime_field
 from pipeline.extract.ffmpeg import ffmpeg_binary
 from pipeline.extract.recipes import RECIPES_3D
 from pipeline.hardware import ResolvesPrecision
+from storage.hashing import sha256_local
 
 RANDOM = "random"
 
@@ -33,7 +33,7 @@ def _file_payload(value: str, what: str) -> str:
     path = Path(value).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"{value}: {what} file not found (needed for the extract fingerprint)")
-    return "sha256:" + file_sha256(path)
+    return "sha256:" + sha256_local(path)
 
 
 class Rgb2dConfig(FingerprintedConfig):

@@ -1,4 +1,4 @@
-"""One video (and its captions) → :class:`pipeline.features.VideoFeatures`.
+"""One video (and its captions) → :class:`storage.sample.VideoFeatures`.
 
 One ffmpeg process decodes the video once into both frame streams (its ``split`` filter: 2D frames at 1 fps,
 short side 224; 3D frames at 24 fps, 112 centre crop), another decodes the audio (16 kHz mono into a
@@ -36,8 +36,8 @@ from pipeline.extract.ffmpeg import FrameSpec, FrameStreams, VideoInfo, decode_a
 from pipeline.extract.recipes import IMAGENET_MEAN, IMAGENET_STD, RECIPES_3D
 from pipeline.extract.runner import NetRunner
 from pipeline.extract.text import WordVectors
-from pipeline.features import Captions, VideoFeatures
 from pipeline.hardware import resolve_device, resolve_precision
+from storage.sample import Captions, VideoFeatures
 
 _END = object()
 

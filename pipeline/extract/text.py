@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.extract._hashing import file_sha256
 from pipeline.extract.errors import ExtractError
+from storage.hashing import sha256_local
 
 TOKEN = re.compile(r"[\w']+")
 _TEXT_SUFFIXES = (".txt", ".vec", ".txt.gz", ".vec.gz", ".txt.bz2")
@@ -41,7 +41,7 @@ def _source_hash(path: Path, cache_dir: Path) -> str:
         index = {}
     if key in index:
         return index[key]
-    digest = file_sha256(path)
+    digest = sha256_local(path)
     index[key] = digest
     tmp = index_path.with_name(f".index-{os.getpid()}.tmp")
     tmp.write_text(json.dumps(index, sort_keys=True), encoding="utf-8")
@@ -112,7 +112,7 @@ class WordVectors:
                 "(GoogleNews-vectors-negative300.bin) or any word2vec file there, or set text.word2vec"
             )
         if cache_dir is None:
-            return cls(_read_source(src), source=str(src), sha256=file_sha256(src))
+            return cls(_read_source(src), source=str(src), sha256=sha256_local(src))
         root = Path(cache_dir) / "word2vec"
         root.mkdir(parents=True, exist_ok=True)
         digest = _source_hash(src, root)

@@ -26,16 +26,16 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from pipeline.features import VideoFeatures, captions_digest
 from pipeline.ingest.sources import SourceLike, VideoSource, is_url, load_sources, local_copy
+from storage.dataset import CONFIG_FILE
 from storage.hashing import HashCache
 from storage.manifest import Manifest
+from storage.sample import VideoFeatures, captions_digest
 from storage.shards import ShardWriter, iter_shard, write_shard
 from storage.workspace import TMP_MARKER, Workspace, safe_name
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "extract-config.yaml"
 # A local folder for calibrated backbones and converted word vectors shared by several workspaces (both are
 # deterministic functions of their inputs); default: the workspace's own cache/.
 CACHE_ENV = "MMCAPS_CACHE"
@@ -118,7 +118,7 @@ class ExtractPlan:
     extract_fingerprint: str
     jobs: list[ExtractJob]
     unchanged: list[str]  # video ids already extracted (ok) with the same bytes and fingerprint
-    failed_before: list[str]  # ids whose last attempt failed and that are not retried (no --retry-failed)
+    failed_before: list[str]  # ids whose last attempt failed and that are not retried (retry_failed is off)
     absent: list[str] = field(default_factory=list)  # ids in the manifest that the source no longer lists
 
 
@@ -147,7 +147,7 @@ class ExtractSummary:
             f"dataset {self.dataset} (extract fingerprint {self.extract_fingerprint}): "
             f"{self.extracted} extracted, {self.unchanged} unchanged, {len(self.failed)} failed"
             + (f", {self.recovered} recovered from an interrupted run" if self.recovered else "")
-            + (f", {self.failed_before} failed before (use --retry-failed)" if self.failed_before else ""),
+            + (f", {self.failed_before} failed before (not retried)" if self.failed_before else ""),
             f"now {self.videos} videos, {self.hours:.2f} h, {self.captions} captions; "
             f"{len(self.shards)} new shard(s); {self.seconds:.1f} s",
         ]
@@ -484,17 +484,6 @@ def recover(workspace: Workspace, dataset: str) -> tuple[list[str], int]:
         write_dataset(pending, workspace, dataset)
         log.info("recovered %d finished extraction(s) of an interrupted run of %s", len(pending), dataset)
     return removed, len(pending)
-
-
-def unreferenced_shards(workspace: Workspace, dataset: str) -> list[str]:
-    """Shards that no manifest row names (a run died between renaming a shard and appending the manifest)."""
-    root = workspace.dataset_dir(dataset)
-    if not workspace.exists(f"{root}/shards"):
-        return []
-    named = set(Manifest(workspace, dataset).read().column("shard").to_pylist())
-    found = [p for p in workspace.fs.find(f"{root}/shards") if p.endswith(".tar")]
-    stripped_root = workspace.fs._strip_protocol(root)
-    return sorted(p for p in found if p[len(stripped_root) + 1 :] not in named)
 
 
 # -- run ---------------------------------------------------------------------------------------------------------

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from model.config import FingerprintedConfig, runtime_field
+from model.fingerprint import FingerprintedConfig, runtime_field
 from pipeline.extract.ffmpeg import ffmpeg_exe
-from pipeline.features import Captions, VideoFeatures
+from storage.sample import Captions, VideoFeatures
 
 _DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
 FEATURE_DIM = 2048

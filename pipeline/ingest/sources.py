@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 
 import fsspec
 
-from pipeline.features import Captions
+from storage.sample import Captions
 from storage.workspace import safe_name
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")

@@ -1,12 +1,25 @@
-"""Training (DESIGN section 6): clips from shards, a webdataset loader, the loop with exact resume and DDP.
+"""Training (README "Training"): clips from shards, a webdataset loader, the loop with exact resume and DDP.
 
 from pipeline.train import TrainConfig, train, load_run
 cfg = TrainConfig.from_preset("demo", {"lr": 1e-3})
 result = train(["my-dataset"], cfg, Workspace())
 net, cfg, info = load_run(Workspace(), result.run_id)
+
+Names are imported on first use: ``TrainConfig`` alone loads no torch.
 """
 
-from pipeline.train.config import TrainConfig
-from pipeline.train.loop import TrainData, TrainResult, default_run_id, load_run, train
+from importlib import import_module
+from typing import Any
 
-__all__ = ["TrainConfig", "TrainData", "TrainResult", "default_run_id", "load_run", "train"]
+_EXPORTS = {
+    "TrainConfig": "pipeline.train.config",
+    **dict.fromkeys(("TrainData", "TrainResult", "default_run_id", "load_run", "train"), "pipeline.train.loop"),
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'pipeline.train' has no attribute {name!r}")

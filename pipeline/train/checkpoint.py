@@ -32,10 +32,6 @@ REQUIRED_KEYS = ("format", "step", "model", "optimizer", "scheduler", "rng", "co
 _STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
 
 
-def step_path(run_dir: str, step: int) -> str:
-    return f"{run_dir}/checkpoints/step-{step}.pt"
-
-
 def save_checkpoint(workspace: Workspace, path: str, payload: dict[str, Any]) -> None:
     """Serialise ``payload`` and publish it at ``path`` atomically (temporary name, then rename)."""
     buf = io.BytesIO()
@@ -62,9 +58,8 @@ def load_checkpoint(workspace: Workspace, path: str, map_location: str | torch.d
     return payload
 
 
-def list_step_checkpoints(workspace: Workspace, run_dir: str) -> list[tuple[int, str]]:
-    """(step, path) of the ``step-<n>.pt`` files of a run, newest first (temporaries ignored)."""
-    folder = f"{run_dir}/checkpoints"
+def list_step_checkpoints(workspace: Workspace, folder: str) -> list[tuple[int, str]]:
+    """(step, path) of the ``step-<n>.pt`` files in a run's checkpoint ``folder``, newest first (temporaries ignored)."""
     if not workspace.exists(folder):
         return []
     found = []
@@ -76,9 +71,9 @@ def list_step_checkpoints(workspace: Workspace, run_dir: str) -> list[tuple[int,
     return sorted(found, reverse=True)
 
 
-def latest_checkpoint(workspace: Workspace, run_dir: str) -> tuple[str, dict[str, Any]] | None:
-    """The newest step checkpoint that loads and validates, with its payload; None when there is none."""
-    for _, path in list_step_checkpoints(workspace, run_dir):
+def latest_checkpoint(workspace: Workspace, folder: str) -> tuple[str, dict[str, Any]] | None:
+    """The newest step checkpoint in ``folder`` that loads and validates, with its payload; None when there is none."""
+    for _, path in list_step_checkpoints(workspace, folder):
         try:
             return path, load_checkpoint(workspace, path)
         except ValueError as exc:
@@ -86,9 +81,9 @@ def latest_checkpoint(workspace: Workspace, run_dir: str) -> tuple[str, dict[str
     return None
 
 
-def prune_checkpoints(workspace: Workspace, run_dir: str, keep: int) -> None:
-    """Delete all but the ``keep`` newest step checkpoints."""
-    for _, path in list_step_checkpoints(workspace, run_dir)[keep:]:
+def prune_checkpoints(workspace: Workspace, folder: str, keep: int) -> None:
+    """Delete all but the ``keep`` newest step checkpoints in ``folder``."""
+    for _, path in list_step_checkpoints(workspace, folder)[keep:]:
         workspace.fs.rm(path)
 
 

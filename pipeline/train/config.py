@@ -13,13 +13,9 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from model.config import FingerprintedConfig, runtime_field
+from model.config import CapsuleConfig, load_preset
+from model.fingerprint import FingerprintedConfig, runtime_field
 from pipeline.hardware import ResolvesPrecision
-
-try:  # the contract's import path; the module path serves while the model package is being built
-    from model import CapsuleConfig, load_preset
-except ImportError:  # pragma: no cover
-    from model.capsule_config import CapsuleConfig, load_preset
 
 
 class TrainConfig(ResolvesPrecision, FingerprintedConfig):

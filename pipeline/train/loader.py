@@ -33,15 +33,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import fsspec
 import numpy as np
 import torch
 import webdataset as wds
 from torch.utils.data import DataLoader
-from webdataset.tariterators import group_by_keys, tar_file_expander
 
-from pipeline.features import VideoFeatures
 from pipeline.train.clips import clips_to_arrays, sample_clips
+from storage.sample import VideoFeatures
+from storage.shards import iter_shard
 
 
 def derive_seed(*parts: object) -> int:
@@ -104,13 +103,6 @@ def _skip_count(spec: LoaderSpec, stream: int, workers: int) -> int:
     return len(range(stream, spec.skip_batches, workers))
 
 
-def read_shard(url: str) -> Iterator[dict]:
-    """Raw samples (``__key__`` + member bytes) of one tar shard at a local path or fsspec URL."""
-    with fsspec.open(url, "rb") as stream:
-        files = tar_file_expander([{"url": url, "stream": stream}], handler=wds.reraise_exception)
-        yield from group_by_keys(files, handler=wds.reraise_exception)
-
-
 def _has_captions(raw: dict) -> bool:
     """Whether a raw sample has at least one caption, reading only its captions.json member."""
     try:
@@ -140,7 +132,8 @@ def unit_samples(spec: LoaderSpec) -> Iterator[dict]:
         kept = 0
         position = 0
         for url in mine:
-            for raw in read_shard(url):
+            for raw in iter_shard(url):
+                raw["__url__"] = url
                 position += 1
                 if not split_shards and (position - 1) % units != unit:
                     continue

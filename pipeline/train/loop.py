@@ -1,13 +1,6 @@
 """The training loop: Adam, warm-up + cosine schedule, MMS loss over clip batches, checkpoints, exact resume, DDP.
 
-Run folder (DESIGN section 2), written by rank 0 only::
-
-    <root>/models/<run-id>/config.yaml          the TrainConfig (TrainConfig.from_yaml reads it)
-    <root>/models/<run-id>/run.json             datasets (names, fingerprints, extract configs), status, steps
-    <root>/models/<run-id>/checkpoints/step-<n>.pt
-    <root>/models/<run-id>/final.pt             same format as a step checkpoint
-    <root>/models/<run-id>/metrics.jsonl        one line per logged step: step, loss per pair, lr, samples/s
-    <root>/models/<run-id>/curves.png
+The run folder (``models/<run-id>/``, :class:`pipeline.runs.RunFolder`) is written by rank 0 only.
 
 Several processes: launch with ``torchrun --nproc_per_node N -m flows.cli train ...``; each process reads its
 share of the shards, gradients are averaged by DDP (gloo on CPU, NCCL on GPU). ``batch_size`` is per process,
@@ -31,19 +24,21 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from tqdm import tqdm
 
+from model import build_model, mms_loss
+from pipeline.runs import RunFolder
 from pipeline.train.checkpoint import (
     FORMAT,
     capture_rng,
     latest_checkpoint,
-    load_checkpoint,
     prune_checkpoints,
     restore_rng,
     save_checkpoint,
-    step_path,
 )
 from pipeline.train.config import TrainConfig
 from pipeline.train.loader import LoaderSpec, count_clip_videos, derive_seed, epoch_batches
+from storage.dataset import Dataset, open_dataset
 from storage.workspace import Workspace, safe_name
 
 log = logging.getLogger(__name__)
@@ -63,16 +58,15 @@ class TrainData:
     extract_fingerprint: str = ""
 
     @classmethod
-    def from_dataset(cls, name: str, ds: Any) -> TrainData:
-        """From an ``open_dataset`` result (shards, manifest, fingerprint, extract_config)."""
-        extract_cfg = ds.extract_config
+    def from_dataset(cls, name: str, ds: Dataset) -> TrainData:
+        """From an ``open_dataset`` result (shards, manifest, fingerprint, extract config)."""
         return cls(
             name=name,
             shards=list(ds.shards),
             clip_videos=count_clip_videos(ds.manifest),
             fingerprint=str(ds.fingerprint),
-            extract_config=extract_cfg.model_dump(mode="json") if hasattr(extract_cfg, "model_dump") else {},
-            extract_fingerprint=extract_cfg.fingerprint() if hasattr(extract_cfg, "fingerprint") else "",
+            extract_config=ds.extract_config,
+            extract_fingerprint=ds.extract_fp,
         )
 
 
@@ -115,8 +109,6 @@ def resolve_datasets(datasets: Sequence[str | TrainData], workspace: Workspace) 
         if isinstance(item, TrainData):
             out.append(item)
             continue
-        from pipeline.ingest import open_dataset
-
         out.append(TrainData.from_dataset(item, open_dataset(workspace, item)))
     if not out:
         raise ValueError("training needs at least one dataset")
@@ -185,19 +177,6 @@ def _barrier(d: _Dist) -> None:
 # ------------------------------------------------------------------------------------------------ run files
 
 
-def _read_json(workspace: Workspace, path: str) -> dict[str, Any] | None:
-    if not workspace.exists(path):
-        return None
-    try:
-        return json.loads(workspace.read_bytes(path))
-    except ValueError as exc:
-        raise ValueError(f"{path}: unreadable run info ({exc})") from exc
-
-
-def _write_json(workspace: Workspace, path: str, data: dict[str, Any]) -> None:
-    workspace.write_text(path, json.dumps(data, indent=2, sort_keys=True))
-
-
 def _plot_curves(workspace: Workspace, path: str, rows: list[dict[str, Any]]) -> None:
     """Loss per modality pair and learning rate against step, as a PNG (matplotlib Agg, no display)."""
     if not rows:
@@ -243,8 +222,6 @@ def forward_loss(
     have audio, the audio pairs are computed unmasked and weighted 0, so every parameter still gets a
     gradient (DDP needs the same graph on every process).
     """
-    from model import mms_loss
-
     non_blocking = device.type == "cuda"
     video = batch["video"].to(device, non_blocking=non_blocking)
     text = batch["text"].to(device, non_blocking=non_blocking)
@@ -296,16 +273,14 @@ def train(
     ``stop_after`` ends this call after that global step (with a checkpoint) without finishing the run —
     the same as an interruption, for tests and time-sliced jobs.
     """
-    from model import build_model
-
     cfg = cfg.resolved()  # auto → the autocast this host runs; the run's config.yaml records it
     data = resolve_datasets(datasets, workspace)
     run_id = safe_name(run_id, what="run id") if run_id else default_run_id(cfg, data)
-    run_dir = workspace.model_dir(run_id)
+    run = RunFolder(workspace, run_id)
     fingerprints = {d.name: d.fingerprint for d in data}
     cfg_fp = cfg.fingerprint()
 
-    finished = _finished_result(workspace, run_id, run_dir, cfg_fp, fingerprints)
+    finished = _finished_result(run, cfg_fp, fingerprints)
     if finished is not None:
         log.info("run %s already finished with the same inputs; not training again", run_id)
         return finished
@@ -313,28 +288,25 @@ def train(
     device = _pick_device(cfg)
     ddp = _setup_distributed(device)
     try:
-        return _train(
-            data, cfg, workspace, run_id, run_dir, fingerprints, device, ddp, resume, progress, stop_after, build_model
-        )
+        return _train(data, cfg, run, fingerprints, device, ddp, resume, progress, stop_after, build_model)
     finally:
         if ddp.initialised_here:
             dist.destroy_process_group()
 
 
-def _finished_result(
-    workspace: Workspace, run_id: str, run_dir: str, cfg_fp: str, fingerprints: dict[str, str]
-) -> TrainResult | None:
-    info = _read_json(workspace, f"{run_dir}/run.json")
-    if info is None:
+def _finished_result(run: RunFolder, cfg_fp: str, fingerprints: dict[str, str]) -> TrainResult | None:
+    info = run.info()
+    if not info:
         return None
+    run_id, run_dir = run.run_id, run.path
     if info.get("config_fingerprint") != cfg_fp or info.get("dataset_fingerprints") != fingerprints:
         raise ValueError(
             f"run {run_id} in {run_dir} was made from other inputs (config {info.get('config_fingerprint')}, "
             f"datasets {info.get('dataset_fingerprints')}; now config {cfg_fp}, datasets {fingerprints}); "
             "choose another run id"
         )
-    final = f"{run_dir}/final.pt"
-    if info.get("status") != "finished" or not workspace.exists(final):
+    final = run.final_path
+    if info.get("status") != "finished" or not run.workspace.exists(final):
         return None
     return TrainResult(
         run_id=run_id,
@@ -349,9 +321,7 @@ def _finished_result(
 def _train(
     data: list[TrainData],
     cfg: TrainConfig,
-    workspace: Workspace,
-    run_id: str,
-    run_dir: str,
+    run: RunFolder,
     fingerprints: dict[str, str],
     device: torch.device,
     ddp: _Dist,
@@ -360,6 +330,7 @@ def _train(
     stop_after: int | None,
     build_model: Callable[[Any], torch.nn.Module],
 ) -> TrainResult:
+    workspace, run_id, run_dir = run.workspace, run.run_id, run.path
     cfg_fp = cfg.fingerprint()
     clip_videos = sum(d.clip_videos for d in data)
     steps_per_epoch = clip_videos // (cfg.batch_size * ddp.world_size)
@@ -382,11 +353,11 @@ def _train(
 
     step, resumed_from = 0, None
     metrics: list[dict[str, Any]] = []
-    found = latest_checkpoint(workspace, run_dir)
+    found = latest_checkpoint(workspace, run.checkpoint_dir)
     if found is not None and not resume:
         raise ValueError(
             f"run {run_id} has checkpoints in {run_dir}/checkpoints but is not finished; resume it "
-            "(--resume / resume=True) or choose another run id"
+            "(resume=True) or choose another run id"
         )
     if found is not None:
         path, ckpt = found
@@ -407,7 +378,7 @@ def _train(
             )
         restore_rng(rng_states[ddp.rank % len(rng_states)])
         step = resumed_from = int(ckpt["step"])
-        metrics = [r for r in _read_metrics(workspace, run_dir) if r["step"] <= step]
+        metrics = [r for r in run.metrics() if r["step"] <= step]
         log.info("resuming run %s from %s (step %d of %d)", run_id, path, step, total_steps)
     elif resume:
         log.info("run %s has no checkpoint yet; starting from step 0", run_id)
@@ -418,15 +389,14 @@ def _train(
         )
 
     if ddp.main:
-        workspace.write_text(f"{run_dir}/config.yaml", cfg.to_yaml())
-        info = _run_info(run_id, cfg, data, fingerprints, ddp, steps_per_epoch, total_steps, "running", step, {})
-        _write_json(workspace, f"{run_dir}/run.json", info)
+        run.write_config(cfg)
+        run.write_info(
+            _run_info(run_id, cfg, data, fingerprints, ddp, steps_per_epoch, total_steps, "running", step, {})
+        )
     _barrier(ddp)
 
     bar = None
     if ddp.main and sys.stderr.isatty():
-        from tqdm import tqdm
-
         bar = tqdm(total=total_steps, initial=step, desc=f"train {run_id}", unit="step", dynamic_ncols=True)
 
     def checkpoint(path: str, losses: dict[str, float]) -> None:
@@ -499,12 +469,12 @@ def _train(
                 if ddp.main and progress is not None:
                     progress(step, total_steps, {"loss": row["loss"], **losses})
                 if ddp.main:
-                    _write_metrics(workspace, run_dir, metrics)
+                    run.write_metrics(metrics)
             if (step % cfg.checkpoint_every == 0 and step < total_steps) or (last and step < total_steps):
-                checkpoint(step_path(run_dir, step), losses)
+                checkpoint(run.step_path(step), losses)
                 if ddp.main:
-                    prune_checkpoints(workspace, run_dir, cfg.keep_checkpoints)
-                    _plot_curves(workspace, f"{run_dir}/curves.png", metrics)
+                    prune_checkpoints(workspace, run.checkpoint_dir, cfg.keep_checkpoints)
+                    _plot_curves(workspace, run.curves_path, metrics)
             if step >= end_step:
                 break
     if bar is not None:
@@ -513,14 +483,15 @@ def _train(
     checksum = float(sum(p.detach().double().sum() for p in _unwrap(net).parameters()))
     if step < total_steps:  # stopped early on request: the newest step checkpoint is the resume point
         _barrier(ddp)
-        return TrainResult(run_id, run_dir, step_path(run_dir, step), step, losses, resumed_from, True, checksum)
+        return TrainResult(run_id, run_dir, run.step_path(step), step, losses, resumed_from, True, checksum)
 
-    final = f"{run_dir}/final.pt"
+    final = run.final_path
     checkpoint(final, losses)
     if ddp.main:
-        _plot_curves(workspace, f"{run_dir}/curves.png", metrics)
-        info = _run_info(run_id, cfg, data, fingerprints, ddp, steps_per_epoch, total_steps, "finished", step, losses)
-        _write_json(workspace, f"{run_dir}/run.json", info)
+        _plot_curves(workspace, run.curves_path, metrics)
+        run.write_info(
+            _run_info(run_id, cfg, data, fingerprints, ddp, steps_per_epoch, total_steps, "finished", step, losses)
+        )
     _barrier(ddp)
     return TrainResult(run_id, run_dir, final, step, losses, resumed_from, True, checksum)
 
@@ -587,43 +558,11 @@ def _run_info(
     }
 
 
-def _read_metrics(workspace: Workspace, run_dir: str) -> list[dict[str, Any]]:
-    path = f"{run_dir}/metrics.jsonl"
-    if not workspace.exists(path):
-        return []
-    text = workspace.read_bytes(path).decode("utf-8")
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def _write_metrics(workspace: Workspace, run_dir: str, rows: list[dict[str, Any]]) -> None:
-    # Rewritten whole (atomically) rather than appended: object stores cannot append, and a resumed run
-    # must drop the lines logged after its checkpoint.
-    workspace.write_text(f"{run_dir}/metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-
-
 # ------------------------------------------------------------------------------------------------ load
 
 
 def load_run(
-    workspace: Workspace, run_id: str, *, device: str | torch.device = "cpu"
+    workspace: Workspace, run_id: str, *, device: str | torch.device = "cpu", checkpoint: str = "final"
 ) -> tuple[torch.nn.Module, TrainConfig, dict[str, Any]]:
-    """The finished run's network (eval mode, on ``device``), its TrainConfig and its run info.
-
-    ``info`` holds ``extract_config`` (dict) of the training data, ``datasets``, ``steps``, ``final_losses``
-    and ``checkpoint`` (the path read).
-    """
-    from model import build_model
-
-    run_dir = workspace.model_dir(run_id)
-    final = f"{run_dir}/final.pt"
-    if not workspace.exists(final):
-        raise FileNotFoundError(f"run {run_id}: no final.pt in {run_dir} (not trained, or not finished)")
-    ckpt = load_checkpoint(workspace, final, map_location=device)
-    cfg = TrainConfig.model_validate(ckpt["config"])
-    net = build_model(cfg.model)
-    net.load_state_dict(ckpt["model"])
-    net.to(device).eval()
-    info = _read_json(workspace, f"{run_dir}/run.json") or {}
-    info = {**info, "checkpoint": final, "steps": int(ckpt["step"]), "final_losses": dict(ckpt.get("losses", {}))}
-    info.setdefault("extract_config", {})
-    return net, cfg, info
+    """The run's network (eval mode, on ``device``), its TrainConfig and its run info: :meth:`RunFolder.load_model`."""
+    return RunFolder(workspace, run_id).load_model(checkpoint, device=device)

@@ -12,7 +12,7 @@ import pytest
 
 from flows.cli import main
 from pipeline.extract.ffmpeg import ffmpeg_exe
-from pipeline.ingest import open_dataset
+from storage.dataset import open_dataset
 from storage.workspace import Workspace
 
 VTT = "WEBVTT\n\n00:00:00.000 --> 00:00:00.600\nred square turns\n\n00:00:00.600 --> 00:00:01.000\nblue circle\n"
@@ -63,7 +63,9 @@ def test_extract_then_inspect_with_the_real_extractor(prefect_api, tmp_path, cap
     ws = Workspace(root)
     ds = open_dataset(ws, "e2e")
     cfg = ExtractConfig(max_seconds=1.0)
-    assert ds.extract_fp == cfg.fingerprint() and ds.extract_config == cfg.resolved()  # stored as it ran
+    assert ds.extract_fp == cfg.fingerprint() and ds.extract_config == cfg.resolved().model_dump(
+        mode="json"
+    )  # as it ran
     (feats,) = list(ds.iter_videos())
     assert feats.video_id == "clip" and feats.captions.text == ["red square turns", "blue circle"]
     assert feats.rgb2d.dtype == np.float16 and feats.rgb2d.shape[1] == 2048 and feats.rgb2d.shape[0] >= 1

@@ -187,7 +187,7 @@ def test_one_new_video_reruns_only_its_extraction_and_downstream(demo_run):
     assert any(n.startswith("train") for n in ran), ran
     assert any(n.startswith("score") for n in ran), ran
     # the evaluation set's extraction did not change: its per-video tasks are not re-run
-    from pipeline.ingest import open_dataset
+    from storage.dataset import open_dataset
 
     ds = open_dataset(Workspace(ws_root), "synthetic-train")
     assert "zz-new-video" in set(ds.manifest.column("video_id").to_pylist())
@@ -197,7 +197,7 @@ def test_one_new_video_reruns_only_its_extraction_and_downstream(demo_run):
 def test_corrupt_file_among_good_ones(prefect_api, synth_corpus, tmp_path):
     from flows.pipeline import extract_flow
     from pipeline.extract import ExtractConfig
-    from pipeline.ingest import open_dataset
+    from storage.dataset import open_dataset
 
     src = tmp_path / "src"
     src.mkdir()
@@ -224,7 +224,7 @@ def test_corrupt_file_among_good_ones(prefect_api, synth_corpus, tmp_path):
 def test_dask_runner_matches_threads(prefect_api, synth_corpus, tmp_path):
     from flows.pipeline import extract_flow, make_task_runner
     from pipeline.extract import ExtractConfig
-    from pipeline.ingest import open_dataset
+    from storage.dataset import open_dataset
 
     src = tmp_path / "src"
     src.mkdir()

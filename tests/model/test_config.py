@@ -1,108 +1,50 @@
-"""The config base: fingerprints are stable across processes and sensitive to every result-changing field."""
+"""CapsuleConfig and the presets (model/config.py, model/presets/*.yaml)."""
 
-import subprocess
-import sys
-import textwrap
+from __future__ import annotations
 
 import pytest
-from pydantic import ValidationError
 
-from model.config import FingerprintedConfig, parse_set_option, runtime_field
-
-
-class Inner(FingerprintedConfig):
-    size: int = 224
-    weights: str = "random"
+from model import CapsuleConfig, available_presets, build_model, load_preset
 
 
-class Outer(FingerprintedConfig):
-    fps: float = 1.0
-    name: str = "resnet152"
-    inner: Inner = Inner()
-    tags: list[str] = ["a", "b"]
-    batch_size: int = runtime_field(32)  # speed only
+def test_shipped_presets_load_and_validate() -> None:
+    assert {"demo", "paper", "paper-c64-d16"} <= set(available_presets())
+    for name in available_presets():
+        raw = load_preset(name)
+        assert set(raw) >= {"model", "train"} and isinstance(raw["train"], dict)
+        CapsuleConfig.model_validate(raw["model"])
+    c64 = CapsuleConfig.from_preset("paper-c64-d16")
+    assert (c64.num_capsules, c64.d1, c64.d2) == (64, 16, 16)
 
 
-SOURCE = textwrap.dedent(
-    """
-    from model.config import FingerprintedConfig, runtime_field
-    class Inner(FingerprintedConfig):
-        size: int = 224
-        weights: str = "random"
-    class Outer(FingerprintedConfig):
-        fps: float = 1.0
-        name: str = "resnet152"
-        inner: Inner = Inner()
-        tags: list[str] = ["a", "b"]
-        batch_size: int = runtime_field(32)
-    print(Outer().fingerprint())
-    """
-)
+def test_unknown_preset_lists_the_available_ones() -> None:
+    with pytest.raises(KeyError, match=r"unknown preset 'papr'.*demo.*paper"):
+        load_preset("papr")
 
 
-def test_fingerprint_is_stable_across_processes():
-    here = Outer().fingerprint()
-    for seed in ("0", "12345"):  # a different hash seed must not matter
-        out = subprocess.run(
-            [sys.executable, "-c", SOURCE], capture_output=True, text=True, check=True, env={"PYTHONHASHSEED": seed}
-        )
-        assert out.stdout.strip() == here
+def test_preset_from_a_path_and_bad_files(tmp_path) -> None:
+    good = tmp_path / "mine.yaml"
+    good.write_text("model:\n  num_capsules: 8\n  d1: 8\n  d2: 8\n  heads: 2\n")
+    assert CapsuleConfig.from_preset(good).num_capsules == 8
+    assert load_preset(str(good))["train"] == {}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {}\n")
+    with pytest.raises(ValueError, match=r"bad\.yaml.*'model:'"):
+        load_preset(bad)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("model:\n  num_capsule: 8\n")
+    with pytest.raises(ValueError, match=r"typo\.yaml"):
+        CapsuleConfig.from_preset(typo)
 
 
-def test_fingerprint_is_short_hex():
-    fp = Outer().fingerprint()
-    assert len(fp) == 12
-    int(fp, 16)
+def test_fingerprint_follows_architecture_fields() -> None:
+    demo = CapsuleConfig.from_preset("demo")
+    assert demo.fingerprint() == CapsuleConfig.from_preset("demo").fingerprint()
+    assert demo.with_updates({"routing": "dynamic"}).fingerprint() != demo.fingerprint()
+    assert demo.with_updates({"audio_widths": [32, 64, 128, 512]}).fingerprint() != demo.fingerprint()
 
 
-@pytest.mark.parametrize(
-    "updates",
-    [{"fps": 2.0}, {"name": "resnet50"}, {"inner.size": 112}, {"inner.weights": "IMAGENET1K_V1"}, {"tags": ["a"]}],
-)
-def test_fingerprint_changes_with_each_result_field(updates):
-    base = Outer()
-    assert base.with_updates(updates).fingerprint() != base.fingerprint()
-
-
-def test_runtime_fields_do_not_change_fingerprint():
-    assert Outer(batch_size=1).fingerprint() == Outer(batch_size=512).fingerprint()
-
-
-def test_int_and_float_spellings_agree():
-    assert Outer(fps=1).fingerprint() == Outer(fps=1.0).fingerprint()
-
-
-def test_class_name_is_part_of_the_hash():
-    class Other(Inner):
-        pass
-
-    assert Other().fingerprint() != Inner().fingerprint()
-
-
-def test_validation_rejects_unknown_and_bad_fields():
-    with pytest.raises(ValidationError):
-        Outer(unknown=1)
-    with pytest.raises(ValidationError):
-        Outer(fps="fast")
-    with pytest.raises(KeyError, match="no field"):
-        Outer().with_updates({"inner.nope": 1})
-
-
-def test_yaml_round_trip(tmp_path):
-    cfg = Outer(fps=2.5, inner=Inner(size=112), batch_size=7)
-    path = tmp_path / "c.yaml"
-    path.write_text(cfg.to_yaml())
-    back = Outer.from_yaml(path)
-    assert back == cfg
-    assert back.fingerprint() == cfg.fingerprint()
-
-
-def test_parse_set_option_reads_yaml_scalars():
-    assert parse_set_option(["a=64", "b.c=true", "lr=1e-3", "name=x"]) == {
-        "a": 64,
-        "b.c": True,
-        "lr": 1e-3,
-        "name": "x",
-    }
-    with pytest.raises(ValueError, match="key=value"):
-        parse_set_option(["novalue"])
+def test_demo_preset_is_small() -> None:
+    net = build_model(CapsuleConfig.from_preset("demo"))
+    n = sum(p.numel() for p in net.parameters())
+    assert n < 10_000_000, n

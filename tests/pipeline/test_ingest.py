@@ -23,13 +23,11 @@ import pandas as pd
 import pytest
 
 from pipeline.extract.ffmpeg import ffmpeg_exe
-from pipeline.features import Captions, captions_digest
 from pipeline.ingest import (
     ExtractJob,
     discover_videos,
     extract_one,
     load_sources,
-    open_dataset,
     plan_extract,
     recover,
     run_extract,
@@ -37,8 +35,10 @@ from pipeline.ingest import (
     write_dataset,
 )
 from pipeline.ingest.probe import ProbeConfig, ProbeExtractor
+from storage.dataset import open_dataset
 from storage.hashing import sha256_file
 from storage.manifest import Manifest
+from storage.sample import Captions, captions_digest
 from storage.shards import iter_shard
 from storage.workspace import TMP_MARKER, Workspace
 

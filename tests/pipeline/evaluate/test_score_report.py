@@ -19,8 +19,8 @@ from pipeline.evaluate.run import write_results
 from pipeline.evaluate.score import score_dataset
 from pipeline.evaluate.thumbnails import grab_frame
 from pipeline.extract.ffmpeg import ffmpeg_exe
-from pipeline.features import Captions, VideoFeatures
-from pipeline.train.clips import crop_audio, pool_video
+from pipeline.pooling import crop_audio, pool_video
+from storage.sample import Captions, VideoFeatures
 
 AUDIO_FRAMES = 64
 

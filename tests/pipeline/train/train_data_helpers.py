@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.features import Captions, VideoFeatures
 from pipeline.train import TrainConfig, TrainData
+from storage.sample import Captions, VideoFeatures
 from storage.shards import ShardWriter
 from storage.workspace import Workspace
 

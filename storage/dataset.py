@@ -10,12 +10,13 @@ from typing import Any
 import pyarrow as pa
 import yaml
 
-from pipeline.features import VideoFeatures
-from pipeline.ingest.engine import CONFIG_FILE
 from storage.hashing import table_fingerprint
 from storage.manifest import Manifest
+from storage.sample import VideoFeatures
 from storage.shards import iter_shard
 from storage.workspace import Workspace, safe_name
+
+CONFIG_FILE = "extract-config.yaml"  # the full extract config, beside the shards of its fingerprint
 
 # What names a dataset's content: which videos, which bytes, which extraction, and the caption count (a caption
 # change re-extracts a video with the same bytes).
@@ -64,17 +65,20 @@ class Dataset:
         return f"{self.workspace.shard_dir(self.name, self.extract_fp)}/{CONFIG_FILE}"
 
     @cached_property
-    def extract_config(self) -> Any:
-        """The ExtractConfig stored beside the shards (raises ValueError naming the file when it does not load)."""
-        from pipeline.extract import ExtractConfig
+    def extract_config(self) -> dict[str, Any]:
+        """The extract config stored beside the shards, as plain data (``ExtractConfig.model_validate`` reads it).
 
+        Raises FileNotFoundError / ValueError naming the file when it is missing or not a YAML mapping.
+        """
         try:
             data = yaml.safe_load(self.workspace.read_bytes(self.config_path).decode("utf-8")) or {}
-            return ExtractConfig.model_validate(data)
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"{self.config_path}: extract config missing") from exc
-        except Exception as exc:  # yaml or pydantic validation
-            raise ValueError(f"{self.config_path}: not a valid ExtractConfig ({exc})") from exc
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{self.config_path}: not valid YAML ({exc})") from exc
+        if not isinstance(data, dict):
+            raise ValueError(f"{self.config_path}: not a YAML mapping")
+        return data
 
     def iter_videos(self) -> Iterator[VideoFeatures]:
         """Decode every current ok video, shard by shard in file order. Errors name the shard and the member.
@@ -102,6 +106,17 @@ class Dataset:
                 raise ValueError(f"shard {shard}: lacks videos the manifest places there: {missing[:5]}")
 
 
+def unreferenced_shards(workspace: Workspace, dataset: str) -> list[str]:
+    """Shards that no manifest row names (a run died between renaming a shard and appending the manifest)."""
+    root = workspace.dataset_dir(dataset)
+    if not workspace.exists(f"{root}/shards"):
+        return []
+    named = set(Manifest(workspace, dataset).read().column("shard").to_pylist())
+    found = [p for p in workspace.fs.find(f"{root}/shards") if p.endswith(".tar")]
+    stripped_root = workspace.fs._strip_protocol(root)
+    return sorted(p for p in found if p[len(stripped_root) + 1 :] not in named)
+
+
 def open_dataset(workspace: Workspace, name: str, extract_fp: str | None = None) -> Dataset:
     """Open dataset ``name``: the current ok rows of ``extract_fp`` (default: the fingerprint extracted last).
 
@@ -124,8 +139,6 @@ def inspect_dataset(workspace: Workspace, name: str) -> dict[str, Any]:
     """Counts per extract fingerprint (current view): videos by status, hours, captions, shards and their bytes,
     the dataset fingerprint, and the failures with their errors. Plain JSON-able values, latest fingerprint last.
     """
-    from pipeline.ingest.engine import unreferenced_shards
-
     manifest = Manifest(workspace, name)
     if not manifest.exists():
         raise FileNotFoundError(f"dataset {name!r}: no manifest at {manifest.path} (run mmcaps extract first)")

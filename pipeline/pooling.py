@@ -1,0 +1,72 @@
+"""How a time span of one video becomes model inputs: the pooling recipe that training, evaluation and search share.
+
+- video: ``[4096]`` = concat(L2norm(max of the 2D rows in the span), L2norm(max of the 3D rows in the span))
+- text:  ``[300]``  = element-wise max of caption rows of ``w2v`` (each row is already the max over its caption's
+  word vectors, so this is the max over every word of the span, as HowTo100M pools)
+- audio: ``[40, F]`` = the span's mel frames (100 per second), cropped or zero-padded to ``F``, with the valid length
+
+Feature rates (README "Feature extraction"): 2D rows at 1 per second, 3D rows at 1.5 per second (16-frame windows
+at 24 fps), mel columns at 100 per second. Row ``i`` of a stream with rate ``r`` covers ``[i / r, (i + 1) / r)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from storage.sample import VideoFeatures
+
+RATE_2D = 1.0  # rows per second of rgb2d
+RATE_3D = 24.0 / 16.0  # rows per second of rgb3d
+MEL_RATE = 100.0  # mel columns per second (10 ms hop)
+VIDEO_DIM = 4096
+TEXT_DIM = 300
+N_MELS = 40
+
+
+def _rows_in_span(n_rows: int, rate: float, start: float, end: float) -> slice:
+    """Rows ``int(start * rate) .. int(end * rate)`` inclusive: every row whose interval meets ``[start, end]``."""
+    lo = max(0, int(start * rate))
+    hi = min(n_rows, int(end * rate) + 1)
+    return slice(lo, max(lo, hi))
+
+
+def _max_normalised(rows: np.ndarray) -> np.ndarray:
+    """L2-normalised element-wise max of ``rows`` [T, C] → [C] float32; zeros when there is no row."""
+    if rows.shape[0] == 0:
+        return np.zeros(rows.shape[1], dtype=np.float32)
+    pooled = rows.astype(np.float32).max(axis=0)
+    norm = float(np.linalg.norm(pooled))
+    return pooled / norm if norm > 0 else pooled
+
+
+def pool_video(feats: VideoFeatures, start: float, end: float) -> np.ndarray:
+    """The clip's video vector, float32 [4096]: [L2norm(max 2D rows in span), L2norm(max 3D rows in span)].
+
+    A stream with no row in the span (features shorter than the captions say) contributes zeros.
+    """
+    part2d = _max_normalised(feats.rgb2d[_rows_in_span(feats.rgb2d.shape[0], RATE_2D, start, end)])
+    part3d = _max_normalised(feats.rgb3d[_rows_in_span(feats.rgb3d.shape[0], RATE_3D, start, end)])
+    return np.concatenate([part2d, part3d])
+
+
+def pool_text(w2v_rows: np.ndarray) -> np.ndarray:
+    """Element-wise max of caption vectors ``w2v_rows`` [N, 300] → float32 [300]."""
+    if w2v_rows.ndim != 2 or w2v_rows.shape[0] == 0:
+        raise ValueError(f"pool_text needs at least one caption row, got shape {w2v_rows.shape}")
+    return w2v_rows.astype(np.float32).max(axis=0)
+
+
+def crop_audio(feats: VideoFeatures, start: float, end: float, frames: int) -> tuple[np.ndarray, int]:
+    """The span's mel columns ``int(start*100) .. int(end*100)`` (exclusive), cropped or zero-padded to ``frames``.
+
+    Returns (float32 [40, frames], valid_len). Without audio (``mel`` [40, 0]) or with an empty span the array
+    is zeros and valid_len is 0.
+    """
+    out = np.zeros((feats.mel.shape[0] if feats.mel.ndim == 2 else N_MELS, frames), dtype=np.float32)
+    if not feats.has_audio:
+        return out, 0
+    lo = max(0, int(start * MEL_RATE))
+    hi = min(feats.mel.shape[1], int(end * MEL_RATE))
+    valid = max(0, min(frames, hi - lo))
+    out[:, :valid] = feats.mel[:, lo : lo + valid]
+    return out, valid
