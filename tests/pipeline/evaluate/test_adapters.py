@@ -222,7 +222,7 @@ def test_spec_parsing_and_dispatch(tmp_path, videos):
     assert spec == EvalSpec("msrvtt", tmp_path / "m.csv", videos, "msr1k") and spec.dataset_name == "msr1k"
     assert EvalSpec.parse("synthetic=/data/corpus") == EvalSpec("synthetic", Path("/data/corpus"))
     for bad in ("youcook2=/only/annotations", "nope=a:b", "msrvtt"):
-        with pytest.raises(ValueError, match="youcook2=youcookii_annotations_trainval.json:VIDEO_DIR"):
+        with pytest.raises(ValueError, match=r"youcook2=youcookii_annotations_trainval\.json:VIDEO_DIR"):
             EvalSpec.parse(bad)
     write(tmp_path / "m.csv", MSRVTT)
     ds = load_spec(spec)
