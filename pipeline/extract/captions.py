@@ -24,6 +24,8 @@ import json
 import math
 import os
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.extract.errors import ExtractError
@@ -85,12 +87,13 @@ def _fill_missing_ends(start: list[float], end: list[float | None]) -> list[floa
     return out
 
 
-def _cues_to_captions(cues: list[tuple[float, float, list[str]]]) -> Captions:
+def _cues_to_captions(cues: Sequence[Cue]) -> Captions:
     """Merge rolling duplicates: keep only cue lines not shown in the previous cue."""
     starts, ends, texts = [], [], []
     previous: set[str] = set()
-    for start, end, lines in cues:
-        cleaned = [c for c in (_clean_line(x) for x in lines) if c]
+    for cue in cues:
+        start, end = cue.start, cue.end
+        cleaned = [c for c in (_clean_line(x) for x in cue.lines) if c]
         new = [c for c in cleaned if c not in previous]
         previous = set(cleaned)
         if new:
@@ -100,34 +103,90 @@ def _cues_to_captions(cues: list[tuple[float, float, list[str]]]) -> Captions:
     return Captions(start=starts, end=_fill_missing_ends(starts, ends), text=texts)
 
 
-def _parse_cue_blocks(text: str, *, where: str) -> list[tuple[float, float, list[str]]]:
-    """Cues: a timing line (``start --> end``) and the lines after it up to an empty line or the next timing line.
+class CueError(ExtractError):
+    """A timing line that does not parse; ``line`` is its 1-based number, ``problem`` the message without the file."""
+
+    def __init__(self, where: str, line: int, problem: str) -> None:
+        super().__init__(f"{where}:{line}: {problem}")
+        self.line = line
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Cue:
+    """One timed cue of a WebVTT or SRT file.
+
+    ``line`` is the 1-based number of its ``start --> end`` line; ``lines`` are the raw text lines after it (text
+    line ``i`` is file line ``line + 1 + i``); ``ident`` is the cue identifier before the timing line (SRT's number,
+    a WebVTT id), or None.
+    """
+
+    line: int
+    start: float
+    end: float
+    lines: tuple[str, ...]
+    ident: str | None = None
+
+
+@dataclass(frozen=True)
+class CueFile:
+    """The cues of a subtitle text, and the non-empty lines that belong to no cue (``stray``: ``(line, text)``;
+    a WebVTT header and NOTE blocks land there, in an SRT file they are malformed blocks)."""
+
+    cues: tuple[Cue, ...]
+    stray: tuple[tuple[int, str], ...]
+
+
+def parse_cues(text: str, *, where: str) -> CueFile:
+    """Cues of a subtitle text (line ends already ``\\n``): a timing line (``start --> end``) and the lines after it
+    up to an empty line or the next timing line. The one SRT/WebVTT cue grammar of the project: subtitles
+    (:func:`read_srt`, :func:`read_vtt`) and the Mining YouTube annotations are read with it.
 
     Lines holding only spaces do not end a cue (YouTube cues start with one). A line just before a timing line that
-    follows a blank line is a cue identifier and is dropped (SRT numbers, WebVTT ids).
+    follows a blank line is a cue identifier (SRT numbers, WebVTT ids). A timing line that does not parse raises
+    :class:`CueError` naming ``where`` and the line.
     """
-    cues: list[tuple[float, float, list[str]]] = []
-    current: list[str] | None = None
-    lines = text.split("\n")
-    for line in lines:
+    cues: list[Cue] = []
+    stray: list[tuple[int, str]] = []
+    current: list[str] | None = None  # text lines of the open cue; None between cues
+    head: tuple[int, float, float, str | None] | None = None  # the open cue's line, start, end, ident
+
+    def close() -> None:
+        if head is not None:
+            cues.append(Cue(head[0], head[1], head[2], tuple(current or ()), head[3]))
+
+    for number, line in enumerate(text.split("\n"), start=1):
         if "-->" in line:
             m = _ARROW.match(line)
             if not m:
-                raise ExtractError(f"{where}: bad timing line {line!r}")
+                raise CueError(where, number, f"bad timing line {line!r}")
+            ident = None
             if (
                 current is not None
                 and current
                 and current[-1].strip()
                 and (len(current) == 1 or not current[-2].strip())
             ):
-                current.pop()  # the identifier of this cue, absorbed after a whitespace-only separator
+                ident = current.pop()  # the identifier of this cue, absorbed after a whitespace-only separator
+            elif stray and stray[-1][0] == number - 1:
+                ident = stray.pop()[1]
+            close()
+            try:
+                start = parse_timestamp(m.group(1), where=f"{where}:{number}")
+                end = parse_timestamp(m.group(2), where=f"{where}:{number}")
+            except ExtractError:
+                raise CueError(where, number, f"bad timestamp in {line.strip()!r}") from None
             current = []
-            cues.append((parse_timestamp(m.group(1), where=where), parse_timestamp(m.group(2), where=where), current))
+            head = (number, start, end, None if ident is None else ident.strip())
         elif line == "":
-            current = None  # WEBVTT header, NOTE/STYLE blocks and ids outside cues are skipped
+            close()
+            current, head = None, None  # WEBVTT header, NOTE/STYLE blocks and ids outside cues are stray
         elif current is not None:
             current.append(line)
-    return cues
+        elif line.strip():
+            stray.append((number, line))
+    close()
+    return CueFile(tuple(cues), tuple(stray))
 
 
 def read_vtt(path: str | os.PathLike[str]) -> Captions:
@@ -137,7 +196,7 @@ def read_vtt(path: str | os.PathLike[str]) -> Captions:
         return Captions()
     if not text.lstrip().startswith("WEBVTT"):
         raise ExtractError(f"{path}: not a WebVTT file (no WEBVTT header)")
-    return _cues_to_captions(_parse_cue_blocks(text, where=str(path)))
+    return _cues_to_captions(parse_cues(text, where=str(path)).cues)
 
 
 def read_srt(path: str | os.PathLike[str]) -> Captions:
@@ -145,7 +204,7 @@ def read_srt(path: str | os.PathLike[str]) -> Captions:
     text = read_text(path)
     if not text.strip():
         return Captions()
-    return _cues_to_captions(_parse_cue_blocks(text, where=str(path)))
+    return _cues_to_captions(parse_cues(text, where=str(path)).cues)
 
 
 def _number_or_none(value: object) -> float | None:

@@ -7,7 +7,9 @@ import json
 import pytest
 
 from pipeline.extract.captions import (
+    CueError,
     find_subtitle,
+    parse_cues,
     read_captions_csv,
     read_howto100m_json,
     read_srt,
@@ -132,3 +134,22 @@ def test_find_subtitle_prefers_plain_then_english(tmp_path):
     assert find_subtitle(video).name == "my video.en.vtt"
     (tmp_path / "my video.vtt").write_text("WEBVTT\n", encoding="utf-8")
     assert find_subtitle(video).name == "my video.vtt"
+
+
+def test_parse_cues_keeps_line_numbers_identifiers_and_stray_lines():
+    """The one cue grammar (subtitles and Mining YouTube): numbers of the timing lines, SRT ids, stray blocks."""
+    text = "1\n00:00:01,500 --> 00:00:01,500\nadd_sugar \n\nnot a cue\n\n2\n00:00:02,000 --> 00:00:03,250\na\nb\n"
+    parsed = parse_cues(text, where="x.srt")
+    assert [(c.line, c.ident, c.start, c.end, c.lines) for c in parsed.cues] == [
+        (2, "1", 1.5, 1.5, ("add_sugar ",)),  # a zero-length cue parses; judging it is the caller's rule
+        (8, "2", 2.0, 3.25, ("a", "b")),
+    ]
+    assert parsed.stray == ((5, "not a cue"),)
+    # WebVTT's header and NOTE blocks are stray lines, not cues
+    assert parse_cues("WEBVTT\n\nNOTE hi\n\n00:01.000 --> 00:02.000\nx\n", where="v").stray == (
+        (1, "WEBVTT"),
+        (3, "NOTE hi"),
+    )
+    with pytest.raises(CueError, match=r"^x\.srt:2: bad timestamp") as err:
+        parse_cues("1\n00:00:xx,000 --> 00:00:02,000\nlabel\n", where="x.srt")
+    assert err.value.line == 2 and isinstance(err.value, ExtractError)
