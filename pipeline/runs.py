@@ -8,6 +8,7 @@
     <root>/models/<run-id>/curves.png
     <root>/models/<run-id>/checkpoints/step-<n>.pt  model, optimiser, scheduler, RNG, loader position (resume)
     <root>/models/<run-id>/final.pt                 the same format, at the last step
+    <root>/models/<run-id>/index/<dataset>/         search index of a dataset (pipeline.search.layout)
 
 Reading a run's extract config or info never builds a network; :meth:`RunFolder.load_model` does, from a checkpoint
 read with ``torch.load(..., weights_only=True)``.
@@ -72,6 +73,10 @@ class RunFolder:
 
     def step_path(self, step: int) -> str:
         return f"{self.checkpoint_dir}/step-{int(step)}.pt"
+
+    def index_dir(self, dataset: str) -> str:
+        """``index/<dataset>/``: the search index of ``dataset`` built with this run (pipeline.search.layout)."""
+        return f"{self.path}/index/{safe_name(dataset, what='dataset name')}"
 
     def checkpoint_path(self, which: str = "final") -> str:
         """The file of checkpoint ``which``: ``final`` or ``step-<n>``. Raises FileNotFoundError naming the run."""
