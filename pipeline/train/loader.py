@@ -6,8 +6,8 @@ Per rank and per loader worker, one epoch is the stream
       → raw samples (tar members; videos without captions dropped by reading captions.json only)
       → sample shuffle buffer (seeded per seed, epoch, rank, worker)
       → skip (resume: the samples of batches an interrupted run already consumed, before any decoding)
-      → decode (VideoFeatures.from_sample) and draw n_pair clips (rng seeded per seed, epoch, pass, video key)
-      → batches of B videos × n_pair clips, flattened
+      → decode (VideoFeatures.from_sample), draw n_pair clips (rng seeded per seed, epoch, pass, video key) and
+        write them into the rows of the batch (clips.write_clips): B videos × n_pair clips, flattened
 
 The stream cycles over its shards (pass 0, 1, ...) so that every rank yields exactly ``steps_per_epoch``
 batches, a number read from the manifests (videos with captions), never from counting shards. Everything
@@ -38,7 +38,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader
 
-from pipeline.train.clips import clips_to_arrays, sample_clips
+from pipeline.train.clips import ClipBuffers, batch_dict, sample_clips, write_clips
 from storage.sample import VideoFeatures
 from storage.shards import iter_shard
 
@@ -172,35 +172,29 @@ def skip_consumed(src: Iterator[dict], spec: LoaderSpec) -> Iterator[dict]:
     yield from itertools.islice(src, _skip_count(spec, stream, workers) * spec.batch_size, None)
 
 
-def decode_clips(src: Iterator[dict], spec: LoaderSpec) -> Iterator[dict]:
-    """Decode each video and draw its clips: {"key", "video" [P,4096], "text" [P,300], "audio" [P,40,F] f16, ...}."""
+def batch_clips(src: Iterator[dict], spec: LoaderSpec) -> Iterator[dict]:
+    """Decode each video, draw its clips and write them into the current batch; yield every ``batch_size`` videos.
+
+    A batch is the flat K = B·P clips of B videos (the P clips of one video adjacent): video [K,4096] f32,
+    text [K,300] f32, audio [K,40,F] f16, audio_lengths Long[K], has_audio Bool[K], and ``keys`` (the B video
+    keys). Clips are written in place into preallocated tensors (shared memory inside a loader worker): no
+    per-video arrays, no concatenation, no copy into shared memory on the way to the training process. A
+    trailing partial batch is dropped (the epoch length is counted in whole batches).
+    """
+    shared = torch.utils.data.get_worker_info() is not None
+    buffers: ClipBuffers | None = None
+    keys: list[str] = []
     for raw in src:
         feats = VideoFeatures.from_sample(raw, where=raw.get("__url__", "shard"))
         rng = np.random.default_rng(derive_seed("clips", spec.seed, spec.epoch, raw["__pass__"], feats.key))
         clips = sample_clips(feats.captions, spec.n_pair, spec.min_time, rng)
-        arrays = clips_to_arrays(feats, clips, spec.audio_frames)
-        yield {
-            "key": feats.key,
-            "video": arrays.video,
-            "text": arrays.text,
-            "audio": arrays.audio.astype(np.float16),  # stored as float16: exact, and half the transfer
-            "audio_lengths": arrays.audio_lengths,
-            "has_audio": arrays.has_audio,
-        }
-
-
-def collate_videos(items: list[dict]) -> dict:
-    """B videos × P clips → one flat batch of K = B·P clips (clips of one video stay adjacent).
-
-    Returns tensors video [K,4096] f32, text [K,300] f32, audio [K,40,F] f16, audio_lengths Long[K],
-    has_audio Bool[K], and ``keys`` (the B video keys).
-    """
-    out = {
-        name: torch.from_numpy(np.concatenate([it[name] for it in items]))
-        for name in ("video", "text", "audio", "audio_lengths", "has_audio")
-    }
-    out["keys"] = [it["key"] for it in items]
-    return out
+        if buffers is None:  # a fresh batch each time: the consumer may still hold the previous one
+            buffers = ClipBuffers.allocate(spec.batch_size * spec.n_pair, spec.audio_frames, shared=shared)
+        write_clips(feats, clips, buffers, len(keys) * spec.n_pair)
+        keys.append(feats.key)
+        if len(keys) == spec.batch_size:
+            yield batch_dict(buffers, keys)
+            buffers, keys = None, []
 
 
 def build_pipeline(spec: LoaderSpec) -> wds.DataPipeline:
@@ -209,8 +203,7 @@ def build_pipeline(spec: LoaderSpec) -> wds.DataPipeline:
         functools.partial(unit_samples, spec),
         functools.partial(shuffle_samples, spec=spec),
         functools.partial(skip_consumed, spec=spec),
-        functools.partial(decode_clips, spec=spec),
-        wds.batched(spec.batch_size, collation_fn=collate_videos, partial=False),
+        functools.partial(batch_clips, spec=spec),
     )
 
 

@@ -1,13 +1,15 @@
-"""Clip sampling: hand-made caption timings; clip arrays equal the pooling recipe (tests/pipeline/test_pooling.py)."""
+"""Clip sampling: hand-made caption timings; clip arrays equal the pooling recipe (tests/pipeline/test_pooling.py),
+and the loader's in-place writer equals them bit for bit."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from train_data_helpers import concept_tables, make_video
 
 from pipeline.pooling import crop_audio, pool_text, pool_video
-from pipeline.train.clips import Clip, clips_to_arrays, grow_span, sample_clips
+from pipeline.train.clips import Clip, ClipBuffers, clips_to_arrays, grow_span, sample_clips, write_clips
 from storage.sample import Captions, VideoFeatures
 
 
@@ -79,3 +81,41 @@ def test_clips_to_arrays_matches_pooling_functions():
         assert arrays.audio_lengths[i] == n and arrays.has_audio[i]
     silent = clips_to_arrays(_video(audio=False), clips, 256)
     assert not silent.has_audio.any() and not silent.audio_lengths.any()
+
+
+def _check_written(feats: VideoFeatures, clips: list[Clip], frames: int) -> None:
+    """write_clips into rows 3.. of a buffer pre-filled with garbage equals clips_to_arrays exactly."""
+    expect = clips_to_arrays(feats, clips, frames)
+    buf = ClipBuffers.allocate(len(clips) + 5, frames)
+    for t in buf.tensors().values():
+        t.fill_(True if t.dtype == torch.bool else 7)  # every element of the written rows must be overwritten
+    write_clips(feats, clips, buf, 3)
+    rows = slice(3, 3 + len(clips))
+    np.testing.assert_array_equal(buf.video[rows].numpy(), expect.video)
+    np.testing.assert_array_equal(buf.text[rows].numpy(), expect.text)
+    np.testing.assert_array_equal(buf.audio[rows].numpy(), expect.audio.astype(np.float16))
+    np.testing.assert_array_equal(buf.audio_lengths[rows].numpy(), expect.audio_lengths)
+    np.testing.assert_array_equal(buf.has_audio[rows].numpy(), expect.has_audio)
+    assert (buf.video[:3] == 7).all() and (buf.video[3 + len(clips) :] == 7).all()  # other rows untouched
+
+
+@pytest.mark.parametrize("frames", [64, 256, 2000])  # cropped, and zero-padded past the clip and past the video
+def test_write_clips_equals_the_reference_bit_for_bit(frames):
+    feats = _video()
+    _check_written(feats, sample_clips(feats.captions, 7, 3.0, np.random.default_rng(1)), frames)
+    _check_written(_video(audio=False), sample_clips(feats.captions, 3, 0.0, np.random.default_rng(2)), frames)
+
+
+def test_write_clips_edge_spans_equal_the_reference():
+    feats = _video()  # 10 s: 10 rows of 2D, 15 of 3D, 1000 mel columns
+    # empty and out-of-range spans (features shorter than the captions say) give zeros, as the recipe does
+    feats.rgb3d = feats.rgb3d[:4]
+    feats.mel = feats.mel[:, :350]
+    clips = [Clip(0, 0, 0.0, 2.0), Clip(3, 4, 6.0, 10.0), Clip(4, 4, 9.99, 10.0), Clip(2, 2, 4.0, 4.0)]
+    _check_written(feats, clips, 300)
+
+
+def test_shared_buffers_live_in_shared_memory():
+    buf = ClipBuffers.allocate(4, 32, shared=True)
+    assert all(t.is_shared() for t in buf.tensors().values())
+    assert buf.audio.shape == (4, 40, 32) and buf.audio.dtype == torch.float16
