@@ -9,6 +9,7 @@ extraction and the stages downstream of it.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,10 +20,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows import artifacts
 from flows.tasks import (
     extract_video_task,
-    failed_record,
-    pending_jobs,
+    plan_from_dict,
     plan_task,
-    record_is_usable,
     result_storage,
     score_task,
     train_task,
@@ -32,11 +31,18 @@ from pipeline.evaluate import EvalConfig
 from pipeline.evaluate.run import eval_dataset_name, prepare, run_extract_config
 from pipeline.extract import ExtractConfig
 from pipeline.extract.ffmpeg import ffmpeg_binary
-from pipeline.ingest import recover
-from pipeline.ingest.engine import dataset_totals, new_run_id
+from pipeline.ingest import (
+    ExtractRecord,
+    ExtractSummary,
+    failed_record,
+    pending_jobs,
+    record_is_usable,
+    recover,
+    summarise,
+)
+from pipeline.ingest.engine import new_run_id
 from pipeline.train import TrainConfig
 from storage import Workspace
-from storage.dataset import open_dataset
 
 EXTRACT_EVENT = "mmcaps.extract.completed"
 
@@ -63,11 +69,11 @@ def extract_flow(
     workspace: str | None = None,
     retry_failed: bool = False,
     force: bool = False,
-) -> dict[str, Any]:
+) -> ExtractSummary:
     """Extract the new or changed videos of ``source`` (folder, list file, URL or list of paths) into ``dataset``.
 
-    Returns a small summary: counts of new / unchanged / failed videos, the failures with their errors, the
-    dataset's totals and its manifest fingerprint.
+    The engine's steps (:mod:`pipeline.ingest.engine`), one task each: plan, extract each video (the streams the
+    feature store lacks), write shards and manifest; returns the same :class:`ExtractSummary` as ``run_extract``.
     """
     log = _logger()
     ws = Workspace(workspace)
@@ -76,84 +82,72 @@ def extract_flow(
     precision = config.resolve_precision()
     config = config.resolved()
     print(f"extract {dataset}: {precision.line()}; ffmpeg {ffmpeg_binary(config.ffmpeg).version}")
-    removed, recovered = recover(ws, dataset)  # a crashed run's temporaries and finished staging files
-    if removed or recovered:
-        log.info("cleaned %d temporaries, recovered %d finished videos of an interrupted run", len(removed), recovered)
+    started = time.perf_counter()
+    removed = recover(ws, dataset)
+    if removed:
+        log.info("removed %d temporaries of an interrupted run", len(removed))
 
-    plan = plan_task.with_options(result_storage=store, refresh_cache=force)(
-        source, dataset, config, ws.root, captions, retry_failed, force
+    plan = plan_from_dict(
+        plan_task.with_options(result_storage=store, refresh_cache=force)(
+            source, dataset, config, ws.root, captions, retry_failed, force
+        )
     )
-    jobs, done_since, failed_since = pending_jobs(plan["jobs"], ws.root, dataset, retry_failed)
-    unchanged = len(plan["unchanged"]) + len(done_since)  # a cached plan's jobs may have run since
-    failed_before = len(plan["failed_before"]) + len(failed_since)
-    log.info("%s: %d to extract, %d unchanged", dataset, len(jobs), unchanged)
+    jobs, done_since, failed_since = pending_jobs(plan.jobs, ws, dataset, retry_failed)
+    log.info("%s: %d to extract, %d unchanged", dataset, len(jobs), len(plan.unchanged) + len(done_since))
 
     extract = extract_video_task.with_options(result_storage=store, refresh_cache=force)
     progress = artifacts.Progress(artifacts.artifact_key("extract", dataset, "progress"), f"extracting {dataset}")
-    futures = [extract.submit(job, config, ws.root, dataset) for job in jobs]
-    records: list[dict[str, Any]] = []
+    futures = [extract.submit(job.to_dict(), config, ws.root) for job in jobs]
+    records: list[ExtractRecord] = []
     rows: list[dict[str, Any]] = []
     for done, (job, future) in enumerate(zip(jobs, futures, strict=True), start=1):
         future.wait()
         state = future.state
         if state.is_completed():
-            record = future.result()
-            if not record_is_usable(record, ws.root, dataset):
-                # A cached record whose staged sample is gone (the dataset was deleted): extract again.
-                record = extract.with_options(refresh_cache=True)(job, config, ws.root, dataset)
-            status = "cached" if state.name == "Cached" else "new"
+            record = ExtractRecord.from_dict(future.result())
+            if not record_is_usable(record, ws):
+                # A cached record whose stored features are gone (the workspace was cleaned): extract again.
+                record = ExtractRecord.from_dict(
+                    extract.with_options(refresh_cache=True)(job.to_dict(), config, ws.root)
+                )
+            status = "cached" if state.name == "Cached" else ("stored" if not record.computed else "new")
         else:
-            record = failed_record(job, ws.root, dataset, state.message or "extraction failed")
+            record = failed_record(job, state.message or "extraction failed")
             status = "failed"
         records.append(record)
         rows.append(
             {
-                "video": record["video_id"],
+                "video": record.video_id,
                 "status": status,
-                "reason": job.get("reason", ""),
-                "duration_s": round(float(record.get("duration_s") or 0.0), 2),
-                "captions": record.get("n_captions", 0),
-                "error": record.get("error", ""),
+                "reason": job.reason,
+                "computed": ", ".join(record.computed),
+                "duration_s": round(record.duration_s, 2),
+                "captions": record.n_captions,
+                "error": record.error,
             }
         )
         progress.update(done, len(jobs))
 
-    written = {"shards": []}
+    shards: list[str] = []
     if records:  # no work, no task: an unchanged source leaves nothing but cache hits
-        written = write_task.with_options(result_storage=store, refresh_cache=force)(
-            records, dataset, ws.root, new_run_id()
+        shards = write_task.with_options(result_storage=store, refresh_cache=force)(
+            [r.to_dict() for r in records], dataset, ws.root, new_run_id()
         )
-    fp = config.fingerprint()
-    videos, hours, n_captions = dataset_totals(ws, dataset, fp)
-    failed = [(r["video"], r["error"]) for r in rows if r["status"] == "failed"]
-    new = sum(r["status"] in ("new", "cached") for r in rows)
-    summary = {
-        "dataset": dataset,
-        "extract_fingerprint": fp,
-        "new": new,
-        "unchanged": unchanged,
-        "failed": failed,
-        "failed_before": failed_before,
-        "shards_written": len(written["shards"]),
-        "videos": videos,
-        "hours": round(hours, 4),
-        "captions": n_captions,
-        "fingerprint": open_dataset(ws, dataset, fp).fingerprint if videos else "",
-    }
+    summary = summarise(plan, records, shards, ws, started, done_since=len(done_since), failed_since=len(failed_since))
     progress.update(1, 1)
     artifacts.table(
         artifacts.artifact_key("extract", dataset),
         rows or [{"video": "(none)", "status": "nothing new", "reason": "", "error": ""}],
-        f"extract {dataset}: {new} new, {unchanged} unchanged, {len(failed)} failed; "
-        f"dataset now {videos} videos, {hours:.2f} h, {n_captions} captions",
+        f"extract {dataset}: {summary.extracted} new, {summary.unchanged} unchanged, {len(summary.failed)} failed; "
+        f"dataset now {summary.videos} videos, {summary.hours:.2f} h, {summary.captions} captions",
     )
-    for vid, err in failed:
+    for vid, err in summary.failed:
         log.warning("failed %s: %s", vid, err)
-    if new:
+    if summary.extracted:
         emit_event(
             event=EXTRACT_EVENT,
             resource={"prefect.resource.id": dataset_resource(dataset), "mmcaps.workspace": ws.root},
-            payload={"dataset": dataset, "new": new, "videos": videos},
+            payload={"dataset": dataset, "new": summary.extracted, "videos": summary.videos},
         )
     return summary
 
@@ -267,7 +261,7 @@ def pipeline_flow(
     extracted = extract_flow.with_options(task_runner=extract_runner)(
         source, dataset, extract, captions, workspace, False, force
     )
-    if not extracted["videos"]:
+    if not extracted.videos:
         raise ValueError(f"{source}: no video could be extracted; see the extract run's table")
     trained = train_flow([dataset], train, workspace, None, False, force)
     metrics = evaluate_flow(trained["run_id"], specs, evaluate, workspace, force) if specs else {}

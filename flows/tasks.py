@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import threading
+import uuid
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -20,11 +23,18 @@ from prefect import task
 from prefect.filesystems import LocalFileSystem
 
 from pipeline.extract import ExtractConfig
-from pipeline.ingest import ExtractJob, ExtractRecord, discover_videos, extract_one, plan_extract, write_dataset
-from pipeline.ingest.engine import default_extractor, staging_path, write_extract_config
+from pipeline.ingest import (
+    ExtractJob,
+    ExtractPlan,
+    ExtractRecord,
+    discover_videos,
+    extract_one,
+    plan_extract,
+    write_dataset,
+)
+from pipeline.ingest.engine import default_extractor, write_extract_config
 from storage import Workspace
-from storage.manifest import Manifest
-from storage.sample import Captions, captions_digest
+from storage.sample import captions_digest
 
 _EXTRACTORS: dict[tuple[str, str], Any] = {}
 _EXTRACTOR_LOCK = threading.Lock()
@@ -73,9 +83,9 @@ class _SerialExtractor:
         self.config = inner.config
         self.lock = threading.Lock()
 
-    def extract(self, video_path: str, captions: Any, video_id: str) -> Any:
+    def extract_streams(self, video_path: str, captions: Any, streams: Any) -> Any:
         with self.lock:
-            return self.inner.extract(video_path, captions, video_id)
+            return self.inner.extract_streams(video_path, captions, streams)
 
 
 def shared_extractor(config: ExtractConfig, ws: Workspace) -> Any:
@@ -111,77 +121,59 @@ def source_files(source: str | list[str], captions: str | None) -> list[str]:
     return videos + extra
 
 
-# -- job and record (de)serialisation: Prefect stores JSON records ------------------------------------------------
-def job_to_dict(job: ExtractJob) -> dict[str, Any]:
-    data = asdict(job)
-    data["captions"] = job.captions.to_json() if job.captions is not None else None
-    return data
+# -- plans as JSON (Prefect stores JSON records) --------------------------------------------------------------------
+def plan_to_dict(plan: ExtractPlan) -> dict[str, Any]:
+    return {**asdict(plan), "jobs": [j.to_dict() for j in plan.jobs]}
 
 
-def job_from_dict(data: dict[str, Any]) -> ExtractJob:
-    data = dict(data)
-    if data.get("captions") is not None:
-        data["captions"] = Captions.from_json(data["captions"])
-    return ExtractJob(**data)
+def plan_from_dict(data: dict[str, Any]) -> ExtractPlan:
+    return ExtractPlan(**{**data, "jobs": [ExtractJob.from_dict(j) for j in data["jobs"]]})
 
 
-def record_from_dict(data: dict[str, Any]) -> ExtractRecord:
-    return ExtractRecord(**data)
+# -- cache keys: never raise (a key that cannot be computed means "do not cache this call") ----------------------------
+def _safe_key(prefix: str, parts: Callable[[], tuple]) -> str:
+    try:
+        return f"{prefix}-" + digest(*parts())
+    except Exception as exc:  # a key must never fail the task: run it uncached instead
+        logging.getLogger(__name__).debug("no cache key for %s (%s); running uncached", prefix, exc)
+        return f"{prefix}-uncached-{uuid.uuid4().hex}"
 
 
-# -- cache keys ---------------------------------------------------------------------------------------------------
 def _plan_key(context: Any, p: dict[str, Any]) -> str:
     """The source's files (path, size, mtime), the config and the options; not the manifest's contents.
 
-    A plan is a function of the source and of what the dataset held when it was made; the jobs of a cached
-    plan that a later run finds already in the manifest are dropped by the flow (:func:`pending_jobs`), so
+    A plan is a function of the source and of what the dataset held when it was made; the jobs of a cached plan
+    that a later run finds already in the manifest are dropped by :func:`pipeline.ingest.pending_jobs`, so
     re-running an unchanged source is a cache hit even though the manifest changed since the plan was made.
     (After deleting a dataset's folder, run with ``--force``: a cached plan may predate some of its videos.)
     """
-    return "plan-" + digest(
-        p["dataset"],
-        p["config"].fingerprint(),
-        p["retry_failed"],
-        file_signature(source_files(p["source"], p["captions"])),
+    return _safe_key(
+        "plan",
+        lambda: (
+            p["dataset"],
+            p["config"].fingerprint(),
+            p["retry_failed"],
+            file_signature(source_files(p["source"], p["captions"])),
+        ),
     )
-
-
-def pending_jobs(
-    jobs: list[dict[str, Any]], root: str, dataset: str, retry_failed: bool
-) -> tuple[list[dict[str, Any]], list[str], list[str]]:
-    """Split a plan's jobs by what the manifest already answers (same video, bytes and fingerprint).
-
-    Returns (jobs still to run, ids already extracted, ids that failed before and are not retried).
-    """
-    ws = Workspace(root)
-    if not jobs or not ws.exists(ws.manifest_path(dataset)):
-        return jobs, [], []
-    status = {
-        (r["video_id"], r["sha256"], r["extract_fingerprint"]): r["status"]
-        for r in Manifest(ws, dataset).current().to_pylist()
-    }
-    todo, done, failed = [], [], []
-    for job in jobs:
-        known = status.get((job["video_id"], job["sha256"], job["extract_fingerprint"]))
-        if known == "ok":
-            done.append(job["video_id"])
-        elif known is not None and not retry_failed:
-            failed.append(job["video_id"])
-        else:
-            todo.append(job)
-    return todo, done, failed
 
 
 def _extract_key(context: Any, p: dict[str, Any]) -> str:
     job = p["job"]
-    return "extract-" + digest(
-        p["dataset"], job["video_id"], job["sha256"], job["extract_fingerprint"], job["captions"]
+    return _safe_key(
+        "extract",
+        lambda: (job["video_id"], job["sha256"], job["stream_fingerprints"], captions_digest(job["captions"])),
     )
 
 
 def _write_key(context: Any, p: dict[str, Any]) -> str:
-    records = sorted((r["video_id"], r["sha256"], r["status"], r["extracted_at"]) for r in p["records"])
-    return "write-" + digest(p["dataset"], records)
+    return _safe_key(
+        "write",
+        lambda: (
+            p["dataset"],
+            sorted((r["video_id"], r["sha256"], r["status"], r["extracted_at"]) for r in p["records"]),
+        ),
+    )
 
 
 def _no_retry_for_corrupt(task: Any, task_run: Any, state: Any) -> bool:
@@ -195,7 +187,7 @@ def _no_retry_for_corrupt(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
-# -- extraction ---------------------------------------------------------------------------------------------------
+# -- extraction: one task per engine step --------------------------------------------------------------------------
 @task(name="plan-extraction", cache_key_fn=_plan_key, persist_result=True, result_serializer="json")
 def plan_task(
     source: str | list[str],
@@ -206,21 +198,11 @@ def plan_task(
     retry_failed: bool,
     rehash: bool = False,
 ) -> dict[str, Any]:
-    """Compare the source with the manifest: the jobs to run (new, changed, retried) and what is done.
-
-    ``rehash`` (the flows' ``force``) reads every source again instead of trusting remembered hashes.
-    """
+    """:func:`pipeline.ingest.plan_extract`; ``rehash`` (the flows' ``force``) reads every source again."""
     ws = Workspace(root)
     write_extract_config(ws, dataset, config)
-    plan = plan_extract(
-        source, dataset, config.fingerprint(), ws, captions=captions, retry_failed=retry_failed, rehash=rehash
-    )
-    return {
-        "jobs": [job_to_dict(j) for j in plan.jobs],
-        "unchanged": plan.unchanged,
-        "failed_before": plan.failed_before,
-        "absent": plan.absent,
-    }
+    plan = plan_extract(source, dataset, config, ws, captions=captions, retry_failed=retry_failed, rehash=rehash)
+    return plan_to_dict(plan)
 
 
 @task(
@@ -233,71 +215,20 @@ def plan_task(
     retry_delay_seconds=1,
     retry_condition_fn=_no_retry_for_corrupt,
 )
-def extract_video_task(job: dict[str, Any], config: ExtractConfig, root: str, dataset: str) -> dict[str, Any]:
-    """Extract one video into the dataset's staging area and return its record; a video that fails raises
-    :class:`CorruptVideo` (its failure is staged too, so the manifest gets its row)."""
+def extract_video_task(job: dict[str, Any], config: ExtractConfig, root: str) -> dict[str, Any]:
+    """:func:`pipeline.ingest.extract_one`: the streams the feature store lacks; a video that fails raises
+    :class:`CorruptVideo` (the flow then writes its failed row)."""
     ws = Workspace(root)
-    record = extract_one(job_from_dict(job), shared_extractor(config, ws), ws, dataset)
+    record = extract_one(ExtractJob.from_dict(job), lambda: shared_extractor(config, ws), ws)
     if record.status != "ok":
         raise CorruptVideo(record.error or f"{job['source']}: extraction failed")
-    return asdict(record)
-
-
-def failed_record(job: dict[str, Any], root: str, dataset: str, error: str) -> dict[str, Any]:
-    """The staged failure of a video whose task failed (or a fresh one when nothing was staged)."""
-    from pipeline.ingest.engine import one_line, record_from_staging
-
-    ws = Workspace(root)
-    path = staging_path(ws, dataset, job["extract_fingerprint"], job["video_id"], job["sha256"], ok=False)
-    rec = record_from_staging(ws, path) if ws.exists(path) else None
-    if rec is not None:
-        return asdict(rec)
-    from pipeline.ingest.engine import utc_now
-
-    return asdict(
-        ExtractRecord(
-            video_id=job["video_id"],
-            source=job["source"],
-            sha256=job["sha256"],
-            size_bytes=job["size_bytes"],
-            status="failed",
-            error=one_line(error),
-            duration_s=0.0,
-            has_audio=False,
-            n_captions=len(job["captions"]["text"]) if job.get("captions") else 0,
-            extract_fingerprint=job["extract_fingerprint"],
-            extracted_at=utc_now(),
-            captions_sha256=captions_digest(job.get("captions")),
-        )
-    )
-
-
-def record_is_usable(record: dict[str, Any], root: str, dataset: str) -> bool:
-    """A cached record is usable while its staging file exists or the manifest already holds it."""
-    ws = Workspace(root)
-    if record.get("staging") and ws.exists(record["staging"]):
-        return True
-    current = Manifest(ws, dataset).current(record["extract_fingerprint"]).to_pylist()
-    return any(r["video_id"] == record["video_id"] and r["sha256"] == record["sha256"] for r in current)
+    return record.to_dict()
 
 
 @task(name="write-shards", cache_key_fn=_write_key, persist_result=True, result_serializer="json")
-def write_task(records: list[dict[str, Any]], dataset: str, root: str, run_id: str) -> dict[str, Any]:
-    """Pack staged samples into shards (atomic rename), then append the manifest rows, then drop the staging."""
-    ws = Workspace(root)
-    fresh = [record_from_dict(r) for r in records if _pending(ws, r)]
-    shards = write_dataset(fresh, ws, dataset, run_id=run_id) if fresh else []
-    return {"shards": shards, "rows": len(fresh)}
-
-
-def _pending(ws: Workspace, record: dict[str, Any]) -> bool:
-    """Not yet written: its staging file still exists, or it is a failure that never got one.
-
-    A record whose staging file is gone was written by an earlier run (write deletes staging files only after
-    the manifest holds their rows).
-    """
-    staging = record.get("staging") or ""
-    return not staging or ws.exists(staging)
+def write_task(records: list[dict[str, Any]], dataset: str, root: str, run_id: str) -> list[str]:
+    """:func:`pipeline.ingest.write_dataset`: samples from the store into shards, then the manifest rows."""
+    return write_dataset([ExtractRecord.from_dict(r) for r in records], Workspace(root), dataset, run_id=run_id)
 
 
 # -- training -----------------------------------------------------------------------------------------------------

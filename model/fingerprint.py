@@ -45,6 +45,14 @@ def _payload(value: Any) -> Any:
     return value
 
 
+def content_fingerprint(kind: str, payload: Any, length: int = 12) -> str:
+    """Short hex sha256 of ``{"kind": kind, "fields": payload}`` as canonical JSON (the rule of every fingerprint)."""
+    blob = json.dumps(
+        {"kind": kind, "fields": _payload(payload)}, sort_keys=True, separators=(",", ":"), ensure_ascii=True
+    )
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:length]
+
+
 class FingerprintedConfig(BaseModel):
     """Base for component configs: validated, frozen, with a stable content hash."""
 
@@ -65,13 +73,7 @@ class FingerprintedConfig(BaseModel):
 
         Stable across processes and Python versions: canonical JSON (sorted keys, no whitespace), sha256.
         """
-        blob = json.dumps(
-            {"kind": type(self).__name__, "fields": self.fingerprint_payload()},
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=True,
-        )
-        return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:length]
+        return content_fingerprint(type(self).__name__, self.fingerprint_payload(), length)
 
     def with_updates(self: T, updates: dict[str, Any]) -> T:
         """A copy with dotted-key updates applied and validated (``{"model.num_capsules": 64}``)."""

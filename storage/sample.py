@@ -1,6 +1,6 @@
 """The per-video sample: what extraction produces, what a shard stores and what training reads.
 
-One :class:`VideoFeatures` is one WebDataset sample (DESIGN section 3):
+One :class:`VideoFeatures` is one WebDataset sample (README "Shard sample"):
 
 ==================  =======================  =================================================================
 member              dtype, shape             meaning
@@ -10,8 +10,13 @@ member              dtype, shape             meaning
 ``mel.npy``         float16 [40, Ta]         log-mel, 100 frames per second; [40, 0] when there is no audio
 ``w2v.npy``         float16 [N, 300]         per caption, max over its in-vocabulary word vectors
 ``captions.json``   {start, end, text}       seconds, as HowTo100M's caption.json
-``meta.json``       dict                     source id, sha256, duration, fps, has_audio, weights, fingerprint
+``meta.json``       dict                     source id, sha256, duration, fps, has_audio, weights, precision,
+                                             ffmpeg build, stream fingerprints, what made each stream
 ==================  =======================  =================================================================
+
+A dataset's sample is composed from the feature store's per-stream entries (:meth:`VideoFeatures.from_streams`),
+the one place that writes a sample's ``meta.json``. It holds no time stamp, so the same inputs and config give the
+same shard bytes on any host (when a video was extracted is the manifest's ``extracted_at``).
 """
 
 from __future__ import annotations
@@ -118,6 +123,54 @@ class VideoFeatures:
         sample["captions.json"] = json.dumps(self.captions.to_json()).encode("utf-8")
         sample["meta.json"] = json.dumps(meta, sort_keys=True).encode("utf-8")
         return sample
+
+    @classmethod
+    def from_streams(
+        cls,
+        *,
+        video_id: str,
+        captions: Captions,
+        arrays: dict[str, np.ndarray],
+        metas: dict[str, dict[str, Any]],
+        identity: dict[str, Any],
+    ) -> VideoFeatures:
+        """A sample from per-stream entries: ``arrays``/``metas`` keyed by stream (``rgb2d``, ``rgb3d``, ``audio``,
+        ``text``; see :mod:`storage.features`), ``identity`` the video's source, sha256, size and fingerprints.
+
+        ``meta.json`` gets the identity, each stream's meta under ``streams``, and the flat fields readers use:
+        duration, frame rate and size (from the visual streams' probe), ``has_audio``, the weights of every stream,
+        precision and ffmpeg build, caption counts.
+        """
+        visual = metas.get("rgb2d") or metas.get("rgb3d") or {}
+        probe = dict(visual.get("probe") or metas.get("audio", {}).get("probe") or {})
+        mel = arrays["audio"]
+        text = metas.get("text", {})
+        meta = {
+            **identity,
+            "video_id": video_id,
+            "duration_s": float(probe.get("duration_s") or 0.0),
+            "fps": probe.get("fps"),
+            "width": probe.get("width"),
+            "height": probe.get("height"),
+            "has_audio": bool(mel.ndim == 2 and mel.shape[1] > 0),
+            "weights": {s: metas.get(s, {}).get("weights", "") for s in ("rgb2d", "rgb3d", "text")},
+            "precision": visual.get("precision", ""),
+            "ffmpeg": visual.get("ffmpeg", ""),
+            "n_captions": len(captions),
+            "n_captions_oov": int(text.get("n_captions_oov", 0)),
+            "dims": {"rgb2d": int(arrays["rgb2d"].shape[1]), "rgb3d": int(arrays["rgb3d"].shape[1]),
+                     "w2v": int(arrays["text"].shape[1])},
+            "streams": {s: metas[s] for s in sorted(metas)},
+        }  # fmt: skip
+        return cls(
+            video_id=video_id,
+            rgb2d=arrays["rgb2d"],
+            rgb3d=arrays["rgb3d"],
+            mel=mel,
+            w2v=arrays["text"],
+            captions=captions,
+            meta=meta,
+        )
 
     @classmethod
     def from_sample(cls, sample: dict[str, Any], *, where: str = "sample") -> VideoFeatures:

@@ -54,13 +54,6 @@ def run(args: argparse.Namespace) -> int:
     workspace = Workspace(args.workspace)
     flow = extract_flow.with_options(task_runner=task_runner(args))
     summary = flow(args.source, args.dataset, cfg, args.captions, workspace.root, args.retry_failed, args.force)
-    print(
-        f"dataset {summary['dataset']} (extract fingerprint {summary['extract_fingerprint']}): {summary['new']} "
-        f"extracted, {summary['unchanged']} unchanged, {len(summary['failed'])} failed"
-        + (f", {summary['failed_before']} failed before (use --retry-failed)" if summary["failed_before"] else "")
-    )
-    print(f"now {summary['videos']} videos, {summary['hours']:.2f} h, {summary['captions']} captions")
-    for vid, err in summary["failed"]:
-        print(f"  failed {vid}: {err}")
+    print(str(summary).replace("(not retried)", "(use --retry-failed)"))
     print(f"workspace {workspace.root}")
     return 0

@@ -32,11 +32,10 @@ import torch
 from torch import nn
 
 from pipeline.extract.config import RANDOM, Rgb2dConfig, Rgb3dConfig, is_weights_file
-from pipeline.extract.recipes import IMAGENET_MEAN, IMAGENET_STD, RECIPES_3D
+from pipeline.extract.recipes import CALIBRATION, IMAGENET_MEAN, IMAGENET_STD, RECIPES_3D
 from pipeline.extract.resnext3d import load_resnext_state, resnext101
 from storage.hashing import sha256_local
 
-CALIBRATION = "bncal2-res0.2"  # bump when the calibration set or procedure changes (it changes "random" features)
 # Scale of each residual branch's last BatchNorm (γ) in a random network. At γ = 1 the 50 random residual branches
 # of ResNet-152 drown the image's signal (a linear probe for colour on the synthetic corpus scores at chance); at
 # 0.2 the shortcut path keeps it (colour 0.96, shape 0.71 held-out on the tiny corpus, 3 classes each), while every
@@ -254,6 +253,42 @@ def _file_id(path: str) -> str:
     return f"file:{Path(path).name}:sha256:{sha256_local(Path(path).expanduser())[:12]}"
 
 
+def _torchvision_weights(value: str, download: bool):  # -> torchvision.models.WeightsEnum member
+    """The named ResNet-152 weights; their file must be in ``$TORCH_HOME/hub/checkpoints`` unless ``download``."""
+    import torchvision  # deferred: torchvision's import costs seconds and only named weights need it
+
+    enum = torchvision.models.ResNet152_Weights
+    name = value.split(".")[-1]
+    if name not in enum.__members__:
+        raise ValueError(f"rgb2d weights {value!r}: not 'random', a file, or one of {sorted(enum.__members__)}")
+    weights = enum[name]
+    hub_dir = Path(torch.hub.get_dir()) / "checkpoints"
+    file = hub_dir / os.path.basename(weights.url)
+    if not file.is_file() and not download:
+        raise FileNotFoundError(
+            f"rgb2d weights {weights}: {file} not found. Download {weights.url} into {hub_dir} "
+            "(set TORCH_HOME to choose the folder), pass the file's path as rgb2d.weights, or allow download=True"
+        )
+    return weights
+
+
+def check_weights(cfg: Rgb2dConfig | Rgb3dConfig, *, download: bool = False) -> None:
+    """Fail at once, naming where to put the file, when ``cfg.weights`` names weights that are not here — without
+    building the network (extraction builds backbones only when a video needs them)."""
+    if cfg.weights == RANDOM:
+        return
+    what = "rgb2d" if isinstance(cfg, Rgb2dConfig) else "rgb3d"
+    if is_weights_file(cfg.weights):
+        if not Path(cfg.weights).expanduser().is_file():
+            raise FileNotFoundError(
+                f"{cfg.weights}: {what} weights file not found; put the file there or set weights=random"
+            )
+    elif what == "rgb3d":
+        raise ValueError(f"rgb3d weights {cfg.weights!r}: expected 'random' or a path to a checkpoint file")
+    else:
+        _torchvision_weights(cfg.weights, download)
+
+
 def build_2d(cfg: Rgb2dConfig, *, seed: int, cache_dir: str | None = None, download: bool = False) -> Backbone:
     """ResNet-152 trunk (eval mode, CPU) with ``cfg.weights``; see the module docstring for the weights rules."""
     net = _seeded(seed, ResNet2D).eval()
@@ -268,20 +303,7 @@ def build_2d(cfg: Rgb2dConfig, *, seed: int, cache_dir: str | None = None, downl
         except RuntimeError as exc:
             raise ValueError(f"{cfg.weights}: not a torchvision ResNet-152 state dict: {str(exc)[:600]}") from exc
         return Backbone(net, 2048, _file_id(cfg.weights))
-    import torchvision
-
-    enum = torchvision.models.ResNet152_Weights
-    name = cfg.weights.split(".")[-1]
-    if name not in enum.__members__:
-        raise ValueError(f"rgb2d weights {cfg.weights!r}: not 'random', a file, or one of {sorted(enum.__members__)}")
-    weights = enum[name]
-    hub_dir = Path(torch.hub.get_dir()) / "checkpoints"
-    file = hub_dir / os.path.basename(weights.url)
-    if not file.is_file() and not download:
-        raise FileNotFoundError(
-            f"rgb2d weights {weights}: {file} not found. Download {weights.url} into {hub_dir} "
-            "(set TORCH_HOME to choose the folder), pass the file's path as rgb2d.weights, or allow download=True"
-        )
+    weights = _torchvision_weights(cfg.weights, download)
     state = weights.get_state_dict(progress=False, check_hash=False)
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     net.net.load_state_dict(state, strict=True)

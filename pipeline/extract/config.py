@@ -13,9 +13,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from model.fingerprint import FingerprintedConfig, runtime_field
+from model.fingerprint import FingerprintedConfig, content_fingerprint, runtime_field
 from pipeline.extract.ffmpeg import ffmpeg_binary
-from pipeline.extract.recipes import RECIPES_3D
+from pipeline.extract.recipes import CALIBRATION, RECIPES_3D
 from pipeline.hardware import ResolvesPrecision
 from storage.hashing import sha256_local
 
@@ -99,9 +99,10 @@ class TextConfig(FingerprintedConfig):
 class ExtractConfig(ResolvesPrecision, FingerprintedConfig):
     """All extraction settings. ``ExtractConfig()`` is the HowTo100M recipe with seeded random backbones.
 
-    ``precision`` and ``ffmpeg`` are fingerprinted by what they resolve to on this host (the precision actually
-    used, the ffmpeg build's version), so features made differently land in different shard folders and features
-    made the same way share one, whatever the spelling of the setting.
+    Each stream has its own fingerprint (:meth:`stream_fingerprints`); the config's fingerprint, which names a
+    dataset's shard folder, is theirs together. ``precision`` and ``ffmpeg`` enter by what they resolve to on this
+    host (the precision actually used, the ffmpeg build's version), so features made differently get different
+    fingerprints and features made the same way share them, whatever the spelling of the setting.
     """
 
     rgb2d: Rgb2dConfig = Field(default_factory=Rgb2dConfig)
@@ -125,7 +126,20 @@ class ExtractConfig(ResolvesPrecision, FingerprintedConfig):
     timeout_s: float = runtime_field(120.0, gt=0)  # longest ffmpeg may go without output
     download: bool = runtime_field(False)  # let torchvision download named weights into $TORCH_HOME
 
+    def stream_fingerprints(self) -> dict[str, str]:
+        """Each stream's fingerprint (``rgb2d``, ``rgb3d``, ``audio``, ``text``): the settings that shape that stream's
+        arrays and nothing else. The feature store keys a video's arrays by them (:mod:`storage.features`)."""
+        decoding = {"ffmpeg": ffmpeg_binary(self.ffmpeg).version, "max_seconds": self.max_seconds}
+        precision = self.resolve_precision().precision if self.precision == "auto" else self.precision
+        visual = {**decoding, "precision": precision, "seed": self.seed, "calibration": CALIBRATION}
+        parts = {
+            "rgb2d": {"rgb2d": self.rgb2d.fingerprint_payload(), **visual},
+            "rgb3d": {"rgb3d": self.rgb3d.fingerprint_payload(), **visual},
+            "audio": {"audio": self.audio.fingerprint_payload(), **decoding},
+            "text": {"text": self.text.fingerprint_payload()},
+        }
+        return {name: content_fingerprint(f"stream:{name}", payload) for name, payload in parts.items()}
+
     def fingerprint_payload(self) -> dict[str, Any]:
-        out = super().fingerprint_payload()
-        out["ffmpeg"] = ffmpeg_binary(self.ffmpeg).version
-        return out
+        # A dataset's extract fingerprint (its shard folder) is that of its four streams together.
+        return {"streams": self.stream_fingerprints()}

@@ -13,14 +13,13 @@ uses the ffmpeg the config names (the pinned imageio-ffmpeg build by default); i
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import queue
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.extract.audio import log_mel
-from pipeline.extract.backbones import build_2d, build_3d
+from pipeline.extract.backbones import Backbone, build_2d, build_3d, check_weights
 from pipeline.extract.config import ExtractConfig
 from pipeline.extract.errors import ExtractError
 from pipeline.extract.ffmpeg import FrameSpec, FrameStreams, VideoInfo, decode_audio, ffmpeg_binary, probe
@@ -37,6 +36,7 @@ from pipeline.extract.recipes import IMAGENET_MEAN, IMAGENET_STD, RECIPES_3D
 from pipeline.extract.runner import NetRunner
 from pipeline.extract.text import WordVectors
 from pipeline.hardware import resolve_device, resolve_precision
+from storage.features import STREAMS, StreamArrays
 from storage.sample import Captions, VideoFeatures
 
 _END = object()
@@ -146,8 +146,11 @@ class _AudioJob:
 
 
 class Extractor:
-    """Loads (or calibrates) the backbones once; :meth:`extract` then turns videos into :class:`VideoFeatures`.
+    """Extracts videos stream by stream; backbones and word vectors are built on first need.
 
+    :meth:`extract_streams` computes the streams asked for (the engine asks only for those the feature store lacks:
+    text alone needs no decoding and no network); :meth:`extract` computes all four and returns the sample. One
+    video at a time per extractor (the flows share one per process behind a lock).
     ``cache_dir``: a local folder for calibrated random backbones and converted word vectors (the workspace's
     ``cache_dir()``); None keeps them in this process only. ``device``: overrides ``cfg.device``.
     """
@@ -164,44 +167,75 @@ class Extractor:
         self.cfg = cfg = cfg.model_copy(update={"precision": self.precision.precision})
         self.ffmpeg = ffmpeg_binary(cfg.ffmpeg)
         self.fingerprint = cfg.fingerprint()
-        cache = str(cache_dir) if cache_dir is not None else None
-        self.rgb2d = build_2d(cfg.rgb2d, seed=cfg.seed, cache_dir=cache, download=cfg.download)
-        self.rgb3d = build_3d(cfg.rgb3d, seed=cfg.seed, cache_dir=cache)
+        self.stream_fingerprints = cfg.stream_fingerprints()
+        # Named weights that are not here fail now, not at the first video (nothing is built yet).
+        check_weights(cfg.rgb2d, download=cfg.download)
+        check_weights(cfg.rgb3d)
+        if cfg.text.word2vec and not Path(cfg.text.word2vec).expanduser().is_file():
+            raise FileNotFoundError(f"{cfg.text.word2vec}: word2vec file not found")
+        self.cache_dir = str(cache_dir) if cache_dir is not None else None
         self.recipe3d = RECIPES_3D[cfg.rgb3d.arch]
-        common = {"device": self.device, "precision": self.precision.precision, "compile": cfg.compile}
-        self.net2d = NetRunner(
-            self.rgb2d.net, memory_format=torch.channels_last, max_batch=cfg.rgb2d.batch_size, **common
-        )
-        self.net3d = NetRunner(
-            self.rgb3d.net, memory_format=torch.channels_last_3d, max_batch=cfg.rgb3d.batch_size, **common
-        )
-        # The backbones now hold the runners' folded networks, so the unfolded copies are freed.
-        self.rgb2d = dataclasses.replace(self.rgb2d, net=self.net2d.net)
-        self.rgb3d = dataclasses.replace(self.rgb3d, net=self.net3d.net)
-        self.words = WordVectors.load(cfg.text.word2vec, cache) if cfg.text.word2vec else None
-        if self.words is not None and self.words.dim != cfg.text.dim:
-            raise ValueError(
-                f"{cfg.text.word2vec}: vectors have {self.words.dim} dimensions, text.dim is {cfg.text.dim}"
-            )
-        self._mean2d = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
-        self._std2d = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
-        r = self.recipe3d
-        self._mean3d = torch.tensor(r.mean, device=self.device).view(1, 3, 1, 1, 1)
-        self._std3d = torch.tensor(r.std, device=self.device).view(1, 3, 1, 1, 1)
-        self.last_timing: dict[str, float] = {}  # seconds of the last extract(): wall, rgb2d, rgb3d, audio, waits
+        self._weights: dict[str, str] = {}  # weights id of each backbone, once built
+        self._dims: dict[str, int] = {}
+        self.last_timing: dict[str, float] = {}  # seconds of the last extraction: wall, rgb2d, rgb3d, audio, waits
 
     @property
     def config(self) -> ExtractConfig:
         """The config (the name the extraction engine's ``Extractor`` protocol uses)."""
         return self.cfg
 
+    # -- what is built on first need -----------------------------------------------------------------------------
+    def _runner(self, backbone: Backbone, memory_format: torch.memory_format, max_batch: int) -> NetRunner:
+        return NetRunner(
+            backbone.net,
+            device=self.device,
+            precision=self.precision.precision,
+            memory_format=memory_format,
+            compile=self.cfg.compile,
+            max_batch=max_batch,
+        )
+
+    @functools.cached_property
+    def net2d(self) -> NetRunner:
+        """ResNet-152, folded (the unfolded copy is freed)."""
+        backbone = build_2d(self.cfg.rgb2d, seed=self.cfg.seed, cache_dir=self.cache_dir, download=self.cfg.download)
+        self._weights["rgb2d"] = backbone.weights_id
+        self._dims["rgb2d"] = backbone.dim
+        self._norm2d = (
+            torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1),
+            torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1),
+        )
+        return self._runner(backbone, torch.channels_last, self.cfg.rgb2d.batch_size)
+
+    @functools.cached_property
+    def net3d(self) -> NetRunner:
+        """The 3D network of ``rgb3d.arch``, folded."""
+        backbone = build_3d(self.cfg.rgb3d, seed=self.cfg.seed, cache_dir=self.cache_dir)
+        self._weights["rgb3d"] = backbone.weights_id
+        self._dims["rgb3d"] = backbone.dim
+        r = self.recipe3d
+        self._norm3d = (
+            torch.tensor(r.mean, device=self.device).view(1, 3, 1, 1, 1),
+            torch.tensor(r.std, device=self.device).view(1, 3, 1, 1, 1),
+        )
+        return self._runner(backbone, torch.channels_last_3d, self.cfg.rgb3d.batch_size)
+
+    @functools.cached_property
+    def words(self) -> WordVectors | None:
+        """The word vectors (None when the config names none: every caption then gets a zero vector)."""
+        cfg = self.cfg.text
+        if not cfg.word2vec:
+            return None
+        words = WordVectors.load(cfg.word2vec, self.cache_dir)
+        if words.dim != cfg.dim:
+            raise ValueError(f"{cfg.word2vec}: vectors have {words.dim} dimensions, text.dim is {cfg.dim}")
+        return words
+
     @property
     def weights(self) -> dict[str, str]:
-        return {
-            "rgb2d": self.rgb2d.weights_id,
-            "rgb3d": self.rgb3d.weights_id,
-            "text": self.words.weights_id if self.words is not None else "none",
-        }
+        """The weights id of every backbone (building them) and of the word vectors."""
+        _ = self.net2d, self.net3d
+        return {**self._weights, "text": self.words.weights_id if self.words is not None else "none"}
 
     # -- networks ------------------------------------------------------------------------------------------------
     @staticmethod
@@ -211,25 +245,29 @@ class Extractor:
 
     def features_2d(self, frames: np.ndarray) -> np.ndarray:
         """uint8 frames [n, H, W, 3] → float16 [n, 2048], L2-normalised rows (RGB / 255, ImageNet mean and std)."""
+        runner = self.net2d
         if len(frames) == 0:
-            return np.zeros((0, self.rgb2d.dim), np.float16)
+            return np.zeros((0, self._dims["rgb2d"]), np.float16)
+        mean, std = self._norm2d
         x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device).permute(0, 3, 1, 2)  # (n, c, h, w) NHWC
-        x = (x.float() / 255.0 - self._mean2d) / self._std2d
-        return self._rows(self.net2d, x)
+        x = (x.float() / 255.0 - mean) / std
+        return self._rows(runner, x)
 
     def features_3d(self, frames: np.ndarray) -> np.ndarray:
         """uint8 frames [n, S, S, 3] → float16 [ceil(n / L), 2048]; L-frame windows, the last padded with pixel 0."""
+        runner = self.net3d
         r = self.recipe3d
         n = len(frames)
         if n == 0:
-            return np.zeros((0, self.rgb3d.dim), np.float16)
+            return np.zeros((0, self._dims["rgb3d"]), np.float16)
         pad = (-n) % r.frames
         x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
         if pad:
             x = torch.cat([x, x.new_zeros((pad, *x.shape[1:]))])
         x = x.view(-1, r.frames, *x.shape[1:]).permute(0, 4, 1, 2, 3)  # (b, c, t, h, w)
-        x = (x.float() * r.scale - self._mean3d) / self._std3d
-        return self._rows(self.net3d, x)
+        mean, std = self._norm3d
+        x = (x.float() * r.scale - mean) / std
+        return self._rows(runner, x)
 
     def text_features(self, captions: Captions) -> tuple[np.ndarray, int]:
         """float16 [N, dim] caption vectors and the number of captions with no in-vocabulary token."""
@@ -239,77 +277,112 @@ class Extractor:
         return rows.astype(np.float16), oov
 
     # -- one video ------------------------------------------------------------------------------------------------
-    def extract(self, video_path: str | os.PathLike[str], captions: Captions | None, video_id: str) -> VideoFeatures:
-        """All features of one video. Raises :class:`ExtractError` naming the file on bad input."""
+    def extract_streams(
+        self, video_path: str | os.PathLike[str], captions: Captions | None, streams: Collection[str] = STREAMS
+    ) -> dict[str, StreamArrays]:
+        """The ``streams`` of one video (any of ``rgb2d``, ``rgb3d``, ``audio``, ``text``), each with what made it.
+
+        Only what is asked is decoded and run: ``text`` alone reads no video. Raises :class:`ExtractError` naming
+        the file on bad input.
+        """
         cfg = self.cfg
-        path = str(video_path)
+        want = set(streams)
+        unknown = want - set(STREAMS)
+        if unknown:
+            raise ValueError(f"unknown streams {sorted(unknown)}; streams are {STREAMS}")
+        captions = captions if captions is not None else Captions()
         t_start = time.perf_counter()
-        info = probe(path)
-        audio = _AudioJob(path, info, cfg, self.ffmpeg.path) if (info.has_audio and cfg.audio.enabled) else None
-        r = self.recipe3d
-        common = {"timeout_s": cfg.timeout_s, "max_seconds": cfg.max_seconds, "info": info, "exe": self.ffmpeg.path}
+        out: dict[str, StreamArrays] = {}
+        timing = {"rgb2d": 0.0, "rgb3d": 0.0, "audio": 0.0, "wait2d": 0.0, "wait3d": 0.0}
+        if want & {"rgb2d", "rgb3d", "audio"}:
+            path = str(video_path)
+            info = probe(path)
+            duration = info.duration_s if cfg.max_seconds is None else min(info.duration_s, cfg.max_seconds)
+            probed = {
+                "duration_s": duration,
+                "fps": info.fps,
+                "width": info.width,
+                "height": info.height,
+                "has_audio_stream": info.has_audio,
+            }
+            audio = None
+            if "audio" in want and info.has_audio and cfg.audio.enabled:
+                audio = _AudioJob(path, info, cfg, self.ffmpeg.path)
+            try:
+                rows = self._frames(path, info, want & {"rgb2d", "rgb3d"}, timing)
+                mel = audio.result() if audio is not None else np.zeros((cfg.audio.n_mels, 0), np.float32)
+            finally:
+                if audio is not None:
+                    audio._thread.join()
+                    timing["audio"] = audio.seconds
+            visual = {"precision": self.precision.precision, "ffmpeg": self.ffmpeg.version, "probe": probed}
+            for name, arr in rows.items():
+                meta = {**visual, "weights": self._weights[name], "rows": len(arr)}
+                if name == "rgb3d":
+                    meta["arch"] = cfg.rgb3d.arch
+                out[name] = StreamArrays(arr, meta)
+            if "audio" in want:
+                out["audio"] = StreamArrays(
+                    mel.astype(np.float16), {"ffmpeg": self.ffmpeg.version, "probe": probed, "columns": mel.shape[1]}
+                )
+        if "text" in want:
+            w2v, oov = self.text_features(captions)
+            weights = self.words.weights_id if self.words is not None else "none"
+            out["text"] = StreamArrays(w2v, {"weights": weights, "n_captions": len(captions), "n_captions_oov": oov})
+        self.last_timing = {"wall": time.perf_counter() - t_start, **timing}
+        return {name: out[name] for name in STREAMS if name in out}
+
+    def _frames(self, path: str, info: VideoInfo, want: set[str], timing: dict[str, float]) -> dict[str, np.ndarray]:
+        """Decode the wanted frame streams once (one ffmpeg) and run each chunk through its network as it comes."""
+        if not want:
+            return {}
+        cfg, r = self.cfg, self.recipe3d
         specs = {
             "rgb2d": FrameSpec(fps=cfg.rgb2d.fps, size=cfg.rgb2d.size, chunk_frames=cfg.rgb2d.batch_size),
             "rgb3d": FrameSpec(fps=r.fps, size=r.size, crop=True, chunk_frames=r.frames * cfg.rgb3d.batch_size),
         }
-        features = {"rgb2d": self.features_2d, "rgb3d": self.features_3d}
-        rows: dict[str, list[np.ndarray]] = {"rgb2d": [], "rgb3d": []}
-        timing = {"rgb2d": 0.0, "rgb3d": 0.0}
+        specs = {name: spec for name, spec in specs.items() if name in want}
+        nets = {"rgb2d": self.features_2d, "rgb3d": self.features_3d}
+        for name in specs:  # build before decoding starts, so ffmpeg never waits on a network being built
+            _ = self.net2d if name == "rgb2d" else self.net3d
+        rows: dict[str, list[np.ndarray]] = {name: [] for name in specs}
         frames = streams = None
+        common = {"timeout_s": cfg.timeout_s, "max_seconds": cfg.max_seconds, "info": info, "exe": self.ffmpeg.path}
         try:
-            # One ffmpeg decodes the video once for both frame streams; a thread per stream feeds one queue, and
+            # One ffmpeg decodes the video once for every frame stream; a thread per stream feeds one queue, and
             # each chunk goes to its network as soon as it is decoded.
             frames = FrameStreams(path, specs, **common)
             streams = _Merged({name: functools.partial(frames.iter, name) for name in specs}, 2 * cfg.queue_chunks)
             for name, chunk in streams:
                 t0 = time.perf_counter()
-                rows[name].append(features[name](chunk))
+                rows[name].append(nets[name](chunk))
                 timing[name] += time.perf_counter() - t0
-            mel = audio.result() if audio is not None else np.zeros((cfg.audio.n_mels, 0), np.float32)
         finally:
             if streams is not None:
                 streams.close()
+                timing["wait2d"] = streams.wait_s.get("rgb2d", 0.0)
+                timing["wait3d"] = streams.wait_s.get("rgb3d", 0.0)
             if frames is not None:
                 frames.close()
-            if audio is not None:
-                audio._thread.join()
+        return {
+            name: np.concatenate(parts) if parts else np.zeros((0, self._dims[name]), np.float16)
+            for name, parts in rows.items()
+        }
+
+    def extract(self, video_path: str | os.PathLike[str], captions: Captions | None, video_id: str) -> VideoFeatures:
+        """All four streams of one video as one sample (the notebook path; the engine goes through the store)."""
         captions = captions if captions is not None else Captions()
-        w2v, oov = self.text_features(captions)
-        rgb2d = np.concatenate(rows["rgb2d"]) if rows["rgb2d"] else np.zeros((0, self.rgb2d.dim), np.float16)
-        rgb3d = np.concatenate(rows["rgb3d"]) if rows["rgb3d"] else np.zeros((0, self.rgb3d.dim), np.float16)
-        wall = time.perf_counter() - t_start
-        self.last_timing = {
-            "wall": wall,
-            **timing,
-            "audio": audio.seconds if audio is not None else 0.0,
-            "wait2d": streams.wait_s["rgb2d"],
-            "wait3d": streams.wait_s["rgb3d"],
-        }
-        duration = info.duration_s if cfg.max_seconds is None else min(info.duration_s, cfg.max_seconds)
-        meta = {
-            "video_id": video_id,
-            "duration_s": duration,
-            "fps": info.fps,
-            "width": info.width,
-            "height": info.height,
-            "has_audio": bool(mel.shape[1] > 0),
-            "weights": self.weights,
-            "extract_fingerprint": self.fingerprint,
-            "n_captions": len(captions),
-            "n_captions_oov": int(oov),
-            "dims": {"rgb2d": self.rgb2d.dim, "rgb3d": self.rgb3d.dim, "w2v": int(w2v.shape[1])},
-            "rgb3d_arch": cfg.rgb3d.arch,
-            "precision": self.precision.precision,
-            "ffmpeg": self.ffmpeg.version,
-        }
-        return VideoFeatures(
+        streams = self.extract_streams(video_path, captions, STREAMS)
+        return VideoFeatures.from_streams(
             video_id=video_id,
-            rgb2d=rgb2d,
-            rgb3d=rgb3d,
-            mel=mel.astype(np.float16),
-            w2v=w2v,
             captions=captions,
-            meta=meta,
+            arrays={name: entry.array for name, entry in streams.items()},
+            metas={name: entry.meta for name, entry in streams.items()},
+            identity={
+                "source": str(video_path),
+                "extract_fingerprint": self.fingerprint,
+                "stream_fingerprints": self.stream_fingerprints,
+            },
         )
 
 

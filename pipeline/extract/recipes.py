@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+# How "random" backbones are calibrated (pipeline.extract.backbones); bump when the calibration set or procedure
+# changes: it changes "random" features, so it enters the visual streams' fingerprints.
+CALIBRATION = "bncal2-res0.2"
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

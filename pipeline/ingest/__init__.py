@@ -1,8 +1,9 @@
-"""The incremental extraction engine: a source of videos → an extracted dataset (WebDataset shards + manifest).
+"""The incremental extraction engine: a source of videos → a dataset (feature store entries, shards, manifest).
 
-Steps (each a plain function, so the Prefect flow can map and cache them): :func:`recover`, :func:`plan_extract`,
-:func:`extract_one`, :func:`write_dataset`; :func:`run_extract` runs them in order. ``storage.dataset.open_dataset``
-reads the result. See ``engine.py`` for the durability argument and ``sources.py`` for discovery and caption pairing.
+Steps (each a plain function; the Prefect flow wraps each in a task): :func:`plan_extract`, :func:`pending_jobs`,
+:func:`extract_one`, :func:`write_dataset`, :func:`summarise`; :func:`run_extract` runs them in order.
+``storage.dataset.open_dataset`` reads the result. See ``engine.py`` for the durability argument and
+``sources.py`` for discovery and caption pairing.
 """
 
 from pipeline.ingest.engine import (
@@ -10,11 +11,15 @@ from pipeline.ingest.engine import (
     ExtractPlan,
     ExtractRecord,
     ExtractSummary,
+    compose_sample,
     extract_one,
+    failed_record,
+    pending_jobs,
     plan_extract,
+    record_is_usable,
     recover,
     run_extract,
-    staging_dir,
+    summarise,
     write_dataset,
     write_extract_config,
 )
@@ -27,13 +32,17 @@ __all__ = [
     "ExtractRecord",
     "ExtractSummary",
     "VideoSource",
+    "compose_sample",
     "discover_videos",
     "extract_one",
+    "failed_record",
     "load_sources",
+    "pending_jobs",
     "plan_extract",
+    "record_is_usable",
     "recover",
     "run_extract",
-    "staging_dir",
+    "summarise",
     "video_id_for",
     "write_dataset",
     "write_extract_config",

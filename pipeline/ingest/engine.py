@@ -1,55 +1,73 @@
-"""The incremental extraction engine: plan, extract one video, write shards and manifest, recover after a crash.
+"""The incremental extraction engine: plan, extract what the feature store lacks, write a dataset's shards and manifest.
 
-Steps, each usable on its own (the Prefect flow maps ``extract_one`` over the plan's jobs)::
+Each step is one library call; :func:`run_extract` runs them in order, and the Prefect extract flow wraps each in a
+task, adding only caching, retries, concurrency and artifacts. Both return the same :class:`ExtractSummary`::
 
-    recover(workspace, dataset)                    # sweep temporaries, pack finished staging files of a crashed run
-    plan = plan_extract(source, dataset, fp, ws)   # sha256 + manifest → jobs (new, changed, retried) and what is done
-    rec = extract_one(job, extractor, ws, dataset) # one video → one staging tar (or a failed record); never raises
-    write_dataset(records, ws, dataset)            # staging → shards (atomic rename) → manifest rows → staging deleted
+    plan = plan_extract(source, dataset, cfg, ws)            # sha256 + manifest → jobs: new, changed, retried, ...
+    jobs = pending_jobs(plan.jobs, ws, dataset, retry)       # minus what the manifest got since (a cached plan)
+    rec = extract_one(job, extractor, ws)                    # only the streams the store lacks; never raises
+    shards = write_dataset(records, ws, dataset, run_id=...) # store → samples → shards (atomic) → manifest rows
+    summary = summarise(plan, records, shards, ws, started)
 
-Durability: every finished extraction is a complete file under ``datasets/<ds>/staging/<fp>/`` (written under a
-temporary name, then renamed) before anything else happens; shards are renamed into place before the manifest
-names them; staging files are deleted only after the manifest holds their rows. A crash at any point therefore
-leaves either temporaries (deleted by the next run), staging files (packed by the next run, not extracted again)
-or a shard that no manifest row names (ignored; reported by ``unreferenced_shards``).
+Features are stored per stream and by content (:mod:`storage.features`): a video's ``rgb2d``, ``rgb3d`` and
+``audio`` arrays are keyed by its sha256 and the stream's fingerprint, its ``text`` by the captions' digest and the
+text fingerprint, and shared by every dataset that holds the video. So a video already extracted for another
+dataset costs no network pass, and a new word2vec file recomputes text only.
+
+Durability: a video's arrays are in the store (each entry complete or absent) before its record exists; shards are
+renamed into place before the manifest names them. A crash leaves temporaries (swept by the next run) and store
+entries that the next run reads instead of computing again; never a half shard that the manifest names.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+import numpy as np
+
 from pipeline.ingest.sources import SourceLike, VideoSource, is_url, load_sources, local_copy
-from storage.dataset import CONFIG_FILE
+from storage.dataset import CONFIG_FILE, open_dataset
+from storage.features import STREAMS, FeatureStore, StreamArrays
 from storage.hashing import HashCache
 from storage.manifest import Manifest
-from storage.sample import VideoFeatures, captions_digest
-from storage.shards import ShardWriter, iter_shard, write_shard
-from storage.workspace import TMP_MARKER, Workspace, safe_name
+from storage.sample import Captions, VideoFeatures, captions_digest
+from storage.shards import ShardWriter
+from storage.workspace import Workspace, safe_name
 
 log = logging.getLogger(__name__)
 
 # A local folder for calibrated backbones and converted word vectors shared by several workspaces (both are
 # deterministic functions of their inputs); default: the workspace's own cache/.
 CACHE_ENV = "MMCAPS_CACHE"
-FAILED_SUFFIX = ".failed.json"
 DEFAULT_MAX_COUNT = 1000  # videos per shard
 DEFAULT_MAX_BYTES = 512 << 20  # ~5 MB per HowTo100M video → ~100 videos per shard at this bound
+
+
+class StreamConfig(Protocol):
+    """What the engine needs from a config: its fingerprint and its streams' (``ExtractConfig`` is one)."""
+
+    def fingerprint(self) -> str: ...
+
+    def stream_fingerprints(self) -> dict[str, str]: ...
+
+    def to_yaml(self) -> str: ...
 
 
 class Extractor(Protocol):
     """What the engine needs from an extractor (``pipeline.extract.Extractor`` is one)."""
 
-    config: Any  # has .fingerprint() and .to_yaml()
+    config: Any  # a StreamConfig
 
-    def extract(self, video_path: str, captions: Any, video_id: str) -> VideoFeatures: ...
+    def extract_streams(self, video_path: str, captions: Captions, streams: Collection[str]) -> dict[str, StreamArrays]:
+        """The asked streams of one video: arrays with what made them; ``text``'s meta holds no captions."""
+        ...
 
 
 # -- records -----------------------------------------------------------------------------------------------------
@@ -62,7 +80,8 @@ class ExtractJob:
     sha256: str
     size_bytes: int
     extract_fingerprint: str
-    captions: Any = None  # Captions | None
+    stream_fingerprints: dict[str, str]
+    captions: Captions | None = None
     reason: str = "new"  # new | changed | retry | captions changed
     error: str = ""  # set at planning time when the video cannot be extracted at all (unreadable file, subtitle)
 
@@ -70,10 +89,26 @@ class ExtractJob:
     def captions_sha256(self) -> str:
         return captions_digest(self.captions)
 
+    def store_keys(self) -> dict[str, str]:
+        """The feature store key of each stream: the file's sha256, the captions' digest for text."""
+        return {s: (self.captions_sha256 if s == "text" else self.sha256) for s in STREAMS}
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["captions"] = self.captions.to_json() if self.captions is not None else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExtractJob:
+        data = dict(data)
+        if data.get("captions") is not None:
+            data["captions"] = Captions.from_json(data["captions"])
+        return cls(**data)
+
 
 @dataclass
 class ExtractRecord:
-    """The outcome of one extraction: a manifest row to be, plus where the staged sample is."""
+    """The outcome of one extraction: a manifest row to be. Its arrays are in the feature store."""
 
     video_id: str
     source: str
@@ -85,14 +120,18 @@ class ExtractRecord:
     has_audio: bool
     n_captions: int
     extract_fingerprint: str
-    extracted_at: str  # ISO-8601 UTC, microseconds; identifies this extraction (recovery matches on it)
+    extracted_at: str  # ISO-8601 UTC, microseconds
     captions_sha256: str = ""  # captions_digest of the captions extracted with the video
-    staging: str = ""  # path of the staging tar (ok) or failure note (failed)
+    stream_fingerprints: dict[str, str] = field(default_factory=dict)
+    computed: list[str] = field(default_factory=list)  # the streams this extraction computed (the rest were stored)
     elapsed_s: float = 0.0
 
     @property
     def key(self) -> str:
         return safe_name(self.video_id, what="video id")
+
+    def store_keys(self) -> dict[str, str]:
+        return {s: (self.captions_sha256 if s == "text" else self.sha256) for s in STREAMS}
 
     def manifest_row(self, shard: str) -> dict[str, Any]:
         return {
@@ -111,13 +150,20 @@ class ExtractRecord:
             "extracted_at": self.extracted_at,
         }
 
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExtractRecord:
+        return cls(**data)
+
 
 @dataclass
 class ExtractPlan:
     dataset: str
     extract_fingerprint: str
     jobs: list[ExtractJob]
-    unchanged: list[str]  # video ids already extracted (ok) with the same bytes and fingerprint
+    unchanged: list[str]  # video ids already extracted (ok) with the same bytes, captions and fingerprint
     failed_before: list[str]  # ids whose last attempt failed and that are not retried (retry_failed is off)
     absent: list[str] = field(default_factory=list)  # ids in the manifest that the source no longer lists
 
@@ -132,12 +178,13 @@ class ExtractSummary:
     unchanged: int  # videos skipped because the manifest already has them
     failed: list[tuple[str, str]]  # (video_id, error) of this run's failures
     failed_before: int  # earlier failures not retried
-    recovered: int  # finished extractions of a crashed run packed at start
+    reused: int  # of the extracted videos, those whose every stream came from the feature store
     shards: list[str]  # shards written in this run
     videos: int  # ok videos in the dataset now
     hours: float
     captions: int
     seconds: float
+    dataset_fingerprint: str = ""  # names the dataset's content (training run ids derive from it)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,28 +192,15 @@ class ExtractSummary:
     def __str__(self) -> str:
         lines = [
             f"dataset {self.dataset} (extract fingerprint {self.extract_fingerprint}): "
-            f"{self.extracted} extracted, {self.unchanged} unchanged, {len(self.failed)} failed"
-            + (f", {self.recovered} recovered from an interrupted run" if self.recovered else "")
+            f"{self.extracted} extracted"
+            + (f" ({self.reused} wholly from stored features)" if self.reused else "")
+            + f", {self.unchanged} unchanged, {len(self.failed)} failed"
             + (f", {self.failed_before} failed before (not retried)" if self.failed_before else ""),
             f"now {self.videos} videos, {self.hours:.2f} h, {self.captions} captions; "
             f"{len(self.shards)} new shard(s); {self.seconds:.1f} s",
         ]
         lines += [f"  failed {vid}: {err}" for vid, err in self.failed]
         return "\n".join(lines)
-
-
-# -- paths -------------------------------------------------------------------------------------------------------
-def staging_dir(workspace: Workspace, dataset: str, extract_fp: str) -> str:
-    return f"{workspace.dataset_dir(dataset)}/staging/{safe_name(extract_fp)}"
-
-
-def _sha8(sha: str) -> str:
-    return (sha or "0" * 8)[:8]
-
-
-def staging_path(workspace: Workspace, dataset: str, extract_fp: str, video_id: str, sha256: str, *, ok: bool) -> str:
-    name = f"{safe_name(video_id, what='video id')}-{_sha8(sha256)}"
-    return f"{staging_dir(workspace, dataset, extract_fp)}/{name}{'.tar' if ok else FAILED_SUFFIX}"
 
 
 def one_line(text: str, limit: int = 400) -> str:
@@ -176,11 +210,8 @@ def one_line(text: str, limit: int = 400) -> str:
 
 
 def utc_now() -> str:
-    """Now, ISO-8601 UTC with microseconds (the ``extracted_at`` of a record; recovery matches on it)."""
+    """Now, ISO-8601 UTC with microseconds (the ``extracted_at`` of a record)."""
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
-
-
-_now = utc_now  # kept for callers of the earlier private name
 
 
 def new_run_id() -> str:
@@ -188,7 +219,33 @@ def new_run_id() -> str:
     return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
-# -- plan --------------------------------------------------------------------------------------------------------
+# -- prepare -----------------------------------------------------------------------------------------------------
+def recover(workspace: Workspace, dataset: str) -> list[str]:
+    """Sweep the temporaries a crashed writer left in the dataset's folder; returns what was removed.
+
+    Nothing else needs recovering: finished extractions are in the feature store, and the next plan lists their
+    videos again, which then cost no computation.
+    """
+    root = workspace.dataset_dir(dataset)
+    removed = workspace.remove_temporaries(root)
+    if workspace.exists(f"{root}/staging"):
+        log.warning(
+            "%s/staging: finished extractions of an interrupted run of mmcaps before 0.2; they are not read "
+            "(the feature store replaces them): delete the folder",
+            root,
+        )
+    return removed
+
+
+def write_extract_config(workspace: Workspace, dataset: str, config: StreamConfig) -> str:
+    """Store the full extract config as YAML beside its shards (``shards/<fp>/extract-config.yaml``)."""
+    path = f"{workspace.shard_dir(dataset, config.fingerprint())}/{CONFIG_FILE}"
+    text = config.to_yaml()
+    if not workspace.exists(path) or workspace.read_bytes(path).decode("utf-8") != text:
+        workspace.write_text(path, text)
+    return path
+
+
 def _stat(source: str, hashes: HashCache) -> tuple[str, int, str]:
     """(sha256, size, error) of a source; error is set (and sha empty) when it cannot be read."""
     try:
@@ -209,7 +266,7 @@ def _stat(source: str, hashes: HashCache) -> tuple[str, int, str]:
 def plan_extract(
     source: SourceLike | Sequence[VideoSource],
     dataset: str,
-    extract_fp: str,
+    config: StreamConfig,
     workspace: Workspace,
     *,
     captions: str | os.PathLike[str] | None = None,
@@ -220,14 +277,15 @@ def plan_extract(
 
     A video is a job when it is new, its bytes changed, its captions changed (their digest; the count alone for
     rows written before manifests had the digest), or (``retry_failed``) its last attempt failed. ``source`` is
-    anything :func:`discover_videos` takes, or already loaded ``VideoSource``s. Hashes are remembered in the
-    workspace by (path, size, modification time) so that a re-run reads only new or rewritten files
-    (:class:`storage.hashing.HashCache`); ``rehash`` reads every file again.
+    anything :func:`pipeline.ingest.sources.discover_videos` takes, or already loaded ``VideoSource``s. Hashes are
+    remembered in the workspace by (path, size, modification time) so that a re-run reads only new or rewritten
+    files (:class:`storage.hashing.HashCache`); ``rehash`` reads every file again.
     """
     if isinstance(source, (list, tuple)) and source and isinstance(source[0], VideoSource):
         videos = list(source)
     else:
         videos = load_sources(source, captions=captions)  # type: ignore[arg-type]
+    extract_fp, stream_fps = config.fingerprint(), config.stream_fingerprints()
     current = {r["video_id"]: r for r in Manifest(workspace, dataset).current(extract_fp).to_pylist()}
     jobs: list[ExtractJob] = []
     unchanged: list[str] = []
@@ -254,16 +312,42 @@ def plan_extract(
         else:
             unchanged.append(video.video_id)
             continue
-        jobs.append(ExtractJob(video.video_id, video.source, sha, size, extract_fp, video.captions, reason, error))
+        jobs.append(
+            ExtractJob(video.video_id, video.source, sha, size, extract_fp, stream_fps, video.captions, reason, error)
+        )
     hashes.save()
     listed = {v.video_id for v in videos}
     absent = [vid for vid in current if vid not in listed]
     return ExtractPlan(dataset, extract_fp, jobs, unchanged, failed_before, absent)
 
 
+def pending_jobs(
+    jobs: Sequence[ExtractJob], workspace: Workspace, dataset: str, retry_failed: bool
+) -> tuple[list[ExtractJob], list[str], list[str]]:
+    """Split a (possibly cached, older) plan's jobs by what the manifest answers now (same video, bytes, captions
+    and fingerprint). Returns (jobs still to run, ids extracted since, ids that failed since and are not retried)."""
+    if not jobs or not Manifest(workspace, dataset).exists():
+        return list(jobs), [], []
+    status = {
+        (r["video_id"], r["sha256"], r["extract_fingerprint"], r["captions_sha256"]): r["status"]
+        for r in Manifest(workspace, dataset).current().to_pylist()
+    }
+    todo, done, failed = [], [], []
+    for job in jobs:
+        known = status.get((job.video_id, job.sha256, job.extract_fingerprint, job.captions_sha256))
+        if known == "ok":
+            done.append(job.video_id)
+        elif known is not None and not retry_failed:
+            failed.append(job.video_id)
+        else:
+            todo.append(job)
+    return todo, done, failed
+
+
 # -- extract one -------------------------------------------------------------------------------------------------
-def _failed(job: ExtractJob, error: str, started: float, workspace: Workspace, dataset: str) -> ExtractRecord:
-    record = ExtractRecord(
+def failed_record(job: ExtractJob, error: str, started: float | None = None) -> ExtractRecord:
+    """The record of a video that could not be extracted (one line, naming the file)."""
+    return ExtractRecord(
         video_id=job.video_id,
         source=job.source,
         sha256=job.sha256,
@@ -274,55 +358,64 @@ def _failed(job: ExtractJob, error: str, started: float, workspace: Workspace, d
         has_audio=False,
         n_captions=len(job.captions) if job.captions is not None else 0,
         extract_fingerprint=job.extract_fingerprint,
-        extracted_at=_now(),
+        extracted_at=utc_now(),
         captions_sha256=job.captions_sha256,
-        elapsed_s=time.perf_counter() - started,
+        stream_fingerprints=dict(job.stream_fingerprints),
+        elapsed_s=time.perf_counter() - started if started is not None else 0.0,
     )
-    # The failure is staged too, so a crash before the manifest append does not make the next run try it again.
-    record.staging = staging_path(workspace, dataset, job.extract_fingerprint, job.video_id, job.sha256, ok=False)
-    workspace.write_text(record.staging, json.dumps(asdict(record), sort_keys=True))
-    return record
 
 
-def extract_one(job: ExtractJob, extractor: Extractor, workspace: Workspace, dataset: str) -> ExtractRecord:
-    """Extract one video and stage its sample as ``staging/<fp>/<key>-<sha8>.tar`` (atomic); return its record.
+def _check_streams(produced: dict[str, StreamArrays], wanted: Sequence[str], job: ExtractJob) -> None:
+    missing = [s for s in wanted if s not in produced]
+    if missing:
+        raise TypeError(f"extractor returned no {missing} for {job.source}")
+    for name in wanted:
+        array = produced[name].array
+        if not isinstance(array, np.ndarray) or array.ndim != 2:
+            raise TypeError(f"extractor returned {name} of shape {getattr(array, 'shape', '?')}, not a 2-D array")
+    if "text" in produced and produced["text"].array.shape[0] != len(job.captions or Captions()):
+        raise ValueError(
+            f"{job.source}: {produced['text'].array.shape[0]} text rows for {len(job.captions or [])} captions"
+        )
 
-    A video that cannot be extracted gives a record with status ``failed`` and a one-line error naming the file;
-    this function does not raise for bad input (it does for a broken workspace or KeyboardInterrupt).
+
+def extract_one(job: ExtractJob, extractor: Extractor | Callable[[], Extractor], workspace: Workspace) -> ExtractRecord:
+    """Compute the streams of one video that the feature store lacks, store them, return the video's record.
+
+    ``extractor`` may be a zero-argument callable that makes one: it is called only when something must be
+    computed. A video that cannot be extracted gives a record with status ``failed`` and a one-line error naming
+    the file; this function does not raise for bad input (it does for a broken workspace or KeyboardInterrupt).
     """
     started = time.perf_counter()
     if job.error:
-        return _failed(job, job.error, started, workspace, dataset)
+        return failed_record(job, job.error, started)
     if job.size_bytes == 0:
-        return _failed(job, f"{job.source}: empty file (0 bytes)", started, workspace, dataset)
+        return failed_record(job, f"{job.source}: empty file (0 bytes)", started)
+    store = FeatureStore(workspace)
+    keys = job.store_keys()
+    captions = job.captions if job.captions is not None else Captions()
     try:
-        with local_copy(job.source) as local:
-            feats = extractor.extract(local, job.captions, job.video_id)
-        if not isinstance(feats, VideoFeatures):
-            raise TypeError(f"extractor returned {type(feats).__name__}, not VideoFeatures")
-        extracted_at = _now()
-        duration = float(feats.meta.get("duration_s") or 0.0)
-        feats.video_id = job.video_id
-        feats.meta.update(
-            video_id=job.video_id,
-            source=job.source,
-            sha256=job.sha256,
-            size_bytes=job.size_bytes,
-            extract_fingerprint=job.extract_fingerprint,
-            extracted_at=extracted_at,
-            duration_s=duration,
-            has_audio=feats.has_audio,
-            n_captions=len(feats.captions),
-        )
-        sample = feats.to_sample()
+        missing = store.missing(job.stream_fingerprints, keys)
+        if missing:
+            ex = extractor if hasattr(extractor, "extract_streams") else extractor()  # type: ignore[operator]
+            if set(missing) == {"text"}:  # captions only: the video is not read
+                produced = ex.extract_streams(job.source, captions, missing)
+            else:
+                with local_copy(job.source) as local:
+                    produced = ex.extract_streams(local, captions, missing)
+            _check_streams(produced, missing, job)
+            for name in missing:
+                entry = produced[name]
+                if name == "text":  # the text entry holds its input, so it describes itself
+                    entry = StreamArrays(entry.array, {**entry.meta, "captions": captions.to_json()})
+                store.put(name, job.stream_fingerprints[name], keys[name], entry)
+        metas = {s: store.meta(s, job.stream_fingerprints[s], keys[s]) for s in STREAMS}
     except Exception as exc:  # any failure of one video is that video's failed row, never the run's end
         message = str(exc) or type(exc).__name__
-        name = os.path.basename(job.source)
-        if name not in message:
+        if os.path.basename(job.source) not in message:
             message = f"{job.source}: {message}"
-        return _failed(job, message, started, workspace, dataset)
-    path = staging_path(workspace, dataset, job.extract_fingerprint, job.video_id, job.sha256, ok=True)
-    write_shard(path, [sample], workspace)
+        return failed_record(job, message, started)
+    probe = (metas["rgb2d"].get("probe") or metas["audio"].get("probe") or {}) if metas else {}
     return ExtractRecord(
         video_id=job.video_id,
         source=job.source,
@@ -330,14 +423,48 @@ def extract_one(job: ExtractJob, extractor: Extractor, workspace: Workspace, dat
         size_bytes=job.size_bytes,
         status="ok",
         error="",
-        duration_s=duration,
-        has_audio=feats.has_audio,
-        n_captions=len(feats.captions),
+        duration_s=float(probe.get("duration_s") or 0.0),
+        has_audio=int(metas["audio"].get("columns") or 0) > 0,
+        n_captions=len(captions),
         extract_fingerprint=job.extract_fingerprint,
-        extracted_at=extracted_at,
-        captions_sha256=feats.captions.digest(),
-        staging=path,
+        extracted_at=utc_now(),
+        captions_sha256=job.captions_sha256,
+        stream_fingerprints=dict(job.stream_fingerprints),
+        computed=list(missing),
         elapsed_s=time.perf_counter() - started,
+    )
+
+
+def record_is_usable(record: ExtractRecord, workspace: Workspace) -> bool:
+    """A (cached) ok record is usable while the store still holds every stream it names."""
+    if record.status != "ok":
+        return True
+    store = FeatureStore(workspace)
+    return not store.missing(record.stream_fingerprints, record.store_keys())
+
+
+def compose_sample(record: ExtractRecord, workspace: Workspace) -> VideoFeatures:
+    """The dataset sample of an ok record, from the feature store (the one place a sample is composed)."""
+    store = FeatureStore(workspace)
+    keys = record.store_keys()
+    entries = {s: store.get(s, record.stream_fingerprints[s], keys[s]) for s in STREAMS}
+    text_meta = dict(entries["text"].meta)
+    captions = Captions.from_json(text_meta.pop("captions", {}))
+    metas = {s: e.meta for s, e in entries.items()}
+    metas["text"] = text_meta
+    identity = {
+        "source": record.source,
+        "sha256": record.sha256,
+        "size_bytes": int(record.size_bytes),
+        "extract_fingerprint": record.extract_fingerprint,
+        "stream_fingerprints": dict(record.stream_fingerprints),
+    }
+    return VideoFeatures.from_streams(
+        video_id=record.video_id,
+        captions=captions,
+        arrays={s: e.array for s, e in entries.items()},
+        metas=metas,
+        identity=identity,
     )
 
 
@@ -362,33 +489,26 @@ def write_dataset(
     max_count: int = DEFAULT_MAX_COUNT,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> list[str]:
-    """Pack staged samples into shards ``shards/<fp>/<dataset>-<run>-<n:06d>.tar``, then append the manifest rows
-    (failed ones too), then delete the staging files; returns the shard paths written.
+    """Compose the ok records' samples from the store into shards ``shards/<fp>/<dataset>-<run>-<n:06d>.tar``, then
+    append every record's manifest row (failed ones too); returns the shard paths written.
 
-    A record whose staging file is gone or unreadable is left out (logged): the next run sees it as not done.
+    The manifest names a shard only once it is renamed into place. A record whose store entries vanished is left
+    out (logged): the next run sees its video as not done.
     """
     run_id = run_id or new_run_id()
     prefix = f"{safe_name(dataset, what='dataset name')}-{safe_name(run_id)}"
-    # Keep the latest extraction per (key, fingerprint): two staged versions of one video cannot share a shard.
+    # The latest record per (key, fingerprint): one video's two extractions cannot share a shard.
     latest: dict[tuple[str, str], ExtractRecord] = {}
-    superseded: list[ExtractRecord] = []
     for rec in sorted(records, key=lambda r: r.extracted_at):
-        pair = (rec.key, rec.extract_fingerprint)
-        if pair in latest:
-            superseded.append(latest[pair])
-        latest[pair] = rec
+        latest[(rec.key, rec.extract_fingerprint)] = rec
     rows: list[dict[str, Any]] = []
     written: list[str] = []
-    done: list[ExtractRecord] = []
     by_fp: dict[str, list[ExtractRecord]] = {}
     for rec in latest.values():
         by_fp.setdefault(rec.extract_fingerprint, []).append(rec)
     for fp, group in by_fp.items():
+        rows += [rec.manifest_row("") for rec in group if rec.status != "ok"]
         ok = [r for r in group if r.status == "ok"]
-        for rec in group:
-            if rec.status != "ok":
-                rows.append(rec.manifest_row(""))
-                done.append(rec)
         if not ok:
             continue
         folder = workspace.shard_dir(dataset, fp)
@@ -398,112 +518,18 @@ def write_dataset(
         with writer:
             for rec in ok:
                 try:
-                    samples = list(iter_shard(rec.staging, workspace.fs))
-                    if len(samples) != 1 or samples[0]["__key__"] != rec.key:
-                        raise ValueError(f"staging file {rec.staging} does not hold exactly the sample {rec.key!r}")
+                    sample = compose_sample(rec, workspace).to_sample()
                 except (OSError, ValueError) as exc:
                     log.warning("%s: %s; it will be extracted again next run", rec.video_id, exc)
                     continue
-                shard = writer.write(samples[0])
+                shard = writer.write(sample)
                 rows.append(rec.manifest_row(_relative(workspace, dataset, shard)))
-                done.append(rec)
         written += writer.paths
     Manifest(workspace, dataset).append(rows)  # only now, with every shard it names renamed into place
-    for rec in done + superseded:
-        if rec.staging and workspace.exists(rec.staging):
-            workspace.fs.rm(rec.staging)
     return written
 
 
-# -- recover -----------------------------------------------------------------------------------------------------
-def record_from_staging(workspace: Workspace, path: str) -> ExtractRecord | None:
-    """Rebuild the record of a staging file left by a crashed run (None when it is unreadable)."""
-    try:
-        if path.endswith(FAILED_SUFFIX):
-            data = json.loads(workspace.read_bytes(path))
-            data["staging"] = path
-            return ExtractRecord(**data)
-        samples = list(iter_shard(path, workspace.fs))
-        meta = json.loads(samples[0]["meta.json"])
-        return ExtractRecord(
-            video_id=meta["video_id"],
-            source=meta["source"],
-            sha256=meta["sha256"],
-            size_bytes=int(meta["size_bytes"]),
-            status="ok",
-            error="",
-            duration_s=float(meta.get("duration_s") or 0.0),
-            has_audio=bool(meta["has_audio"]),
-            n_captions=int(meta["n_captions"]),
-            extract_fingerprint=meta["extract_fingerprint"],
-            extracted_at=meta["extracted_at"],
-            captions_sha256=captions_digest(json.loads(samples[0]["captions.json"])),
-            staging=path,
-        )
-    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
-        log.warning("dropping unreadable staging file %s (%s)", path, exc)
-        return None
-
-
-_record_from_staging = record_from_staging  # kept for callers of the earlier private name
-
-
-def recover(workspace: Workspace, dataset: str) -> tuple[list[str], int]:
-    """Clean up after a crashed run: delete temporaries, pack finished staging files not yet in the manifest.
-
-    Returns (temporaries removed, records recovered). Must not run while another run writes this dataset.
-    """
-    root = workspace.dataset_dir(dataset)
-    removed = workspace.remove_temporaries(root)
-    staging_root = f"{root}/staging"
-    if not workspace.exists(staging_root):
-        return removed, 0
-    paths = sorted(
-        workspace.fs.unstrip_protocol(p) if not workspace.is_local else p
-        for p in workspace.fs.find(staging_root)
-        if (p.endswith(".tar") or p.endswith(FAILED_SUFFIX)) and not p.rsplit("/", 1)[-1].startswith(TMP_MARKER)
-    )
-    if not paths:
-        return removed, 0
-    recorded = {
-        (r["video_id"], r["sha256"], r["extract_fingerprint"], r["extracted_at"].isoformat(timespec="microseconds"))
-        for r in Manifest(workspace, dataset).read().to_pylist()
-    }
-    pending: list[ExtractRecord] = []
-    for path in paths:
-        rec = record_from_staging(workspace, path)
-        if rec is None:
-            workspace.fs.rm(path)
-            continue
-        at = datetime.fromisoformat(rec.extracted_at).isoformat(timespec="microseconds")
-        if (rec.video_id, rec.sha256, rec.extract_fingerprint, at) in recorded:
-            workspace.fs.rm(path)  # the crash came after the manifest append: only the deletion was missing
-            continue
-        pending.append(rec)
-    if pending:
-        write_dataset(pending, workspace, dataset)
-        log.info("recovered %d finished extraction(s) of an interrupted run of %s", len(pending), dataset)
-    return removed, len(pending)
-
-
-# -- run ---------------------------------------------------------------------------------------------------------
-def write_extract_config(workspace: Workspace, dataset: str, config: Any) -> str:
-    """Store the full extract config as YAML beside its shards (``shards/<fp>/extract-config.yaml``)."""
-    path = f"{workspace.shard_dir(dataset, config.fingerprint())}/{CONFIG_FILE}"
-    text = config.to_yaml()
-    if not workspace.exists(path) or workspace.read_bytes(path).decode("utf-8") != text:
-        workspace.write_text(path, text)
-    return path
-
-
-def default_extractor(config: Any, workspace: Workspace) -> Extractor:
-    """``pipeline.extract.Extractor`` with the workspace cache (local workspaces) for converted vectors and weights."""
-    from pipeline.extract import Extractor as LibraryExtractor
-
-    cache = os.environ.get(CACHE_ENV) or (workspace.cache_dir() if workspace.is_local else None)
-    return LibraryExtractor(config, cache_dir=cache)
-
-
+# -- summarise and run -------------------------------------------------------------------------------------------
 def dataset_totals(workspace: Workspace, dataset: str, extract_fp: str) -> tuple[int, float, int]:
     """(videos, hours, captions) of the ok rows in the current view for one fingerprint."""
     ok = Manifest(workspace, dataset).current(extract_fp, status="ok")
@@ -511,6 +537,47 @@ def dataset_totals(workspace: Workspace, dataset: str, extract_fp: str) -> tuple
         return 0, 0.0, 0
     hours = sum(ok.column("duration_s").to_pylist()) / 3600.0
     return ok.num_rows, hours, int(sum(ok.column("n_captions").to_pylist()))
+
+
+def summarise(
+    plan: ExtractPlan,
+    records: Sequence[ExtractRecord],
+    shards: Sequence[str],
+    workspace: Workspace,
+    started: float,
+    *,
+    done_since: int = 0,
+    failed_since: int = 0,
+) -> ExtractSummary:
+    """What the run did and what the dataset holds now (``done_since``/``failed_since``: a cached plan's jobs that
+    the manifest answered before this run got to them)."""
+    videos, hours, n_captions = dataset_totals(workspace, plan.dataset, plan.extract_fingerprint)
+    ok = [r for r in records if r.status == "ok"]
+    return ExtractSummary(
+        dataset=plan.dataset,
+        extract_fingerprint=plan.extract_fingerprint,
+        extracted=len(ok),
+        unchanged=len(plan.unchanged) + done_since,
+        failed=[(r.video_id, r.error) for r in records if r.status == "failed"],
+        failed_before=len(plan.failed_before) + failed_since,
+        reused=sum(not r.computed for r in ok),
+        shards=list(shards),
+        videos=videos,
+        hours=hours,
+        captions=n_captions,
+        seconds=time.perf_counter() - started,
+        dataset_fingerprint=open_dataset(workspace, plan.dataset, plan.extract_fingerprint).fingerprint
+        if videos
+        else "",
+    )
+
+
+def default_extractor(config: Any, workspace: Workspace) -> Extractor:
+    """``pipeline.extract.Extractor`` with the workspace cache (local workspaces) for converted vectors and weights."""
+    from pipeline.extract import Extractor as LibraryExtractor  # deferred: torch, for runs that extract nothing
+
+    cache = os.environ.get(CACHE_ENV) or (workspace.cache_dir() if workspace.is_local else None)
+    return LibraryExtractor(config, cache_dir=cache)
 
 
 def run_extract(
@@ -528,14 +595,13 @@ def run_extract(
     run_id: str | None = None,
     rehash: bool = False,
 ) -> ExtractSummary:
-    """Extract what is new or changed in ``source`` into ``dataset``; see the module doc for the steps.
-
-    ``rehash`` reads every source file again instead of trusting the hashes remembered by size and mtime.
+    """Extract what is new or changed in ``source`` into ``dataset``: the steps of the module doc, in order.
 
     ``cfg`` is the ExtractConfig (default ``ExtractConfig()``, or ``extractor.config`` when an extractor is given).
-    The default extractor is built only when there is something to extract, so a no-change run loads no backbone.
-    ``progress(done, total, record)`` is called after each video. Finished shards are published every
-    ``max_count`` videos, so a long run's work becomes visible (and durable in shards) as it goes.
+    The default extractor is made only when a video needs computing, so a run over stored features loads no
+    backbone. ``progress(done, total, record)`` is called after each video. Shards are published every
+    ``max_count`` videos, so a long run's work becomes visible as it goes. ``rehash`` reads every source file
+    again instead of trusting the hashes remembered by size and mtime.
     """
     started = time.perf_counter()
     workspace = workspace if workspace is not None else Workspace()
@@ -543,7 +609,7 @@ def run_extract(
         if extractor is not None:
             cfg = extractor.config
         else:
-            from pipeline.extract import ExtractConfig
+            from pipeline.extract import ExtractConfig  # deferred: the engine runs with any StreamConfig
 
             cfg = ExtractConfig()
     if hasattr(cfg, "resolved"):  # ExtractConfig: auto precision made concrete once, for the config file too
@@ -553,18 +619,22 @@ def run_extract(
         raise ValueError(
             f"extractor config fingerprint {extractor.config.fingerprint()} differs from cfg {cfg.fingerprint()}"
         )
-    fp = cfg.fingerprint()
     run_id = run_id or new_run_id()
-    _, recovered = recover(workspace, dataset)
-    plan = plan_extract(source, dataset, fp, workspace, captions=captions, retry_failed=retry_failed, rehash=rehash)
+    recover(workspace, dataset)
+    plan = plan_extract(source, dataset, cfg, workspace, captions=captions, retry_failed=retry_failed, rehash=rehash)
     write_extract_config(workspace, dataset, cfg)
+    made: list[Extractor] = [extractor] if extractor is not None else []
+
+    def make() -> Extractor:
+        if not made:
+            made.append(default_extractor(cfg, workspace))
+        return made[0]
+
     records: list[ExtractRecord] = []
     pending: list[ExtractRecord] = []
     shards: list[str] = []
-    if plan.jobs and extractor is None:
-        extractor = default_extractor(cfg, workspace)
     for i, job in enumerate(plan.jobs):
-        rec = extract_one(job, extractor, workspace, dataset)  # type: ignore[arg-type]
+        rec = extract_one(job, make, workspace)
         records.append(rec)
         pending.append(rec)
         if rec.status == "failed":
@@ -578,18 +648,4 @@ def run_extract(
             pending = []
     if pending:
         shards += write_dataset(pending, workspace, dataset, run_id=run_id, max_count=max_count, max_bytes=max_bytes)
-    videos, hours, n_captions = dataset_totals(workspace, dataset, fp)
-    return ExtractSummary(
-        dataset=dataset,
-        extract_fingerprint=fp,
-        extracted=sum(r.status == "ok" for r in records),
-        unchanged=len(plan.unchanged),
-        failed=[(r.video_id, r.error) for r in records if r.status == "failed"],
-        failed_before=len(plan.failed_before),
-        recovered=recovered,
-        shards=shards,
-        videos=videos,
-        hours=hours,
-        captions=n_captions,
-        seconds=time.perf_counter() - started,
-    )
+    return summarise(plan, records, shards, workspace, started)

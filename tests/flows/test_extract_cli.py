@@ -102,6 +102,6 @@ def test_bench_ingest_runs_small(tmp_path, capsys):
     out_json = tmp_path / "bench.json"
     assert main(["bench", "ingest", "--videos", "3", "--repeats", "1", "--json", str(out_json)]) == 0
     out = capsys.readouterr().out
-    assert "no-change re-run" in out and "ProbeExtractor" in out
+    assert "no-change re-run" in out and "Extractor (random backbones" in out
     figures = json.loads(out_json.read_text())
     assert figures["videos"] == 3 and figures["add_one_s"] >= figures["add_one_extraction_s"] > 0

@@ -141,6 +141,32 @@ def test_train_and_evaluate_commands_reuse_the_demo_run(demo_run, capsys):
     assert all(r.state.name == "Cached" for r in runs), {(r.name, r.state.name) for r in runs}
 
 
+def test_a_second_benchmark_over_extracted_videos_runs_no_network(demo_run, capsys, monkeypatch):
+    """`mmcaps evaluate --on synthetic/again=CORPUS` names a new benchmark over the eval videos the demo extracted:
+    its dataset is composed from the feature store, and no backbone runs (counted at the extractor)."""
+    from pipeline.extract.extractor import Extractor
+
+    ws_root, corpus, _ = demo_run
+    (run_dir,) = (ws_root / "models").iterdir()
+    calls = []
+    for name in ("features_2d", "features_3d"):
+        real = getattr(Extractor, name)
+        monkeypatch.setattr(
+            Extractor, name, lambda self, frames, _real=real, _n=name: calls.append(_n) or _real(self, frames)
+        )
+    argv = ["evaluate", "--model", run_dir.name, "--on", f"synthetic/again={corpus}", "--workspace", str(ws_root)]
+    assert main(argv) == 0
+    assert "== again" in capsys.readouterr().out
+    assert calls == []
+    from storage.dataset import open_dataset
+
+    again = {f.video_id: f for f in open_dataset(Workspace(ws_root), "eval-again").iter_videos()}
+    first = {f.video_id: f for f in open_dataset(Workspace(ws_root), "eval-synthetic").iter_videos()}
+    assert sorted(again) == sorted(first) and again
+    for vid, f in again.items():  # the same stored arrays, byte for byte
+        assert f.rgb2d.tobytes() == first[vid].rgb2d.tobytes() and f.rgb3d.tobytes() == first[vid].rgb3d.tobytes()
+
+
 def test_artifacts_have_keys_and_contents(demo_run):
     keys = [
         "extract-synthetic-train",
@@ -210,9 +236,9 @@ def test_corrupt_file_among_good_ones(prefect_api, synth_corpus, tmp_path):
     )
     ws = tmp_path / "ws"
     summary = extract_flow(str(src), "mixed", cfg, str(synth_corpus / "train" / "caption.json"), str(ws))
-    assert summary["videos"] == 2
-    assert [vid for vid, _ in summary["failed"]] == ["broken"]
-    assert "broken.mp4" in summary["failed"][0][1]
+    assert summary.videos == 2
+    assert [vid for vid, _ in summary.failed] == ["broken"]
+    assert "broken.mp4" in summary.failed[0][1]
     table = _artifacts(["extract-mixed"])["extract-mixed"]
     rows = table.data if isinstance(table.data, list) else __import__("json").loads(table.data)
     failed = [r for r in rows if r["status"] == "failed"]

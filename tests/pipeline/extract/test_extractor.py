@@ -61,7 +61,7 @@ def test_random_backbones_are_calibrated(extractor, videos):
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     x = (torch.from_numpy(frames.copy()).permute(0, 3, 1, 2).float() / 255 - mean) / std
     with torch.inference_mode():
-        raw = extractor.rgb2d.net(x)
+        raw = extractor.net2d.net(x)
     norms = raw.norm(dim=1)
     assert torch.isfinite(raw).all() and (norms < 1e4).all()  # uncalibrated eval-mode features reach ~1e9
     # The normalised row equals features_2d (the naive preprocessing above is the recipe).

@@ -31,18 +31,18 @@ from pipeline.ingest import (
     plan_extract,
     recover,
     run_extract,
-    staging_dir,
     write_dataset,
 )
-from pipeline.ingest.probe import ProbeConfig, ProbeExtractor
 from storage.dataset import open_dataset
+from storage.features import FeatureStore
 from storage.hashing import sha256_file
 from storage.manifest import Manifest
 from storage.sample import Captions, captions_digest
 from storage.shards import iter_shard
 from storage.workspace import TMP_MARKER, Workspace
+from tests.pipeline.ingest.probe import ProbeConfig, ProbeExtractor
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def ffmpeg() -> str:
@@ -69,6 +69,7 @@ def clips(tmp_path_factory) -> dict[str, Path]:
         "a": make_video(out / "a.mp4", pattern="testsrc", freq=440),
         "b": make_video(out / "b.mp4", pattern="smptebars", freq=660, seconds=2.0),
         "silent": make_video(out / "silent.mp4", pattern="testsrc2", audio=False),
+        "c": make_video(out / "c.mp4", pattern="rgbtestsrc", freq=330),
     }
 
 
@@ -85,8 +86,19 @@ def put(src: Path, dst: Path, vtt: int | None = None) -> Path:
     return dst
 
 
+def _log_lines(path: Path) -> list[tuple[str, set[str]]]:
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [(stem, set(streams.split(","))) for stem, streams in (line.split("\t") for line in lines)]
+
+
 def extraction_log(path: Path) -> Counter:
-    return Counter(path.read_text().split()) if path.exists() else Counter()
+    """How often each video was decoded (an extraction that computed a visual or audio stream)."""
+    return Counter(stem for stem, streams in _log_lines(path) if streams - {"text"})
+
+
+def text_log(path: Path) -> Counter:
+    """How often each video's captions were encoded without reading the video (text only)."""
+    return Counter(stem for stem, streams in _log_lines(path) if streams == {"text"})
 
 
 def probe(tmp_path: Path, **kw) -> tuple[ProbeExtractor, Path]:
@@ -173,7 +185,9 @@ def test_incremental_runs(tmp_path, ws, clips, monkeypatch):
     first = run_extract(src, "demo", workspace=ws, extractor=ex)
     assert (first.extracted, first.unchanged, first.failed, first.videos) == (3, 0, [], 3)
     assert first.captions == 6 and first.hours == pytest.approx((1.5 + 2.0 + 1.5) / 3600, rel=0.05)
-    assert extraction_log(log) == Counter({"v1": 1, "v2": 1, "v3": 1})
+    # v3 has v1's bytes: its visual and audio streams come from the feature store, only its captions are encoded.
+    assert extraction_log(log) == Counter({"v1": 1, "v2": 1}) and text_log(log) == Counter({"v3": 1})
+    assert first.reused == 0  # v3 still computed its text
 
     # The dataset reads back equal to a direct extraction of each file (the naive path).
     ds = open_dataset(ws, "demo")
@@ -185,6 +199,7 @@ def test_incremental_runs(tmp_path, ws, clips, monkeypatch):
         want = direct.extract(str(path), load_sources([str(path)])[0].captions, vid)
         assert_same_features(feats, want)
         assert feats.meta["sha256"] == sha256_file(str(path)) and feats.meta["source"] == str(path)
+        assert feats.meta["stream_fingerprints"] == ex.config.stream_fingerprints()
     assert ws.exists(f"{ws.shard_dir('demo', ex.config.fingerprint())}/extract-config.yaml")
     fingerprint1 = ds.fingerprint
 
@@ -200,20 +215,20 @@ def test_incremental_runs(tmp_path, ws, clips, monkeypatch):
     assert read == []
     assert len(run_extract(src, "demo", workspace=ws, extractor=ex, rehash=True).failed) == 0 and len(read) == 3
     assert (second.extracted, second.unchanged, second.shards) == (0, 3, [])
-    assert extraction_log(log) == Counter({"v1": 1, "v2": 1, "v3": 1})
+    assert extraction_log(log) == Counter({"v1": 1, "v2": 1})
     assert sorted(ws.fs.find(ws.dataset_dir("demo") + "/shards")) == shards_before
     assert open_dataset(ws, "demo").fingerprint == fingerprint1
 
     # Adding one video extracts only it, and reads only its bytes.
-    put(clips["b"], src / "v4.mp4", vtt=4)
+    put(clips["c"], src / "v4.mp4", vtt=4)
     read.clear()
     third = run_extract(src, "demo", workspace=ws, extractor=ex)
     assert [os.path.basename(p) for p in read] == ["v4.mp4"]
     assert (third.extracted, third.unchanged, third.videos) == (1, 3, 4)
-    assert extraction_log(log)["v4"] == 1 and sum(extraction_log(log).values()) == 4
+    assert extraction_log(log) == Counter({"v1": 1, "v2": 1, "v4": 1})
 
     # Changing a video's bytes re-extracts it; the dataset then holds only the new version.
-    shutil.copyfile(clips["b"], src / "v1.mp4")
+    shutil.copyfile(clips["silent"], src / "v1.mp4")
     new_sha = sha256_file(str(src / "v1.mp4"))
     fourth = run_extract(src, "demo", workspace=ws, extractor=ex)
     assert (fourth.extracted, fourth.unchanged) == (1, 3)
@@ -223,16 +238,18 @@ def test_incremental_runs(tmp_path, ws, clips, monkeypatch):
     videos = list(ds.iter_videos())
     assert sorted(f.video_id for f in videos) == ["v1", "v2", "v3", "v4"]
     v1 = next(f for f in videos if f.video_id == "v1")
-    assert v1.meta["sha256"] == new_sha and v1.rgb2d.shape[0] == 2  # b is 2.0 s: 2 frames at 1 fps
+    assert v1.meta["sha256"] == new_sha and not v1.has_audio  # the silent clip now
     assert_same_features(v1, direct.extract(str(src / "v1.mp4"), load_sources([str(src / "v1.mp4")])[0].captions, "v1"))
-    # The old version is still in its old shard (history), but the manifest's current view supersedes it.
+    # The old version's row is history; the manifest's current view supersedes it.
     rows = pd.read_parquet(ws.manifest_path("demo"))
     assert (rows["video_id"] == "v1").sum() == 2
     assert rows[rows.video_id == "v1"].sha256.iloc[-1] == new_sha
 
-    # Changing the captions (same bytes) re-extracts too: the caption count differs.
+    # Changing the captions (same bytes) encodes the captions again and reads no video.
+    decoded = extraction_log(log)
     (src / "v2.vtt").write_text(VTT.format(n=9) + "\n00:00:01.400 --> 00:00:01.900\na third caption\n")
     assert run_extract(src, "demo", workspace=ws, extractor=ex).extracted == 1
+    assert extraction_log(log) == decoded and text_log(log)["v2"] == 1
     v2 = next(f for f in open_dataset(ws, "demo").iter_videos() if f.video_id == "v2")
     assert v2.captions.text[-1] == "a third caption" and v2.w2v.shape == (3, 300)
 
@@ -240,7 +257,7 @@ def test_incremental_runs(tmp_path, ws, clips, monkeypatch):
     # dataset fingerprint moves with it (training depends on the captions).
     fingerprint2 = open_dataset(ws, "demo").fingerprint
     (src / "v2.vtt").write_text(VTT.format(n=9) + "\n00:00:01.400 --> 00:00:01.900\nan edited caption\n")
-    plan = plan_extract(src, "demo", ex.config.fingerprint(), ws)
+    plan = plan_extract(src, "demo", ex.config, ws)
     assert [(j.video_id, j.reason) for j in plan.jobs] == [("v2", "captions changed")]
     assert run_extract(src, "demo", workspace=ws, extractor=ex).extracted == 1
     v2 = next(f for f in open_dataset(ws, "demo").iter_videos() if f.video_id == "v2")
@@ -250,16 +267,22 @@ def test_incremental_runs(tmp_path, ws, clips, monkeypatch):
     assert open_dataset(ws, "demo").fingerprint != fingerprint2
     assert run_extract(src, "demo", workspace=ws, extractor=ex).extracted == 0  # and then it is unchanged again
 
-    # Another extract fingerprint writes a separate shard set; the default dataset is the latest fingerprint.
-    ex2, _ = probe(tmp_path, thumb=4)
+    # Another setting of the visual streams writes a separate shard set and recomputes only those streams: the
+    # audio arrays are the stored ones, byte for byte.
+    (tmp_path / "other").mkdir()
+    ex2, log2 = probe(tmp_path / "other", thumb=4)
     fp1, fp2 = ex.config.fingerprint(), ex2.config.fingerprint()
-    assert fp1 != fp2
+    assert fp1 != fp2 and ex.config.stream_fingerprints()["audio"] == ex2.config.stream_fingerprints()["audio"]
     other = run_extract(src, "demo", workspace=ws, extractor=ex2)
     assert other.extracted == 4 and all(f"/shards/{fp2}/" in s for s in other.shards)
+    assert {frozenset(streams) for _, streams in _log_lines(log2)} == {frozenset({"rgb2d", "rgb3d"})}
     assert open_dataset(ws, "demo").extract_fp == fp2
     assert open_dataset(ws, "demo", fp1).num_videos == 4
     assert {s.split("/shards/")[1].split("/")[0] for s in open_dataset(ws, "demo", fp1).shards} == {fp1}
-    assert not ws.exists(staging_dir(ws, "demo", fp1)) or not ws.fs.find(staging_dir(ws, "demo", fp1))
+    old = {f.video_id: f for f in open_dataset(ws, "demo", fp1).iter_videos()}
+    for f in open_dataset(ws, "demo", fp2).iter_videos():
+        assert f.mel.tobytes() == old[f.video_id].mel.tobytes()
+        assert not np.array_equal(f.rgb2d, old[f.video_id].rgb2d)  # 4x4 thumbnails now
     assert no_temporaries(ws)
 
 
@@ -310,13 +333,11 @@ def test_bad_input_fails_cleanly_and_good_videos_extract(tmp_path, ws, clips):
 def test_ids_that_would_escape_stay_inside_the_workspace(tmp_path, clips):
     ws = Workspace(tmp_path / "inner" / "ws")
     ex = ProbeExtractor()
-    fp = ex.config.fingerprint()
+    fp, fps = ex.config.fingerprint(), ex.config.stream_fingerprints()
     sha = sha256_file(str(clips["a"]))
     size = clips["a"].stat().st_size
     bad_ids = ["../../escaped", "/abs/escaped", "a/b\\c", "..", "x/../../../y"]
-    records = [
-        extract_one(ExtractJob(vid, str(clips["a"]), sha, size, fp), ex, ws, "../../evil-dataset") for vid in bad_ids
-    ]
+    records = [extract_one(ExtractJob(vid, str(clips["a"]), sha, size, fp, fps), ex, ws) for vid in bad_ids]
     assert [r.status for r in records] == ["ok"] * len(bad_ids)
     write_dataset(records, ws, "../../evil-dataset")
     root = os.path.realpath(ws.root)
@@ -327,38 +348,32 @@ def test_ids_that_would_escape_stay_inside_the_workspace(tmp_path, clips):
 
 
 # -- crash safety ----------------------------------------------------------------------------------------------
-def test_recover_packs_staged_work_and_skips_what_the_manifest_has(tmp_path, ws, clips):
-    """Each crash window, produced deterministically: staged-but-unpacked, and packed-but-staging-not-deleted."""
+def test_extractions_never_written_are_read_back_not_computed_again(tmp_path, ws, clips):
+    """A run that died after extracting (store entries complete) but before writing: the next run composes those
+    videos from the store without computing anything; a crashed writer's temporary is swept."""
     src = tmp_path / "src"
-    for name in ("p", "q", "r"):
-        put(clips["a"], src / f"{name}.mp4")
+    for name, clip in (("p", "a"), ("q", "b"), ("r", "c")):
+        put(clips[clip], src / f"{name}.mp4", vtt=1)
     ex, log = probe(tmp_path)
-    fp = ex.config.fingerprint()
-    plan = plan_extract(src, "rc", fp, ws)
+    plan = plan_extract(src, "rc", ex.config, ws)
     assert [j.reason for j in plan.jobs] == ["new"] * 3
-    records = [extract_one(job, ex, ws, "rc") for job in plan.jobs]
-    # Window 2: q was packed and appended, but its staging file was not deleted (simulate by copying it back).
-    kept = ws.read_bytes(records[1].staging)
-    write_dataset([records[1]], ws, "rc")
-    ws.write_bytes(records[1].staging, kept)
-    # A crashed writer's temporary.
-    ws.write_bytes(f"{staging_dir(ws, 'rc', fp)}/{TMP_MARKER}dead-x.tar", b"half")
-    removed, recovered = recover(ws, "rc")
-    assert len(removed) == 1 and recovered == 2
+    assert [extract_one(job, ex, ws).status for job in plan.jobs] == ["ok"] * 3  # ...and the run died here
+    tmp = f"{ws.shard_dir('rc', ex.config.fingerprint())}/{TMP_MARKER}dead-x.tar"
+    ws.write_bytes(tmp, b"half")
+    assert recover(ws, "rc") == [tmp]
     summary = run_extract(src, "rc", workspace=ws, extractor=ex)
-    assert (summary.extracted, summary.unchanged) == (0, 3)
-    assert extraction_log(log) == Counter({"p": 1, "q": 1, "r": 1})
-    table = Manifest(ws, "rc").read()
-    assert sorted(table.column("video_id").to_pylist()) == ["p", "q", "r"]
-    assert not ws.fs.find(staging_dir(ws, "rc", fp)) and no_temporaries(ws)
+    assert (summary.extracted, summary.unchanged, summary.reused) == (3, 0, 3)
+    assert extraction_log(log) == Counter({"p": 1, "q": 1, "r": 1}) and not text_log(log)
+    assert sorted(Manifest(ws, "rc").read().column("video_id").to_pylist()) == ["p", "q", "r"]
+    assert no_temporaries(ws)
 
 
 CRASH_SCRIPT = textwrap.dedent(
     """
     import sys
     from pipeline.ingest import run_extract
-    from pipeline.ingest.probe import ProbeConfig, ProbeExtractor
     from storage.workspace import Workspace
+    from tests.pipeline.ingest.probe import ProbeConfig, ProbeExtractor
 
     cfg = ProbeConfig(delay_s=0.25, log_path=sys.argv[3])
     run_extract(sys.argv[1], "crash", cfg, Workspace(sys.argv[2]), extractor=ProbeExtractor(cfg), max_count=3)
@@ -369,9 +384,11 @@ CRASH_SCRIPT = textwrap.dedent(
 @pytest.mark.slow
 def test_sigkill_mid_run_then_rerun(tmp_path, clips):
     src = tmp_path / "src"
+    src.mkdir()
     names = [f"c{i}" for i in range(8)]
-    for i, name in enumerate(names):
-        put(clips["a"] if i % 2 else clips["b"], src / f"{name}.mp4", vtt=i)
+    for i, name in enumerate(names):  # eight different files: each one's streams are computed once
+        make_video(src / f"{name}.mp4", pattern="testsrc" if i % 2 else "smptebars", freq=300 + 50 * i)
+        (src / f"{name}.vtt").write_text(VTT.format(n=i), encoding="utf-8")
     ws = Workspace(tmp_path / "ws")
     log = tmp_path / "extractions.log"
     proc = subprocess.Popen(
@@ -383,7 +400,7 @@ def test_sigkill_mid_run_then_rerun(tmp_path, clips):
     shards = Path(ws.dataset_dir("crash")) / "shards"
     deadline = time.monotonic() + 90
     try:
-        # Kill as soon as the first shard has been published: the run is mid-way, with staged samples pending.
+        # Kill as soon as the first shard has been published: the run is mid-way, with extracted videos pending.
         while not any(p.suffix == ".tar" and not p.name.startswith(TMP_MARKER) for p in shards.rglob("*.tar")):
             assert proc.poll() is None, proc.stdout.read().decode()
             assert time.monotonic() < deadline, "extraction subprocess made no shard in time"
@@ -392,15 +409,16 @@ def test_sigkill_mid_run_then_rerun(tmp_path, clips):
     finally:
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
-    # What had finished at the moment of the kill: staged samples and manifest rows.
-    staged = {p.name.rsplit("-", 1)[0] for p in Path(ws.dataset_dir("crash")).rglob("staging/*/*.tar")}
+    # What had finished at the moment of the kill: videos whose every stream is in the store, and manifest rows.
+    ex = ProbeExtractor(ProbeConfig(log_path=str(log)))
+    store = FeatureStore(ws)
+    jobs = plan_extract(src, "crash", ex.config, ws).jobs
+    stored = {j.video_id for j in jobs if not store.missing(j.stream_fingerprints, j.store_keys())}
     manifest = Manifest(ws, "crash")
     in_manifest = set(manifest.read().column("video_id").to_pylist())
-    finished = staged | in_manifest
-    first = extraction_log(log)
-    assert 0 < len(finished) < len(names), (finished, first)
+    finished = stored | in_manifest
+    assert 0 < len(finished) < len(names), (finished, extraction_log(log))
 
-    ex = ProbeExtractor(ProbeConfig(log_path=str(log)))
     summary = run_extract(src, "crash", workspace=ws, extractor=ex, max_count=3)
     counts = extraction_log(log)
     for vid in finished:
@@ -414,7 +432,6 @@ def test_sigkill_mid_run_then_rerun(tmp_path, clips):
             assert len(list(iter_shard(shard))) > 0  # every shard reads back whole (raises otherwise)
     assert sorted(f.video_id for f in open_dataset(ws, "crash").iter_videos()) == names
     assert no_temporaries(ws)
-    assert not list(Path(ws.dataset_dir("crash")).rglob("staging/*/*"))
 
 
 # -- fsspec workspace and source --------------------------------------------------------------------------------
