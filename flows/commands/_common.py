@@ -51,7 +51,7 @@ def task_runner(args: argparse.Namespace) -> Any:
 
 
 def print_metrics(metrics: dict[str, dict[str, Any]]) -> None:
-    """Print each evaluation's numbers with chance beside them, and the report path."""
+    """Print each evaluation's numbers under both protocols, with chance beside them, and the report path."""
     from flows.artifacts import metric_rows
 
     for name, m in metrics.items():
@@ -59,15 +59,29 @@ def print_metrics(metrics: dict[str, dict[str, Any]]) -> None:
         print(f"\n== {name}{kind}")
         if m.get("videos"):
             v = m["videos"]
+            print(f"  {v['present']}/{v['needed']} videos present, {v['missing']} missing")
+        if m.get("similarity"):
             print(
-                f"  {v['present']}/{v['needed']} videos present, {v['missing']} missing "
-                "(missing videos count as failures)"
+                f"  similarity: {m['similarity']}" + (f" ({m['similarity_rule']})" if m.get("similarity_rule") else "")
+            )
+        protocols = m.get("protocols") or {}
+        if protocols:
+            print(
+                "  strict: missing videos count as misses; reference: over the present videos, as howto100m, AVLnet "
+                f"and MCN (the paper's tables: {protocols.get('paper', 'reference')})"
             )
         for r in metric_rows(name, m):
-            if r["metric"] == "per_task_recall":
+            if r["metric"].startswith("per_task"):
                 continue
             chance = f"   (chance {r['chance']})" if r["chance"] != "" else ""
-            print(f"  {r['task']:<12} {r['modality']:<12} {r['metric']:<12} {r['value']:>8}{chance}")
+            ref = ""
+            if r.get("reference", "") != "":
+                ref_chance = f" (chance {r['reference_chance']})" if r.get("reference_chance", "") != "" else ""
+                ref = f"   reference {r['reference']:>8}{ref_chance}"
+            print(f"  {r['task']:<12} {r['modality']:<12} {r['metric']:<16} {r['value']:>8}{chance}{ref}")
+        for modality, n in ((m.get("retrieval_queries") or {}).get("no_audio") or {}).items():
+            if n:
+                print(f"  {n} queries' clips have no audio: misses in the {modality} rows (as AVLnet counts them)")
         if m.get("retrieval") and m.get("tie_rule"):
             print(f"  {m['tie_rule']}")
         if m.get("report"):

@@ -8,15 +8,23 @@ Glossary used across ``pipeline/evaluate``:
   the ground-truth spans of each step (CrossTask: the task's steps; Mining YouTube: the transcript's classes).
 
 Every adapter returns one :class:`EvalDataset`. Videos listed by the annotations but absent from the video
-folder go to ``missing``: they are not extracted, and their queries count as failures in the metrics.
+folder go to ``missing``: they are not extracted; the ``strict`` protocol counts their queries as failures and
+the ``reference`` protocol leaves them out (see :mod:`pipeline.evaluate.metrics`).
+
+Readers are tolerant of the quirks the real releases have (zero-length or reversed spans, labels outside a
+dictionary): each adapter states its rule, applies it, and records a warning naming ``file:line`` in the
+dataset's :class:`ReadLog` (also issued as an :class:`AnnotationWarning`). Only text that cannot be parsed at
+all (a timing line that is not a time, a row with the wrong number of fields) raises :class:`AnnotationError`.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".3gp")
 
@@ -31,6 +39,44 @@ class AnnotationError(ValueError):
         super().__init__(f"{where}: {problem}")
         self.path = str(path)
         self.line = line
+
+
+class AnnotationWarning(UserWarning):
+    """A quirk a reader tolerated by its stated rule (a zero-length span dropped, a label outside the dictionary)."""
+
+
+class NoCandidateError(ValueError):
+    """No video a benchmark needs is present: there is nothing to rank or localise, so there is no score."""
+
+
+def where(path: str | Path, line: int | None = None) -> str:
+    """``file:line`` (or ``file``) as messages name a place in an annotation file."""
+    return f"{path}:{line}" if line is not None else str(path)
+
+
+@dataclass
+class ReadLog:
+    """What the readers met: ``counts`` by name (files, entries, spans dropped, labels mapped ...), ``facts``
+    (the dictionary used, unknown labels with their counts, the rules applied) and every warning given."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    facts: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def warn(self, path: str | Path, problem: str, line: int | None = None) -> None:
+        """Record and issue one warning ``file:line: problem``."""
+        message = f"{where(path, line)}: {problem}"
+        self.warnings.append(message)
+        warnings.warn(message, AnnotationWarning, stacklevel=2)
+
+    def to_json(self, max_warnings: int = 200) -> dict[str, Any]:
+        """The log as ``metrics.json`` keeps it (the first ``max_warnings`` warnings, and how many there were)."""
+        return {
+            "counts": dict(sorted(self.counts.items())),
+            **self.facts,
+            "n_warnings": len(self.warnings),
+            "warnings": self.warnings[:max_warnings],
+        }
 
 
 @dataclass(frozen=True)
@@ -65,6 +111,9 @@ class StepVideo:
     steps: tuple[str, ...]
     labels: tuple[str, ...]
     segments: tuple[tuple[str, float, float], ...]
+    # Frame-level ground truth (Mining YouTube's groundTruth/<vid>.txt: one class per video frame, "background"
+    # included) when the user has it; it replaces ``segments`` once the video's duration gives the frame rate.
+    frame_truth: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -74,12 +123,14 @@ class EvalDataset:
     name: str
     kind: str
     source: str  # the annotation file or folder the queries came from (shown in reports)
+    video_dir: str | None = None  # the folder the videos were looked for in (named when none is there)
     videos: dict[str, Path] = field(default_factory=dict)  # video id -> file, present videos only
     missing: list[str] = field(default_factory=list)  # video ids the annotations need but the folder lacks
     clips: list[ClipRef] = field(default_factory=list)  # retrieval candidates
     queries: list[Query] = field(default_factory=list)
     step_videos: list[StepVideo] = field(default_factory=list)
     localisation: Localisation | None = None
+    log: ReadLog = field(default_factory=ReadLog)
 
     @property
     def needed_video_ids(self) -> list[str]:
@@ -131,6 +182,38 @@ def parse_float(value: str, *, path: str | Path, line: int, what: str) -> float:
     return out
 
 
-def check_span(start: float, end: float, *, path: str | Path, line: int) -> None:
-    if start < 0 or end <= start:
-        raise AnnotationError(path, f"segment [{start}, {end}] needs 0 <= start < end", line)
+def no_candidate(ds: EvalDataset, detail: str = "") -> NoCandidateError:
+    """The one-line error for a benchmark with nothing to score, naming it and its video folder."""
+    what = detail or f"0 of the {len(ds.needed_video_ids)} videos its annotations list"
+    return NoCandidateError(
+        f"{ds.name} ({ds.kind}): no candidate video present in {ds.video_dir or '(no video folder)'} "
+        f"({what}); nothing to score"
+    )
+
+
+def require_candidates(ds: EvalDataset) -> None:
+    """Raise :func:`no_candidate` when none of the videos the annotations need is present: a score over no
+    candidate would be a number about nothing (before this rule every rank was 1: R@1 = 1.0)."""
+    if not ds.videos:
+        raise no_candidate(ds)
+
+
+CLIP_SPAN_RULE = (
+    "a clip span with end <= start (zero-length or reversed) or a negative start is dropped with its query, "
+    "with a warning naming file:line: a clip needs time to pool"
+)
+
+
+def clip_span_ok(start: float, end: float | None, *, log: ReadLog, path: str | Path, line: int | None) -> bool:
+    """Whether a retrieval clip's span is kept under :data:`CLIP_SPAN_RULE` (``end=None``: to the end)."""
+    if start < 0:
+        problem = f"span [{start}, {end}] starts before 0"
+    elif end is not None and end == start:
+        problem = f"zero-length span [{start}, {end}]"
+    elif end is not None and end < start:
+        problem = f"reversed span [{start}, {end}] (end < start)"
+    else:
+        return True
+    log.counts["spans_dropped"] += 1
+    log.warn(path, f"{problem}: dropped with its query", line)
+    return False

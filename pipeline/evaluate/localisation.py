@@ -3,28 +3,57 @@
 Axis letters: ``t`` seconds of a video (one row of 1 fps features each, ``T`` in all), ``k`` ordered steps
 (``K`` in all). ``scores[t, k]`` is the similarity of second ``t`` to the text of step ``k``.
 
-CrossTask (Zhukov et al. 2019): every step gets exactly one second, in order (t_0 < t_1 < ... < t_{K-1}),
-maximising the summed score; a step is recalled when its second lies in a ground-truth span of that step.
-Recall of a task = recalled steps / annotated steps over the task's videos; the reported recall is the mean
-over tasks. Ground truth of a span [start, end] covers seconds floor(start) <= t < ceil(end), as in the
-CrossTask release.
+Recall (CrossTask, Zhukov et al. 2019): every step gets exactly one second, in order (t_0 < t_1 < ... <
+t_{K-1}), maximising the summed score; a step is recalled when its second lies in a ground-truth span of that
+step. Ground truth of a span [start, end] covers seconds floor(start) <= t < ceil(end), as Zhukov's data.py.
+Two aggregations, each named in the reports:
 
-Mining YouTube (Kuehne et al. 2019): an ordered segmentation with background: seconds are labelled
-bg, step 0, bg, step 1, ..., step K-1, bg in that order; each step covers >= 1 second, background runs may
-be empty. IoU and IoD follow Lea et al. (ICRA 2016) as used by the references: for each ground-truth
-segment (background excluded), the best overlap with a predicted segment of the same class, divided by
-the union (IoU) or by the predicted segment's length (IoD); mean over ground-truth segments, then over videos.
+- ``recall`` (Zhukov's train.py): per task, recalled steps / annotated steps pooled over the task's videos;
+  then the mean over tasks;
+- ``recall_per_video`` (MCN's eval_cross.py ``get_recall``): per video, recalled / annotated steps; the mean
+  over a task's videos, then over tasks (CrossTask), or over all videos (Mining YouTube). A video with no
+  annotated step is left out (MCN's 0/0).
+
+Ordered segmentation with background (Mining YouTube, Kuehne et al. 2019; CrossTask's IoU/IoD the same way):
+seconds are labelled bg, step 0, bg, step 1, ..., step K-1, bg in that order; each step covers >= 1 second,
+background runs may be empty. Scores are per-second log-softmax over the video's distinct classes (a class
+the transcript names twice is one class); a background second scores log(1/K) + a margin.
+
+IoU and IoD (Lea et al. 2016; TCFPN-ISBA ``overlap_score`` and ``IoD``) are computed on time intervals at the
+annotation's own resolution, not on whole seconds: a *segment* is a maximal run of one class (same-class spans
+that touch or overlap merge; zero-length spans have no extent). For each ground-truth segment g (background
+excluded), the best over predicted segments p of its class of |g∩p| / |hull(g, p)| (IoU; the hull is the
+union for overlapping segments) and |g∩p| / |p| (IoD), 0 when none overlaps; mean over the video's ground-truth
+segments, then the mean over videos. A predicted second t covers [t, t+1) s.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.special import gammaln
 
 BACKGROUND = -1
+Segment = tuple[Any, float, float]  # (class label, start s, end s)
+
+
+# -- Audio per second ---------------------------------------------------------------------------------------------
+def audio_window(t: int, n_t: int, window_s: float) -> tuple[float, float]:
+    """The audio span (seconds) that stands for second ``t`` of an ``n_t``-second video: ``window_s`` seconds
+    centred on t's start, shifted (not shrunk) to stay inside [0, n_t), as MCN's ``cvpr19_dataloader.py``
+    (8 s: [t-4, t+4), [0, 8) for t < 4, [n_t-8, n_t) for t > n_t-4); a video shorter than the window gets all
+    of it."""
+    half = window_s / 2
+    if t < half:
+        start, end = 0.0, window_s
+    elif t > n_t - half:
+        start, end = n_t - window_s, float(n_t)
+    else:
+        start, end = t - half, t + half
+    return max(0.0, float(start)), min(float(n_t), float(end))
 
 
 # -- CrossTask: one second per step ------------------------------------------------------------------------
@@ -128,7 +157,7 @@ def task_recalls(rows: Sequence[tuple[str, float, int]]) -> tuple[dict[str, floa
     return per_task, mean
 
 
-# -- Mining YouTube: ordered segmentation with background ---------------------------------------------------
+# -- Ordered segmentation with background (Mining YouTube; CrossTask's IoU/IoD) ------------------------------
 def ordered_segmentation(scores: np.ndarray, background: np.ndarray | float) -> np.ndarray:
     """Per-second labels [T] (step index, or ``BACKGROUND``) of the best ordered segmentation.
 
@@ -188,44 +217,151 @@ def random_ordered_segmentation(n_t: int, n_k: int, rng: np.random.Generator) ->
     return out
 
 
-def segments_of(labels: np.ndarray) -> list[tuple[int, int, int]]:
-    """Runs ``(label, start, end)`` (end exclusive) of a per-second label sequence."""
-    labels = np.asarray(labels)
-    if labels.size == 0:
-        return []
-    cuts = [0, *(np.flatnonzero(np.diff(labels)) + 1).tolist(), labels.size]
-    return [(int(labels[a]), a, b) for a, b in itertools.pairwise(cuts)]
+def segmentation_segments(seg: np.ndarray, labels: Sequence[Any], *, end: float | None = None) -> list[Segment]:
+    """Class segments of an ordered segmentation [T] (step index or ``BACKGROUND`` per second): step k's seconds
+    take ``labels[k]``; neighbouring steps of one class form one segment; clipped at ``end`` (the duration)."""
+    rows = [BACKGROUND if k == BACKGROUND else labels[k] for k in np.asarray(seg).tolist()]
+    return runs_to_segments(rows, end=end)
+
+
+# -- IoU / IoD on time intervals ---------------------------------------------------------------------------------
+def class_log_softmax(scores: np.ndarray, labels: Sequence[Hashable]) -> tuple[np.ndarray, int]:
+    """Per-second log-probabilities [T, K] of each step's class, softmax over the video's distinct classes.
+
+    ``scores`` [T, K] per step; steps with the same label have the same text and score, so a class the
+    transcript names twice is one class (its occurrences share its probability). Returns the scores and the
+    number of distinct classes (whose uniform log-probability is the background score's base).
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    classes = list(dict.fromkeys(labels))
+    first = [list(labels).index(c) for c in classes]
+    per_class = scores[:, first]  # (t, c)
+    log_p = per_class - np.logaddexp.reduce(per_class, axis=1, keepdims=True)
+    column = {c: i for i, c in enumerate(classes)}
+    return log_p[:, [column[lab] for lab in labels]], len(classes)
+
+
+def background_score(n_classes: int, margin: float = 0.0) -> float:
+    """The log-score of a background second: uniform over the video's classes, plus ``margin``."""
+    return float(np.log(1.0 / max(n_classes, 1)) + margin)
+
+
+def merge_segments(segments: Sequence[Segment]) -> list[Segment]:
+    """Segments as the IoU scorer counts them: spans of one class that touch or overlap merge into one, spans
+    without extent (end <= start) are dropped; sorted by start."""
+    out: list[Segment] = []
+    by_class: dict[Any, list[tuple[float, float]]] = {}
+    for label, start, end in segments:
+        if end > start:
+            by_class.setdefault(label, []).append((float(start), float(end)))
+    for label, spans in by_class.items():
+        spans.sort()
+        cur_s, cur_e = spans[0]
+        for s, e in spans[1:]:
+            if s <= cur_e:
+                cur_e = max(cur_e, e)
+            else:
+                out.append((label, cur_s, cur_e))
+                cur_s, cur_e = s, e
+        out.append((label, cur_s, cur_e))
+    return sorted(out, key=lambda seg: (seg[1], seg[2]))
+
+
+def runs_to_segments(
+    labels: np.ndarray | Sequence[Any], *, seconds_per_row: float = 1.0, end: float | None = None, background=BACKGROUND
+) -> list[Segment]:
+    """Segments of a per-row label sequence [T] (row t covers [t, t+1) * seconds_per_row), background left out,
+    the last one clipped at ``end`` (the video's duration) when given."""
+    out: list[Segment] = []
+    labels = list(labels)
+    i = 0
+    while i < len(labels):
+        j = i
+        while j + 1 < len(labels) and labels[j + 1] == labels[i]:
+            j += 1
+        if labels[i] != background:
+            a, b = i * seconds_per_row, (j + 1) * seconds_per_row
+            if end is not None:
+                b = min(b, end)
+            if b > a:
+                out.append((labels[i], a, b))
+        i = j + 1
+    return out
+
+
+def frame_segments(frame_labels: Sequence[str], fps: float, background: str = "background") -> list[Segment]:
+    """Segments of frame-level ground truth (one class per frame): frame f covers [f, f+1) / fps seconds."""
+    if fps <= 0:
+        raise ValueError(f"frame rate must be positive, got {fps}")
+    return runs_to_segments(frame_labels, seconds_per_row=1.0 / fps, background=background)
+
+
+def segment_iou_iod(pred: Sequence[Segment], truth: Sequence[Segment]) -> tuple[float, float]:
+    """IoU and IoD of predicted against ground-truth segments (see the module docstring); NaN, NaN when the
+    ground truth has no segment. Both lists are merged first (:func:`merge_segments`)."""
+    gts = merge_segments(truth)
+    if not gts:
+        return float("nan"), float("nan")
+    preds = merge_segments(pred)
+    if not preds:
+        return 0.0, 0.0
+    g_lab = [g[0] for g in gts]
+    p_lab = [p[0] for p in preds]
+    gs, ge = np.array([g[1] for g in gts])[:, None], np.array([g[2] for g in gts])[:, None]  # (g, 1)
+    ps, pe = np.array([p[1] for p in preds])[None, :], np.array([p[2] for p in preds])[None, :]  # (1, p)
+    same = np.array([[a == b for b in p_lab] for a in g_lab])  # (g, p)
+    inter = np.minimum(ge, pe) - np.maximum(gs, ps)
+    hit = same & (inter > 0)
+    iou = np.where(hit, inter / (np.maximum(ge, pe) - np.minimum(gs, ps)), 0.0).max(1)
+    iod = np.where(hit, inter / (pe - ps), 0.0).max(1)
+    return float(iou.mean()), float(iod.mean())
 
 
 def iou_iod(pred: np.ndarray, truth: np.ndarray, background: int = BACKGROUND) -> tuple[float, float]:
-    """IoU and IoD of per-second class labels ``pred`` [T] against ``truth`` [T]; NaN without truth segments.
-
-    For each ground-truth segment g of class c: max over predicted segments p of class c of |g∩p| / |g∪p|
-    (IoU) and |g∩p| / |p| (IoD); 0 when no predicted segment of c overlaps. Mean over ground-truth segments.
-    """
-    gts = [s for s in segments_of(truth) if s[0] != background]
-    preds = [s for s in segments_of(pred) if s[0] != background]
-    if not gts:
-        return float("nan"), float("nan")
-    ious, iods = [], []
-    for label, ga, gb in gts:
-        best_u = best_d = 0.0
-        for plabel, pa, pb in preds:
-            if plabel != label:
-                continue
-            inter = min(gb, pb) - max(ga, pa)
-            if inter <= 0:
-                continue
-            best_u = max(best_u, inter / (max(gb, pb) - min(ga, pa)))  # overlapping, so the hull is the union
-            best_d = max(best_d, inter / (pb - pa))
-        ious.append(best_u)
-        iods.append(best_d)
-    return float(np.mean(ious)), float(np.mean(iods))
+    """IoU and IoD of per-second class labels ``pred`` [T] against ``truth`` [T] (NaN without truth segments):
+    :func:`segment_iou_iod` on their runs."""
+    return segment_iou_iod(
+        runs_to_segments(pred, background=background), runs_to_segments(truth, background=background)
+    )
 
 
-def class_frames(segments: Sequence[tuple[str, float, float]], class_ids: dict[str, int], n_t: int) -> np.ndarray:
-    """Per-second class ids [T] of ground-truth spans (``BACKGROUND`` elsewhere; later spans win overlaps)."""
-    out = np.full(n_t, BACKGROUND, dtype=np.int64)
-    for label, start, end in segments:
-        out[span_seconds(start, end, n_t)] = class_ids[label]
-    return out
+# -- Aggregation over videos -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VideoScore:
+    """One video's localisation outcome: recalled steps (``hits``, a float for expected chance hits) of its
+    ``annotated`` steps, and IoU/IoD (None when it has no ground-truth segment)."""
+
+    task: str
+    hits: float
+    annotated: int
+    iou: float | None = None
+    iod: float | None = None
+
+
+def summarise_videos(videos: Sequence[VideoScore], *, per_video_over_tasks: bool) -> dict[str, Any]:
+    """``recall`` (Zhukov: pooled per task, mean over tasks) with ``per_task_recall``; ``recall_per_video``
+    (MCN: per video, mean over a task's videos then over tasks when ``per_video_over_tasks``, else over all
+    videos) with ``per_task_recall_per_video``; ``iou``/``iod`` (mean over videos with ground-truth segments);
+    ``n_videos``. NaN where nothing counts."""
+    per_task, recall = task_recalls([(v.task, v.hits, v.annotated) for v in videos])
+    by_task: dict[str, list[float]] = {}
+    for v in videos:
+        if v.annotated > 0:
+            by_task.setdefault(v.task, []).append(v.hits / v.annotated)
+    per_task_video = {task: float(np.mean(r)) for task, r in by_task.items()}
+    if per_video_over_tasks:
+        per_video = float(np.mean(list(per_task_video.values()))) if per_task_video else float("nan")
+    else:
+        flat = [r for rs in by_task.values() for r in rs]
+        per_video = float(np.mean(flat)) if flat else float("nan")
+    ious = [v.iou for v in videos if v.iou is not None]
+    iods = [v.iod for v in videos if v.iod is not None]
+    return {
+        "recall": recall,
+        "recall_per_video": per_video,
+        "iou": float(np.mean(ious)) if ious else float("nan"),
+        "iod": float(np.mean(iods)) if iods else float("nan"),
+        "per_task_recall": per_task,
+        "per_task_recall_per_video": per_task_video,
+        "n_videos": len(videos),
+    }

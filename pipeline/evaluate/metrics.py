@@ -1,10 +1,19 @@
-"""Retrieval metrics: ranks of the correct candidate, chunked over query blocks, and chance levels.
+"""Retrieval metrics: ranks of the correct candidate, chunked over query blocks, the two protocols, chance levels.
 
 Rows are queries, columns candidates. Ties are resolved pessimistically: the rank of the correct candidate
 is 1 + the number of *other* candidates whose score is >= its score, so a model that scores every candidate
-the same gets the worst rank, never the best. A query whose correct candidate is absent (its video is
-missing from the folder) gets rank ``n_candidates + 1``: a miss at every K, as the reference protocols count
-missing videos.
+the same gets the worst rank, never the best.
+
+Candidates are the clips that can be ranked: their video is present (and, for text -> video+audio, the clip
+has audio, as AVLnet's pickles hold only clips with audio). A query whose clip is not a candidate gets rank
+``n_candidates + 1``. Two protocols read the same ranks (:data:`PROTOCOLS`):
+
+- ``strict``: every listed query counts; a query whose video is missing is a miss at every K and ranks N+1 in
+  the median.
+- ``reference``: over the present videos, as howto100m's and AVLnet's ``compute_metrics`` and MCN compute
+  (their matrices hold only the clips they have): queries of missing videos are left out; for video+audio a
+  query whose clip has no audio is a miss in R@K (AVLnet's MSR-VTT rule: "we count the 32 test clips without
+  audio as mistakes") and is left out of the median (AVLnet's median runs over the clips it has).
 """
 
 from __future__ import annotations
@@ -18,10 +27,29 @@ import torch
 Similarity = Literal["dot", "cosine", "euclidean"]
 
 TIE_RULE = (
-    "ties are counted pessimistically: rank = 1 + number of other candidates with score >= the correct one's; "
-    "queries whose video is missing get rank N+1 (a miss at every K)"
+    "ties are counted pessimistically: rank = 1 + number of other candidates with score >= the correct one's "
+    "(howto100m's and AVLnet's compute_metrics count a tied row several times instead); a query whose clip is "
+    "not a candidate gets rank N+1"
 )
 MISSING = -1  # target index of a query whose correct candidate is absent
+
+PROTOCOLS = {
+    "strict": "every listed query counts: a query whose video is missing (for video+audio: or whose clip has no "
+    "audio) is a miss at every K and ranks N+1; R@K, median and mean rank over all queries",
+    "reference": "over the present videos, as howto100m, AVLnet and MCN compute: queries whose video is missing "
+    "are left out; R@K over the queries of present videos (for video+audio a clip without audio is a miss, as "
+    "AVLnet counts MSR-VTT's 32), median and mean rank over the queries that were ranked",
+}
+PAPER_PROTOCOL = "reference"
+PAPER_NOTE = (
+    "The paper's tables compare with numbers that the howto100m, AVLnet and MCN code computed over the videos "
+    "they had: they correspond to the reference protocol."
+)
+SIMILARITY_RULE = {
+    "dot": "dot product of the embeddings (what the training loss scores)",
+    "cosine": "cosine of the embeddings",
+    "euclidean": "euclidean distance, smaller is better (ranked as the negative squared distance), as the paper",
+}
 
 
 def similarity_scores(queries: torch.Tensor, candidates: torch.Tensor, similarity: Similarity = "dot") -> torch.Tensor:
@@ -101,6 +129,24 @@ def retrieval_metrics(ranks: np.ndarray, ks: Sequence[int] = (1, 5, 10)) -> dict
     return out
 
 
+def reference_metrics(
+    ranks: np.ndarray, counted: np.ndarray, ranked: np.ndarray, ks: Sequence[int] = (1, 5, 10)
+) -> dict[str, float]:
+    """The ``reference`` protocol from the same ranks [Q]: R@K over the ``counted`` queries (bool [Q]; a counted
+    query that is not ``ranked`` is a miss), median and mean rank over the ``ranked`` ones (bool [Q], within
+    counted). Raises when no query was ranked."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    counted = np.asarray(counted, dtype=bool)
+    ranked = np.asarray(ranked, dtype=bool) & counted
+    if not ranked.any():
+        raise ValueError("no query was ranked: the reference protocol has nothing to score")
+    n = int(counted.sum())
+    out = {f"R@{k}": float(((ranks <= k) & ranked).sum() / n) for k in ks}
+    out["median_rank"] = float(np.median(ranks[ranked]))
+    out["mean_rank"] = float(ranks[ranked].mean())
+    return out
+
+
 def recall_curve(ranks: np.ndarray, max_k: int) -> np.ndarray:
     """R@K for K = 1..max_k, [max_k]."""
     ranks = np.asarray(ranks)
@@ -131,4 +177,27 @@ def chance_retrieval_metrics(
     sims = rng.integers(1, n + 1, size=(simulations, targets.size)) if n else np.zeros((simulations, targets.size))
     sims[:, ~present] = n + 1
     out["median_rank"] = float(np.median(sims, axis=1).mean())
+    return out
+
+
+def chance_reference_metrics(
+    n_candidates: int,
+    counted: np.ndarray,
+    ranked: np.ndarray,
+    ks: Sequence[int] = (1, 5, 10),
+    *,
+    simulations: int = 200,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Chance levels of :func:`reference_metrics` for a uniformly random ranking of ``n_candidates``: R@K and
+    mean rank exact, the median the average over ``simulations`` seeded rankings of the ranked queries."""
+    counted = np.asarray(counted, dtype=bool)
+    ranked = np.asarray(ranked, dtype=bool) & counted
+    n = n_candidates
+    frac = ranked.sum() / counted.sum() if counted.any() else 0.0
+    out = {f"R@{k}": float(frac * min(k, n) / n) if n else 0.0 for k in ks}
+    out["mean_rank"] = float((n + 1) / 2)
+    rng = np.random.default_rng(seed)
+    sims = rng.integers(1, n + 1, size=(simulations, int(ranked.sum()))) if n else np.zeros((simulations, 1))
+    out["median_rank"] = float(np.median(sims, axis=1).mean()) if sims.size else float("nan")
     return out

@@ -54,23 +54,37 @@ def _span(clip: dict[str, Any]) -> str:
 
 
 def recall_figure(
-    metrics: dict[str, Any], ranks_by_modality: dict[str, np.ndarray], workspace: Workspace, out_dir: str
+    metrics: dict[str, Any],
+    ranks_by_modality: dict[str, np.ndarray],
+    workspace: Workspace,
+    out_dir: str,
+    reference_by_modality: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> str:
+    """Recall@K curves per modality: strict (solid) and reference (dashed; ``reference_by_modality[m]`` =
+    (counted, ranked) bool masks over the modality's queries), with the chance lines."""
     retrieval = metrics["retrieval"]
     n = max(v["n_candidates"] for v in retrieval.values())
     max_k = max(1, min(n, 100))
     ks = np.arange(1, max_k + 1)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for modality, ranks in ranks_by_modality.items():
-        ax.plot(ks, recall_curve(ranks, max_k), label=f"text → {modality}")
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for i, (modality, ranks) in enumerate(ranks_by_modality.items()):
+        colour = f"C{i}"
+        ax.plot(ks, recall_curve(ranks, max_k), color=colour, label=f"text → {modality}, strict")
+        if reference_by_modality and modality in reference_by_modality:
+            counted, ranked = reference_by_modality[modality]
+            # reference R@K: ranked queries' hits over the counted ones (unranked counted queries are misses)
+            curve = recall_curve(ranks[ranked], max_k) * ranked.sum() / max(counted.sum(), 1)
+            ax.plot(ks, curve, color=colour, ls="--", label=f"text → {modality}, reference")
     q = metrics["retrieval_queries"]
     present = 1 - q["video_missing"] / max(q["total"], 1)
-    ax.plot(ks, present * np.minimum(ks, n) / max(n, 1), "k--", label="chance (random ranking)")
+    ax.plot(ks, present * np.minimum(ks, n) / max(n, 1), "k:", label="chance, strict (random ranking)")
     ax.set_xlabel("K")
     ax.set_ylabel("R@K")
     ax.set_ylim(0, 1)
-    ax.set_title(f"{metrics['dataset']}: recall@K ({q['total']} queries, {n} candidates)", fontsize=9)
-    ax.legend(fontsize=8)
+    ax.set_title(
+        f"{metrics['dataset']}: recall@K ({q['total']} queries, {n} candidates, {metrics['similarity']})", fontsize=9
+    )
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return _save(fig, workspace, f"{out_dir}/recall_at_k.png")
 
@@ -134,8 +148,74 @@ def _fmt(v: Any) -> str:
     return html.escape(str(v))
 
 
+def _protocol_table(
+    e: Any, title: str, strict: dict[str, Any], reference: dict[str, Any], chance: dict[str, Any],
+    chance_ref: dict[str, Any], keys: list[str], counts: list[tuple[str, str]],
+) -> list[str]:  # fmt: skip
+    """One table: a row per (modality, metric) with the strict and reference values, each with its chance."""
+    parts = [
+        f"<h3>{e(title)}</h3><table><tr><th>modality</th><th>metric</th><th>strict</th><th>chance</th>"
+        "<th>reference</th><th>chance</th></tr>"
+    ]
+    for modality, m in strict.items():
+        ref = reference.get(modality, {})
+        ch, ch_ref = chance.get(modality, {}), chance_ref.get(modality, {})
+        for k in keys:
+            parts.append(
+                f"<tr><th>{e(modality)}</th><th>{e(k)}</th><td><b>{_fmt(m.get(k))}</b></td><td>{_fmt(ch.get(k))}</td>"
+                f"<td><b>{_fmt(ref.get(k))}</b></td><td>{_fmt(ch_ref.get(k))}</td></tr>"
+            )
+        for key, label in counts:
+            parts.append(
+                f"<tr><th>{e(modality)}</th><th>{e(label)}</th><td>{_fmt(m.get(key))}</td><td></td>"
+                f"<td>{_fmt(ref.get(key))}</td><td></td></tr>"
+            )
+    parts.append("</table>")
+    return parts
+
+
+def _annotations_html(e: Any, ann: dict[str, Any] | None) -> list[str]:
+    if not ann:
+        return []
+    parts = ["<h2>Annotations as read</h2><table>"]
+    parts.extend(f"<tr><th>{e(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in ann.get("counts", {}).items())
+    parts.append("</table>")
+    if "dictionary" in ann:
+        d = ann["dictionary"]
+        parts.append(
+            f"<p>Class dictionary: <code>{e(d['path'])}</code> ({d['classes']} classes + background).</p>"
+            if d
+            else "<p><b>No class dictionary</b>: the classes are the raw labels, not the paper's 512.</p>"
+        )
+    labels = ann.get("labels")
+    if labels:
+        tiers = ", ".join(
+            f"{e(t)} {labels[t]['labels']} labels / {labels[t]['entries']} entries"
+            for t in ("exact", "plural_or_qualifier", "spelling", "unknown")
+            if t in labels
+        )
+        parts.append(f"<p>Labels: {tiers}; {labels.get('classes_used')} classes used.</p>")
+        if labels.get("unknown_labels"):
+            unknown = ", ".join(f"{e(k)} ×{v}" for k, v in labels["unknown_labels"].items())
+            parts.append(f"<p>Labels outside the dictionary (their time is background): {unknown}</p>")
+    if ann.get("rules"):
+        parts.append("<details><summary>reading rules</summary><ul>")
+        parts.extend(f"<li><b>{e(k)}</b>: {e(str(v))}</li>" for k, v in ann["rules"].items())
+        parts.append("</ul></details>")
+    if ann.get("warnings"):
+        more = ann["n_warnings"] - len(ann["warnings"])
+        parts.append(f"<details><summary>{ann['n_warnings']} warnings</summary><ul>")
+        parts.extend(f"<li><code>{e(w)}</code></li>" for w in ann["warnings"])
+        if more > 0:
+            parts.append(f"<li>… and {more} more (metrics.json keeps the first {len(ann['warnings'])})</li>")
+        parts.append("</ul></details>")
+    return parts
+
+
 def render_html(metrics: dict[str, Any], figures: list[str], files: list[str]) -> str:
     e = html.escape
+    similarity = metrics["similarity"]
+    rule = metrics.get("similarity_rule")
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>mmcaps evaluation: {e(metrics['run_id'])} on {e(metrics['dataset'])}</title>",
@@ -144,7 +224,8 @@ def render_html(metrics: dict[str, Any], figures: list[str], files: list[str]) -
         "img{max-width:100%;border:1px solid #eee;margin:6px 0}</style></head><body>",
         f"<h1>{e(metrics['dataset'])} ({e(metrics['kind'])}) — model run {e(metrics['run_id'])}</h1>",
         f"<p>Evaluation {e(metrics['evaluation_id'])}, written {e(metrics['created'])}. Annotations: "
-        f"<code>{e(metrics['source'])}</code>. Similarity: {e(metrics['similarity'])}. Eval config "
+        f"<code>{e(metrics['source'])}</code>; videos: <code>{e(str(metrics.get('video_dir')))}</code>. "
+        f"<b>Similarity: {e(similarity)}</b>{' (' + e(rule) + ')' if rule else ''}. Eval config "
         f"{e(metrics['eval_fingerprint'])}, extract config {e(str(metrics.get('extract_fingerprint')))}, "
         f"evaluation dataset {e(str(metrics.get('dataset_fingerprint')))}.</p>",
     ]
@@ -156,36 +237,54 @@ def render_html(metrics: dict[str, Any], figures: list[str], files: list[str]) -
         shown = ", ".join(e(x) for x in v["missing_ids"][:50])
         more = f" … and {len(v['missing_ids']) - 50} more" if len(v["missing_ids"]) > 50 else ""
         parts.append(f"<details><summary>missing videos</summary><p>{shown}{more}</p></details>")
+    protocols = metrics.get("protocols")
+    if protocols:
+        parts.append(
+            f"<p><b>Protocols.</b> <i>strict</i>: {e(protocols['strict'])}. <i>reference</i>: "
+            f"{e(protocols['reference'])}. {e(protocols['note'])}</p>"
+        )
     if metrics.get("modalities_skipped"):
         parts.append(f"<p>Skipped (model has no audio branch): {e(', '.join(metrics['modalities_skipped']))}</p>")
     if "retrieval" in metrics:
-        keys = [k for k in next(iter(metrics["retrieval"].values())) if k not in ("n_queries", "n_candidates")]
-        chance = metrics["retrieval_chance"]
-        parts.append("<h2>Text → video retrieval</h2><table><tr><th>modality</th>")
-        parts.extend(f"<th>{e(k)}</th><th>chance</th>" for k in keys)
-        parts.append("<th>queries</th><th>candidates</th></tr>")
-        for modality, m in metrics["retrieval"].items():
-            parts.append(f"<tr><th>{e(modality)}</th>")
-            parts.extend(f"<td><b>{_fmt(m[k])}</b></td><td>{_fmt(chance.get(k))}</td>" for k in keys)
-            parts.append(f"<td>{m['n_queries']}</td><td>{m['n_candidates']}</td></tr>")
+        keys = [k for k in next(iter(metrics["retrieval"].values())) if not k.startswith("n_")]
+        parts.append("<h2>Text → video retrieval</h2>")
+        parts.extend(
+            _protocol_table(
+                e, f"similarity: {similarity}", metrics["retrieval"], metrics.get("retrieval_reference", {}),
+                metrics["retrieval_chance"], metrics.get("retrieval_reference_chance", {}), keys,
+                [("n_queries", "queries counted"), ("n_ranked", "queries ranked"), ("n_candidates", "candidates")],
+            )
+        )  # fmt: skip
         q = metrics["retrieval_queries"]
+        no_audio = "; ".join(
+            f"{n} queries' clips have no audio (a miss in the {e(m)} row, as AVLnet counts them)"
+            for m, n in (q.get("no_audio") or {}).items()
+        )
         parts.append(
-            f"</table><p>Rows are queries. {e(metrics['tie_rule'])}. {q['video_missing']} of {q['total']} queries "
-            f"have a missing video; {q['no_in_vocab_word']} have no in-vocabulary word (zero text vector).</p>"
+            f"<p>Rows are queries. {e(metrics['tie_rule'])}. {q['video_missing']} of {q['total']} queries "
+            f"have a missing video; {q['no_in_vocab_word']} have no in-vocabulary word (zero text vector)"
+            f"{'; ' + no_audio if no_audio else ''}.</p>"
         )
     if "localisation" in metrics:
-        chance = metrics["localisation_chance"]
-        keys = [k for k in ("recall", "iou", "iod") if k in chance]
-        parts.append("<h2>Step localisation</h2><table><tr><th>modality</th>")
-        parts.extend(f"<th>{e(k)}</th><th>chance</th>" for k in keys)
-        parts.append("<th>videos</th></tr>")
-        for modality, m in metrics["localisation"].items():
-            parts.append(f"<tr><th>{e(modality)}</th>")
-            parts.extend(f"<td><b>{_fmt(m[k])}</b></td><td>{_fmt(chance[k])}</td>" for k in keys)
-            parts.append(f"<td>{m['n_videos']}</td></tr>")
-        parts.append(f"</table><p>{e(metrics['localisation_rule'])}.</p>")
         first = next(iter(metrics["localisation"].values()))
-        parts.append("<details><summary>recall per task</summary><table><tr><th>task</th>")
+        keys = [k for k in ("recall", "recall_per_video", "iou", "iod") if k in first]
+        parts.append("<h2>Step localisation</h2>")
+        parts.extend(
+            _protocol_table(
+                e, f"similarity: {similarity}", metrics["localisation"], metrics.get("localisation_reference", {}),
+                metrics["localisation_chance"], metrics.get("localisation_reference_chance", {}), keys,
+                [("n_videos", "videos"), ("n_videos_without_audio", "videos without audio")],
+            )
+        )  # fmt: skip
+        parts.append(f"<p>{e(metrics['localisation_rule'])}.</p>")
+        definitions = metrics.get("localisation_metrics") or {}
+        if definitions:
+            parts.append("<ul>")
+            parts.extend(f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in definitions.items())
+            parts.append("</ul>")
+        chance = metrics["localisation_chance"]
+        chance = chance.get(next(iter(metrics["localisation"])), chance)
+        parts.append("<details><summary>recall per task (strict)</summary><table><tr><th>task</th>")
         parts.extend(f"<th>{e(m)}</th>" for m in metrics["localisation"])
         parts.append("<th>chance</th></tr>")
         for task in first["per_task_recall"]:
@@ -193,6 +292,7 @@ def render_html(metrics: dict[str, Any], figures: list[str], files: list[str]) -
             parts.extend(f"<td>{_fmt(m['per_task_recall'].get(task))}</td>" for m in metrics["localisation"].values())
             parts.append(f"<td>{_fmt(chance['per_task_recall'].get(task))}</td></tr>")
         parts.append("</table></details>")
+    parts.extend(_annotations_html(e, metrics.get("annotations")))
     if figures:
         parts.append("<h2>Figures</h2>")
         parts.extend(f"<p><a href='{e(f)}'><img src='{e(f)}' alt='{e(f)}'></a></p>" for f in figures)
@@ -200,6 +300,28 @@ def render_html(metrics: dict[str, Any], figures: list[str], files: list[str]) -
     parts.extend(f"<li><a href='{e(f)}'>{e(f)}</a></li>" for f in files)
     parts.append("</ul></body></html>")
     return "\n".join(parts)
+
+
+def _ranks_from_table(
+    workspace: Workspace, out_dir: str, modalities: list[str]
+) -> tuple[dict[str, np.ndarray], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Per modality: the strict ranks and the reference protocol's (counted, ranked) masks from per_query.parquet.
+    A table without the ``in_reference``/``status`` columns counts the queries of present videos as ranked."""
+    import pyarrow.parquet as pq
+
+    with workspace.fs.open(f"{out_dir}/per_query.parquet", "rb") as fh:
+        table = pq.read_table(fh).to_pydict()
+    mods = np.array(table["modality"])
+    missing = np.array(table["video_missing"], dtype=bool)
+    counted_all = np.array(table["in_reference"], dtype=bool) if "in_reference" in table else ~missing
+    ranked_all = np.array(table["status"]) == "ranked" if "status" in table else ~missing
+    ranks: dict[str, np.ndarray] = {}
+    reference: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for modality in modalities:
+        rows = mods == modality
+        ranks[modality] = np.array(table["rank"])[rows]
+        reference[modality] = (counted_all[rows], ranked_all[rows] & counted_all[rows])
+    return ranks, reference
 
 
 def write_report(
@@ -214,17 +336,10 @@ def write_report(
     examples = json.loads(workspace.read_bytes(f"{out_dir}/examples.json"))
     figures: list[str] = []
     if "recall" in cfg.figures and "retrieval" in metrics:
+        reference: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
         if ranks_by_modality is None:
-            import pyarrow.parquet as pq
-
-            with workspace.fs.open(f"{out_dir}/per_query.parquet", "rb") as fh:
-                table = pq.read_table(fh).to_pydict()
-            ranks_by_modality = {}
-            for modality in metrics["retrieval"]:
-                ranks_by_modality[modality] = np.array(
-                    [r for r, m in zip(table["rank"], table["modality"], strict=True) if m == modality]
-                )
-        figures.append(recall_figure(metrics, ranks_by_modality, workspace, out_dir))
+            ranks_by_modality, reference = _ranks_from_table(workspace, out_dir, list(metrics["retrieval"]))
+        figures.append(recall_figure(metrics, ranks_by_modality, workspace, out_dir, reference))
     if "topk" in cfg.figures and examples.get("queries"):
         figures.extend(topk_figures(examples["queries"], cfg.thumbnail_width, workspace, out_dir))
     if "capsules" in cfg.figures and examples.get("capsules"):

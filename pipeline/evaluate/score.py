@@ -2,54 +2,126 @@
 
 Pure computation (no files): :func:`score_dataset` returns a :class:`Scores` whose ``metrics`` is what
 ``metrics.json`` holds and whose row lists become ``per_query.parquet``, ``per_step.parquet`` and
-``per_video.parquet``.
+``per_video.parquet`` (their columns: :data:`PER_QUERY_SCHEMA`, :data:`PER_STEP_SCHEMA`, :data:`PER_VIDEO_SCHEMA`).
+
+Both protocols are computed side by side (:data:`pipeline.evaluate.metrics.PROTOCOLS`): ``retrieval`` and
+``localisation`` hold the ``strict`` numbers (every listed query or video counts), ``retrieval_reference`` and
+``localisation_reference`` the ``reference`` ones (over the present videos, as howto100m, AVLnet and MCN), each
+with its chance levels beside it (``*_chance``, per modality).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from pipeline.evaluate.config import EvalConfig
-from pipeline.evaluate.dataset import EvalDataset
+from pipeline.evaluate.dataset import EvalDataset, StepVideo, no_candidate
 from pipeline.evaluate.embed import Embeddings
 from pipeline.evaluate.localisation import (
-    BACKGROUND,
-    class_frames,
+    Segment,
+    VideoScore,
+    background_score,
+    class_log_softmax,
     expected_random_hits,
-    iou_iod,
+    frame_segments,
     ordered_one_per_step,
     ordered_segmentation,
     random_ordered_segmentation,
+    segment_iou_iod,
+    segmentation_segments,
     step_hits,
     step_masks,
-    task_recalls,
+    summarise_videos,
 )
 from pipeline.evaluate.metrics import (
     MISSING,
+    PAPER_NOTE,
+    PAPER_PROTOCOL,
+    PROTOCOLS,
+    SIMILARITY_RULE,
     TIE_RULE,
+    chance_reference_metrics,
     chance_retrieval_metrics,
+    reference_metrics,
     retrieval_metrics,
     retrieval_ranks,
     similarity_scores,
     top_k,
 )
 
+# The Parquet tables' columns. run.py writes the row lists with these schemas (columns absent from a schema are
+# dropped on write, so a table keeps only what its schema names).
+PER_QUERY_SCHEMA = pa.schema(
+    [
+        ("query", pa.int64()),
+        ("modality", pa.string()),
+        ("text", pa.string()),
+        ("video_id", pa.string()),
+        ("start", pa.float64()),
+        ("end", pa.float64()),
+        ("rank", pa.int64()),  # among the modality's candidates; N+1 when the clip is not one (strict's rank)
+        ("status", pa.string()),  # ranked | video_missing | no_audio (video+audio: the clip has no audio)
+        ("in_reference", pa.bool_()),  # counted in the reference protocol's R@K (its video is present)
+        ("video_missing", pa.bool_()),
+        ("in_vocab_words", pa.int64()),
+    ]
+)
+PER_STEP_SCHEMA = pa.schema(
+    [
+        ("modality", pa.string()),
+        ("task", pa.string()),
+        ("video_id", pa.string()),
+        ("step", pa.int64()),
+        ("label", pa.string()),
+        ("text", pa.string()),
+        ("second", pa.int64()),
+        ("annotated", pa.bool_()),
+        ("recalled", pa.bool_()),
+    ]
+)
+PER_VIDEO_SCHEMA = pa.schema(
+    [
+        ("modality", pa.string()),
+        ("task", pa.string()),
+        ("video_id", pa.string()),
+        ("seconds", pa.int64()),
+        ("steps", pa.int64()),
+        ("annotated_steps", pa.int64()),
+        ("recalled_steps", pa.int64()),
+        ("recall", pa.float64()),
+        ("iou", pa.float64()),
+        ("iod", pa.float64()),
+        ("truth", pa.string()),  # spans (the annotation's own times) | frames (frame-level ground truth)
+        ("video_missing", pa.bool_()),
+    ]
+)
+
+_SEGMENTATION = (
+    "IoU/IoD: ordered segmentation bg, step 1, bg, ..., step K, bg on per-second log-softmax over the video's "
+    "distinct classes (background scores log(1/K) + background_margin); per ground-truth segment (same-class "
+    "spans merged, times at the annotation's resolution) the best same-class predicted segment, intersection "
+    "over the hull (IoU) or over the prediction (IoD); mean over segments, then over videos"
+)
 LOCALISATION_RULE = {
     "crosstask": (
-        "each step gets exactly one second, in the task's order, maximising summed similarity; recall per task = "
-        "recalled steps / annotated steps over its videos; reported recall = mean over tasks; missing videos "
-        "count their annotated steps as not recalled"
+        "recall: each step gets exactly one second, in the task's order, maximising summed similarity; a step is "
+        "recalled when that second lies in one of its spans (floor(start) <= t < ceil(end)). " + _SEGMENTATION
     ),
-    "mining": (
-        "ordered segmentation bg, step 1, bg, ..., step K, bg on per-second log-softmax over the transcript's "
-        "steps (background scores log(1/K) + margin); IoU/IoD per ground-truth segment (best same-class "
-        "predicted segment), mean over segments then videos; recall as CrossTask (one second per step); missing "
-        "videos score 0"
-    ),
+    "mining": ("recall: as CrossTask (one second per transcript step, on the log-softmax scores). " + _SEGMENTATION),
+}
+LOCALISATION_METRICS = {
+    "recall": "Zhukov et al. (CrossTask train.py): recalled / annotated steps pooled over a task's videos, then the "
+    "mean over tasks",
+    "recall_per_video": "MCN (eval_cross.py get_recall): recalled / annotated steps per video, the mean over a "
+    "task's videos then over tasks (Mining YouTube: over all videos); videos without an annotated step left out",
+    "iou": "intersection over union per ground-truth segment (TCFPN-ISBA overlap_score), mean over videos",
+    "iod": "intersection over the predicted segment's length (TCFPN-ISBA IoD), mean over videos",
 }
 
 
@@ -63,8 +135,7 @@ class Scores:
 
 
 def _candidates(emb: Embeddings, modality: str) -> torch.Tensor:
-    """Candidate embeddings [N, D] for a retrieval modality ("video+audio": the sum; clips without audio keep
-    their video embedding alone)."""
+    """Candidate embeddings [N, D] of every clip for a retrieval modality ("video+audio": the sum)."""
     if modality == "video":
         return emb.clip_video
     if modality == "video+audio":
@@ -72,6 +143,15 @@ def _candidates(emb: Embeddings, modality: str) -> torch.Tensor:
             raise ValueError("video+audio retrieval needs audio embeddings")
         return emb.clip_video + emb.clip_audio
     raise ValueError(f"unknown modality {modality!r}")
+
+
+def candidate_pool(emb: Embeddings, modality: str) -> np.ndarray:
+    """Bool [N]: the clips a modality ranks. Their video is present; for video+audio the clip also has audio
+    (AVLnet's evaluation sets hold only clips with audio, and it counts the others as misses)."""
+    pool = np.asarray(emb.clip_present, dtype=bool).copy()
+    if modality == "video+audio":
+        pool &= np.asarray(emb.clip_has_audio, dtype=bool)
+    return pool
 
 
 def _per_second(emb: Embeddings, j: int, modality: str) -> torch.Tensor:
@@ -84,29 +164,46 @@ def _per_second(emb: Embeddings, j: int, modality: str) -> torch.Tensor:
 
 
 def _score_retrieval(ds: EvalDataset, emb: Embeddings, cfg: EvalConfig, modalities: list[str], out: Scores) -> None:
-    present_idx = np.flatnonzero(emb.clip_present)
-    position = np.full(len(ds.clips), MISSING, dtype=np.int64)
-    position[present_idx] = np.arange(len(present_idx))
-    targets = np.array([position[q.clip] for q in ds.queries], dtype=np.int64)
-    n_cand = len(present_idx)
-    chance = chance_retrieval_metrics(n_cand, targets, cfg.ks, simulations=cfg.chance_simulations, seed=cfg.seed)
-    retrieval: dict[str, Any] = {}
+    present = np.asarray(emb.clip_present, dtype=bool)
+    if not present.any():
+        raise no_candidate(ds, f"none of the {len(ds.clips)} candidate clips was extracted")
+    clip_of_query = np.array([q.clip for q in ds.queries], dtype=np.int64)
+    video_ok = present[clip_of_query]  # (q,): counted by the reference protocol
+    strict: dict[str, Any] = {}
+    reference: dict[str, Any] = {}
+    chance: dict[str, Any] = {}
+    chance_ref: dict[str, Any] = {}
+    no_audio: dict[str, int] = {}
     rng = np.random.default_rng(cfg.seed)
-    example_q = rng.choice(
-        np.flatnonzero(targets >= 0), size=min(cfg.n_examples, int((targets >= 0).sum())), replace=False
-    )
+    example_q = rng.choice(np.flatnonzero(video_ok), size=min(cfg.n_examples, int(video_ok.sum())), replace=False)
     examples: dict[str, Any] = {"queries": [], "capsules": []}
     for modality in modalities:
-        cand = _candidates(emb, modality)[torch.from_numpy(present_idx)]
-        ranks = (
-            retrieval_ranks(emb.query_text, cand, targets, similarity=cfg.similarity, chunk_size=cfg.chunk_size)
-            if n_cand
-            else np.full(len(targets), 1, dtype=np.int64)
-        )
-        m = retrieval_metrics(ranks, cfg.ks)
-        retrieval[modality] = {**m, "n_queries": len(ranks), "n_candidates": n_cand}
+        pool = candidate_pool(emb, modality)
+        if not pool.any():
+            raise no_candidate(ds, f"no present clip has audio, so text -> {modality} has no candidate; "
+                               "evaluate with modalities=[video]")  # fmt: skip
+        pool_idx = np.flatnonzero(pool)
+        position = np.full(len(ds.clips), MISSING, dtype=np.int64)
+        position[pool_idx] = np.arange(len(pool_idx))
+        targets = position[clip_of_query]  # (q,) index among the candidates, MISSING when not one
+        ranked = targets >= 0
+        n_cand = len(pool_idx)
+        cand = _candidates(emb, modality)[torch.from_numpy(pool_idx)]
+        ranks = retrieval_ranks(emb.query_text, cand, targets, similarity=cfg.similarity, chunk_size=cfg.chunk_size)
+        strict[modality] = {**retrieval_metrics(ranks, cfg.ks), "n_queries": len(ranks), "n_candidates": n_cand}
+        reference[modality] = {
+            **reference_metrics(ranks, video_ok, ranked, cfg.ks),
+            "n_queries": int(video_ok.sum()),
+            "n_ranked": int(ranked.sum()),
+            "n_candidates": n_cand,
+        }
+        sims, seed = cfg.chance_simulations, cfg.seed
+        chance[modality] = chance_retrieval_metrics(n_cand, targets, cfg.ks, simulations=sims, seed=seed)
+        chance_ref[modality] = chance_reference_metrics(n_cand, video_ok, ranked, cfg.ks, simulations=sims, seed=seed)
+        no_audio[modality] = int((video_ok & ~ranked).sum())
         for qi, (q, r) in enumerate(zip(ds.queries, ranks, strict=True)):
             clip = ds.clips[q.clip]
+            status = "ranked" if ranked[qi] else ("video_missing" if not video_ok[qi] else "no_audio")
             out.per_query.append(
                 {
                     "query": qi,
@@ -116,11 +213,13 @@ def _score_retrieval(ds: EvalDataset, emb: Embeddings, cfg: EvalConfig, modaliti
                     "start": clip.start,
                     "end": clip.end,
                     "rank": int(r),
-                    "video_missing": bool(targets[qi] < 0),
+                    "status": status,
+                    "in_reference": bool(video_ok[qi]),
+                    "video_missing": bool(not video_ok[qi]),
                     "in_vocab_words": int(emb.query_in_vocab[qi]),
                 }
             )
-        if n_cand and len(example_q):
+        if len(example_q):
             idx, vals = top_k(
                 emb.query_text[torch.from_numpy(example_q)], cand, cfg.top_k_shown, similarity=cfg.similarity
             )
@@ -135,15 +234,16 @@ def _score_retrieval(ds: EvalDataset, emb: Embeddings, cfg: EvalConfig, modaliti
                         "correct": _clip_json(ds, int(q.clip)),
                         "top": [
                             {
-                                **_clip_json(ds, int(present_idx[c])),
+                                **_clip_json(ds, int(pool_idx[c])),
                                 "score": float(s),
-                                "correct": int(present_idx[c]) == q.clip,
+                                "correct": int(pool_idx[c]) == q.clip,
                             }
                             for c, s in zip(idx[row], vals[row], strict=True)
                         ],
                     }
                 )
-    if emb.clip_activations is not None and n_cand and cfg.n_capsules:
+    present_idx = np.flatnonzero(present)
+    if emb.clip_activations is not None and cfg.n_capsules:
         acts = emb.clip_activations[present_idx]  # (n, c)
         # the most selective capsules: largest spread of activation over the clips
         chosen = np.argsort(-acts.std(0), kind="stable")[: cfg.n_capsules]
@@ -155,11 +255,14 @@ def _score_retrieval(ds: EvalDataset, emb: Embeddings, cfg: EvalConfig, modaliti
                     "clips": [{**_clip_json(ds, int(present_idx[i])), "activation": float(acts[i, c])} for i in top],
                 }
             )
-    out.metrics["retrieval"] = retrieval
+    out.metrics["retrieval"] = strict
     out.metrics["retrieval_chance"] = chance
+    out.metrics["retrieval_reference"] = reference
+    out.metrics["retrieval_reference_chance"] = chance_ref
     out.metrics["retrieval_queries"] = {
-        "total": len(targets),
-        "video_missing": int((targets < 0).sum()),
+        "total": len(ds.queries),
+        "video_missing": int((~video_ok).sum()),
+        "no_audio": {m: n for m, n in no_audio.items() if m != "video"},
         "no_in_vocab_word": int((emb.query_in_vocab == 0).sum()),
     }
     out.examples.update(examples)
@@ -177,33 +280,58 @@ def _clip_json(ds: EvalDataset, i: int) -> dict[str, Any]:
     }
 
 
+def truth_segments(sv: StepVideo, duration: float | None) -> list[Segment]:
+    """A step video's ground-truth segments in seconds: the frame-level ground truth when it has one (frame rate
+    = frames / ``duration``; without a duration only which classes occur is meaningful), else its spans."""
+    if sv.frame_truth is not None:
+        fps = len(sv.frame_truth) / duration if duration else 1.0
+        return frame_segments(sv.frame_truth, fps)
+    return list(sv.segments)
+
+
+def annotated_steps(sv: StepVideo, segments: list[Segment]) -> int:
+    """Steps with at least one annotated second (as :func:`step_masks` marks them), whatever the video's length."""
+    n_t = math.ceil(max((e for _, _, e in segments), default=0.0)) + 1
+    return int(step_masks(sv.labels, segments, n_t).any(0).sum())
+
+
+def _chance_iou(
+    n_t: int, labels: tuple[str, ...], truth: list[Segment], end: float, rng: np.random.Generator, simulations: int
+) -> tuple[float, float]:
+    """Mean IoU and IoD of ``simulations`` seeded random ordered segmentations of the steps."""
+    sims = [
+        segment_iou_iod(segmentation_segments(random_ordered_segmentation(n_t, len(labels), rng), labels, end=end),
+                        truth)
+        for _ in range(simulations)
+    ]  # fmt: skip
+    return float(np.mean([s[0] for s in sims])), float(np.mean([s[1] for s in sims]))
+
+
 def _score_localisation(ds: EvalDataset, emb: Embeddings, cfg: EvalConfig, modalities: list[str], out: Scores) -> None:
+    if not emb.steps:
+        raise no_candidate(ds, f"none of the {len(ds.step_videos)} localisation videos was extracted")
     mining = ds.localisation == "mining"
-    class_ids = {lab: i for i, lab in enumerate(sorted({lab for sv in ds.step_videos for lab in sv.labels}))}
     rng = np.random.default_rng(cfg.seed)
     loc: dict[str, Any] = {}
-    chance_rows: list[tuple[str, float, int]] = []
-    chance_iou: list[float] = []
-    chance_iod: list[float] = []
+    loc_ref: dict[str, Any] = {}
+    chance_all: list[VideoScore] = []
+    chance_present: list[VideoScore] = []
     example: dict[str, Any] | None = None
     for modality in modalities:
-        rows: list[tuple[str, float, int]] = []
-        ious: list[float] = []
-        iods: list[float] = []
+        first = modality == modalities[0]
+        videos_all: list[VideoScore] = []
+        videos_present: list[VideoScore] = []
+        no_audio = 0
         for j, sv in enumerate(ds.step_videos):
             k = len(sv.steps)
-            if j not in emb.steps:  # missing video (or no seconds): every annotated step is a failure
-                annotated = len({lab for lab, _, _ in sv.segments} & set(sv.labels))
-                n_ann_steps = sum(1 for lab in sv.labels if lab in {s[0] for s in sv.segments})
-                rows.append((sv.task, 0.0, n_ann_steps))
-                if modality == modalities[0]:
-                    chance_rows.append((sv.task, 0.0, n_ann_steps))
-                if mining and annotated:
-                    ious.append(0.0)
-                    iods.append(0.0)
-                    if modality == modalities[0]:
-                        chance_iou.append(0.0)
-                        chance_iod.append(0.0)
+            if j not in emb.steps:  # missing video (or no seconds): strict counts every annotated step a failure
+                truth = truth_segments(sv, None)
+                n_ann = annotated_steps(sv, truth)
+                has_truth = any(e > s for _, s, e in truth)
+                miss = VideoScore(sv.task, 0.0, n_ann, 0.0 if has_truth else None, 0.0 if has_truth else None)
+                videos_all.append(miss)
+                if first:
+                    chance_all.append(miss)
                 out.per_video.append(
                     {
                         "modality": modality,
@@ -211,52 +339,49 @@ def _score_localisation(ds: EvalDataset, emb: Embeddings, cfg: EvalConfig, modal
                         "video_id": sv.video_id,
                         "seconds": 0,
                         "steps": k,
-                        "annotated_steps": n_ann_steps,
+                        "annotated_steps": n_ann,
                         "recalled_steps": 0,
-                        "recall": 0.0 if n_ann_steps else None,
-                        "iou": 0.0 if mining and annotated else None,
-                        "iod": 0.0 if mining and annotated else None,
+                        "recall": 0.0 if n_ann else None,
+                        "iou": miss.iou,
+                        "iod": miss.iod,
+                        "truth": "frames" if sv.frame_truth is not None else "spans",
                         "video_missing": True,
                     }
                 )
                 continue
+            inputs = emb.steps[j]
+            if modality == "video+audio" and inputs.audio is not None and not bool(inputs.audio.any()):
+                no_audio += 1  # a video without audio: its seconds are scored by the video embedding alone
             per_sec = _per_second(emb, j, modality)  # (t, d)
             scores = similarity_scores(per_sec, emb.step_text[j], cfg.similarity).numpy().astype(np.float64)  # (t, k)
             n_t = scores.shape[0]
-            if mining:
-                scores = scores - np.logaddexp.reduce(scores, axis=1, keepdims=True)  # log-softmax over steps
-            mask = step_masks(sv.labels, sv.segments, n_t)  # (t, k)
-            positions = ordered_one_per_step(scores)
+            duration = emb.durations.get(sv.video_id) or float(n_t)
+            end = min(duration, float(n_t))
+            truth = truth_segments(sv, duration)
+            log_p, n_classes = class_log_softmax(scores, sv.labels)  # (t, k)
+            mask = step_masks(sv.labels, truth, n_t)  # (t, k)
+            # recall's DP: raw similarities for CrossTask (as MCN), the log-softmax scores for Mining YouTube
+            positions = ordered_one_per_step(log_p if mining else scores)
             hits = step_hits(positions, mask)
-            annotated_steps = mask.any(0)
-            n_hits = int((hits & annotated_steps).sum())
-            rows.append((sv.task, float(n_hits), int(annotated_steps.sum())))
-            if modality == modalities[0]:
-                chance_rows.append(
-                    (sv.task, float(expected_random_hits(mask)[annotated_steps].sum()), int(annotated_steps.sum()))
+            annotated = mask.any(0)
+            n_hits = int((hits & annotated).sum())
+            seg = ordered_segmentation(log_p, background_score(n_classes, cfg.background_margin))
+            iou, iod = segment_iou_iod(segmentation_segments(seg, sv.labels, end=end), truth)
+            has_truth = not math.isnan(iou)
+            score = VideoScore(
+                sv.task, float(n_hits), int(annotated.sum()), iou if has_truth else None, iod if has_truth else None
+            )
+            videos_all.append(score)
+            videos_present.append(score)
+            if first:
+                c_iou = c_iod = None
+                if has_truth:
+                    c_iou, c_iod = _chance_iou(n_t, sv.labels, truth, end, rng, cfg.chance_simulations)
+                chance = VideoScore(
+                    sv.task, float(expected_random_hits(mask)[annotated].sum()), int(annotated.sum()), c_iou, c_iod
                 )
-            iou = iod = None
-            seg = None
-            if mining:
-                seg = ordered_segmentation(scores, np.log(1.0 / k) + cfg.mining_background_margin)
-                step_class = np.array([class_ids[lab] for lab in sv.labels])
-                pred = np.where(seg == BACKGROUND, BACKGROUND, step_class[np.maximum(seg, 0)])
-                truth = class_frames(sv.segments, class_ids, n_t)
-                iou, iod = iou_iod(pred, truth)
-                if not np.isnan(iou):
-                    ious.append(iou)
-                    iods.append(iod)
-                    if modality == modalities[0]:
-                        sims = []
-                        for _ in range(cfg.chance_simulations):
-                            r = random_ordered_segmentation(n_t, k, rng)
-                            sims.append(
-                                iou_iod(np.where(r == BACKGROUND, BACKGROUND, step_class[np.maximum(r, 0)]), truth)
-                            )
-                        chance_iou.append(float(np.mean([s[0] for s in sims])))
-                        chance_iod.append(float(np.mean([s[1] for s in sims])))
-                else:
-                    iou = iod = None
+                chance_all.append(chance)
+                chance_present.append(chance)
             for s in range(k):
                 out.per_step.append(
                     {
@@ -267,8 +392,8 @@ def _score_localisation(ds: EvalDataset, emb: Embeddings, cfg: EvalConfig, modal
                         "label": sv.labels[s],
                         "text": sv.steps[s],
                         "second": int(positions[s]),
-                        "annotated": bool(annotated_steps[s]),
-                        "recalled": bool(hits[s] and annotated_steps[s]),
+                        "annotated": bool(annotated[s]),
+                        "recalled": bool(hits[s] and annotated[s]),
                     }
                 )
             out.per_video.append(
@@ -278,15 +403,16 @@ def _score_localisation(ds: EvalDataset, emb: Embeddings, cfg: EvalConfig, modal
                     "video_id": sv.video_id,
                     "seconds": n_t,
                     "steps": k,
-                    "annotated_steps": int(annotated_steps.sum()),
+                    "annotated_steps": int(annotated.sum()),
                     "recalled_steps": n_hits,
-                    "recall": n_hits / int(annotated_steps.sum()) if annotated_steps.any() else None,
-                    "iou": iou,
-                    "iod": iod,
+                    "recall": n_hits / int(annotated.sum()) if annotated.any() else None,
+                    "iou": score.iou,
+                    "iod": score.iod,
+                    "truth": "frames" if sv.frame_truth is not None else "spans",
                     "video_missing": False,
                 }
             )
-            if example is None and modality == modalities[0]:
+            if example is None and first:
                 example = {
                     "video_id": sv.video_id,
                     "task": sv.task,
@@ -295,30 +421,44 @@ def _score_localisation(ds: EvalDataset, emb: Embeddings, cfg: EvalConfig, modal
                     "scores": scores.T.round(5).tolist(),
                     "truth": mask.T.astype(int).tolist(),
                     "positions": positions.tolist(),
-                    "segmentation": seg.tolist() if seg is not None else None,
+                    "segmentation": seg.tolist(),
                 }
-        per_task, mean = task_recalls(rows)
-        entry: dict[str, Any] = {"recall": mean, "per_task_recall": per_task, "n_videos": len(ds.step_videos)}
-        if mining:
-            entry["iou"] = float(np.mean(ious)) if ious else float("nan")
-            entry["iod"] = float(np.mean(iods)) if iods else float("nan")
-        loc[modality] = entry
-    chance_per_task, chance_mean = task_recalls(chance_rows)
-    chance: dict[str, Any] = {"recall": chance_mean, "per_task_recall": chance_per_task}
-    if mining:
-        chance["iou"] = float(np.mean(chance_iou)) if chance_iou else float("nan")
-        chance["iod"] = float(np.mean(chance_iod)) if chance_iod else float("nan")
+        by_task = not mining  # MCN averages Mining YouTube over all videos, CrossTask per task first
+        loc[modality] = {
+            **summarise_videos(videos_all, per_video_over_tasks=by_task),
+            "n_videos_present": len(videos_present),
+        }
+        loc_ref[modality] = summarise_videos(videos_present, per_video_over_tasks=by_task)
+        if modality == "video+audio":
+            loc[modality]["n_videos_without_audio"] = loc_ref[modality]["n_videos_without_audio"] = no_audio
+    by_task = not mining
+    chance_strict = summarise_videos(chance_all, per_video_over_tasks=by_task)
+    chance_reference = summarise_videos(chance_present, per_video_over_tasks=by_task)
     out.metrics["localisation"] = loc
-    out.metrics["localisation_chance"] = chance
-    out.metrics["localisation_rule"] = LOCALISATION_RULE[ds.localisation or "crosstask"]
+    out.metrics["localisation_chance"] = {m: chance_strict for m in modalities}
+    out.metrics["localisation_reference"] = loc_ref
+    out.metrics["localisation_reference_chance"] = {m: chance_reference for m in modalities}
+    window = getattr(emb, "audio_window_s", None)
+    audio = (
+        f"per-second audio: the {window:g} s mel window around each second (MCN's cvpr19_dataloader.py)"
+        if window
+        else "per-second audio: the 1 s crop [t, t+1) (the embedding step does not apply "
+        "localisation_audio_window_s yet)"
+    )
+    out.metrics["localisation_rule"] = (
+        f"{LOCALISATION_RULE[ds.localisation or 'crosstask']}; {audio}; video+audio: a video without audio is "
+        "scored by its video embedding alone"
+    )
+    out.metrics["localisation_metrics"] = LOCALISATION_METRICS
     if example is not None:
         out.examples["localisation"] = example
 
 
 def score_dataset(ds: EvalDataset, emb: Embeddings, cfg: EvalConfig) -> Scores:
-    """Metrics (with chance beside), table rows and figure examples for one dataset.
+    """Metrics under both protocols (with chance beside), table rows and figure examples for one dataset.
 
     "video+audio" is skipped (and listed in ``modalities_skipped``) when the embeddings have no audio branch.
+    Raises :class:`~pipeline.evaluate.dataset.NoCandidateError` when nothing was extracted to rank or localise.
     """
     modalities = [m for m in cfg.modalities if m == "video" or emb.with_audio]
     skipped = [m for m in cfg.modalities if m not in modalities]
@@ -327,16 +467,21 @@ def score_dataset(ds: EvalDataset, emb: Embeddings, cfg: EvalConfig) -> Scores:
             "dataset": ds.name,
             "kind": ds.kind,
             "source": ds.source,
+            "video_dir": ds.video_dir,
             "videos": {
                 "needed": len(ds.needed_video_ids),
                 "present": len(ds.videos),
                 "missing": len(ds.missing),
                 "missing_ids": list(ds.missing),
-                "note": "videos missing from the folder are not extracted and their queries count as failures",
+                "note": "videos missing from the folder are not extracted: the strict protocol counts their "
+                "queries as failures, the reference protocol leaves them out",
             },
+            "protocols": {**PROTOCOLS, "paper": PAPER_PROTOCOL, "note": PAPER_NOTE},
             "modalities": modalities,
             "modalities_skipped": skipped,
             "similarity": cfg.similarity,
+            "similarity_rule": SIMILARITY_RULE[cfg.similarity],
+            "annotations": ds.log.to_json(),
         }
     )
     if ds.queries:

@@ -1,6 +1,7 @@
 """Dataset adapters: each reads one benchmark's own files plus a folder of raw videos (one file each).
 
-``load_spec(spec, cfg)`` dispatches on ``spec.kind`` and raises on an unknown kind.
+``load_spec(spec, cfg)`` dispatches on ``spec.kind`` and raises on an unknown kind, and with a one-line
+:class:`~pipeline.evaluate.dataset.NoCandidateError` when none of the benchmark's videos is in its folder.
 """
 
 from __future__ import annotations
@@ -12,14 +13,19 @@ from pipeline.evaluate.adapters.msrvtt import load_msrvtt
 from pipeline.evaluate.adapters.synthetic import load_synthetic
 from pipeline.evaluate.adapters.youcook2 import load_youcook2
 from pipeline.evaluate.config import EvalConfig, EvalSpec
-from pipeline.evaluate.dataset import EvalDataset
+from pipeline.evaluate.dataset import EvalDataset, require_candidates
 
 KINDS = ("youcook2", "msrvtt", "crosstask", "mining", "csv", "synthetic")
 
 
 def load_spec(spec: EvalSpec, cfg: EvalConfig | None = None) -> EvalDataset:
     """The :class:`EvalDataset` a spec names (annotations parsed, videos located, missing ones listed)."""
-    cfg = cfg or EvalConfig()
+    ds = _load(spec, cfg or EvalConfig())
+    require_candidates(ds)
+    return ds
+
+
+def _load(spec: EvalSpec, cfg: EvalConfig) -> EvalDataset:
     name = spec.dataset_name
     if spec.kind == "synthetic":
         return load_synthetic(spec.annotations, name=name)
@@ -32,7 +38,13 @@ def load_spec(spec: EvalSpec, cfg: EvalConfig | None = None) -> EvalDataset:
     if spec.kind == "crosstask":
         return load_crosstask(spec.annotations, spec.videos, name=name)
     if spec.kind == "mining":
-        return load_mining(spec.annotations, spec.videos, name=name)
+        return load_mining(
+            spec.annotations,
+            spec.videos,
+            name=name,
+            dictionary=cfg.mining_dictionary,
+            ground_truth=cfg.mining_ground_truth,
+        )
     if spec.kind == "csv":
         return load_clips_csv(spec.annotations, spec.videos, name=name)
     raise ValueError(f"unknown evaluation kind {spec.kind!r} (known: {', '.join(KINDS)})")

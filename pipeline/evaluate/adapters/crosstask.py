@@ -6,7 +6,10 @@ texts) separated by a blank line. ``ROOT/videos.csv``: ``task,vid,url`` rows (no
 
 As in the reference evaluation, a video counts when its task is a primary task and it has an annotation file;
 every step of its task is placed (in the task's order), and the ground truth of step ``k`` is the union of
-its annotated spans.
+its annotated spans. Files are read as UTF-8 with or without a byte-order mark, LF or CRLF.
+
+Spans follow :data:`SPAN_RULE`, which keeps every row Zhukov's ``data.py`` keeps (it never raises on a span);
+a row whose step is outside the task's steps (where ``data.py`` would fail) is dropped with a warning.
 """
 
 from __future__ import annotations
@@ -18,11 +21,18 @@ from pathlib import Path
 from pipeline.evaluate.dataset import (
     AnnotationError,
     EvalDataset,
+    ReadLog,
     StepVideo,
-    check_span,
     index_videos,
     parse_float,
     split_present,
+)
+
+SPAN_RULE = (
+    "a reversed span (end < start) marks nothing in Zhukov's data.py and is dropped; a zero-length span (end == "
+    "start) is kept: for recall it covers the seconds floor(start) <= t < ceil(end) as in data.py (one second when "
+    "the time is fractional, none when it is whole) and it has no extent for IoU/IoD; a negative start is clipped "
+    "to 0; each is warned about with file:line"
 )
 
 
@@ -37,7 +47,7 @@ class CrossTaskTask:
 def read_tasks(path: str | Path) -> dict[str, CrossTaskTask]:
     """Parse ``tasks_primary.txt``; errors name the file and line."""
     path = Path(path)
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = path.read_text(encoding="utf-8-sig").splitlines()
     tasks: dict[str, CrossTaskTask] = {}
     i = 0
     while i < len(lines):
@@ -67,7 +77,7 @@ def read_videos_csv(path: str | Path) -> list[tuple[str, str]]:
     """``(task, vid)`` pairs of ``videos.csv``."""
     path = Path(path)
     out: list[tuple[str, str]] = []
-    with path.open(newline="", encoding="utf-8") as fh:
+    with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         for row in reader:
             if not row or all(not c.strip() for c in row):
@@ -78,11 +88,12 @@ def read_videos_csv(path: str | Path) -> list[tuple[str, str]]:
     return out
 
 
-def read_annotation(path: str | Path, n_steps: int) -> list[tuple[int, float, float]]:
-    """``(step 1..n, start, end)`` rows of one ``<task>_<vid>.csv``."""
+def read_annotation(path: str | Path, n_steps: int, log: ReadLog | None = None) -> list[tuple[int, float, float]]:
+    """``(step 1..n, start, end)`` rows of one ``<task>_<vid>.csv`` under :data:`SPAN_RULE`."""
     path = Path(path)
+    log = log if log is not None else ReadLog()
     out: list[tuple[int, float, float]] = []
-    with path.open(newline="", encoding="utf-8") as fh:
+    with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         for row in reader:
             line = reader.line_num
@@ -94,18 +105,33 @@ def read_annotation(path: str | Path, n_steps: int) -> list[tuple[int, float, fl
                 step = int(row[0])
             except ValueError:
                 raise AnnotationError(path, f"step is not an integer: {row[0]!r}", line) from None
-            if not 1 <= step <= n_steps:
-                raise AnnotationError(path, f"step {step} outside 1..{n_steps}", line)
             start = parse_float(row[1], path=path, line=line, what="start")
             end = parse_float(row[2], path=path, line=line, what="end")
-            check_span(start, end, path=path, line=line)
+            log.counts["spans"] += 1
+            if not 1 <= step <= n_steps:
+                log.counts["spans_step_out_of_range_dropped"] += 1
+                log.warn(path, f"step {step} outside 1..{n_steps}: row dropped", line)
+                continue
+            if end < start:
+                log.counts["spans_reversed_dropped"] += 1
+                log.warn(path, f"reversed span [{start}, {end}] (end < start): dropped", line)
+                continue
+            if end == start:
+                log.counts["spans_zero_length_kept"] += 1
+                log.warn(path, f"zero-length span [{start}, {end}]: kept for recall, no extent for IoU/IoD", line)
+            if start < 0:
+                log.counts["spans_negative_start_clipped"] += 1
+                log.warn(path, f"span [{start}, {end}] starts before 0: clipped to 0", line)
+                start = 0.0
             out.append((step, start, end))
     return out
 
 
-def read_crosstask(root: str | Path) -> list[StepVideo]:
+def read_crosstask(root: str | Path, log: ReadLog | None = None) -> list[StepVideo]:
     """Step videos of every annotated video of a primary task, in ``videos.csv`` order."""
     root = Path(root)
+    log = log if log is not None else ReadLog()
+    log.facts.setdefault("rules", {})["spans"] = SPAN_RULE
     for needed in ("tasks_primary.txt", "videos.csv", "annotations"):
         if not (root / needed).exists():
             raise FileNotFoundError(f"{root / needed} does not exist (CrossTask root needs {needed})")
@@ -118,7 +144,8 @@ def read_crosstask(root: str | Path) -> list[StepVideo]:
         if task is None or not ann.exists() or (task_id, vid) in seen:
             continue
         seen.add((task_id, vid))
-        rows = read_annotation(ann, len(task.steps))
+        log.counts["annotation_files"] += 1
+        rows = read_annotation(ann, len(task.steps), log)
         out.append(
             StepVideo(
                 video_id=vid,
@@ -134,12 +161,15 @@ def read_crosstask(root: str | Path) -> list[StepVideo]:
 
 
 def load_crosstask(root: str | Path, videos: str | Path, *, name: str = "crosstask") -> EvalDataset:
-    step_videos = read_crosstask(root)
+    log = ReadLog()
+    step_videos = read_crosstask(root, log)
     present, missing = split_present((sv.video_id for sv in step_videos), index_videos(videos))
     return EvalDataset(
         name=name,
         kind="crosstask",
         source=str(root),
+        video_dir=str(videos),
+        log=log,
         videos=present,
         missing=missing,
         step_videos=step_videos,

@@ -8,7 +8,15 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from pipeline.evaluate.dataset import AnnotationError, ClipRef, EvalDataset, Query, index_videos, split_present
+from pipeline.evaluate.dataset import (
+    AnnotationError,
+    ClipRef,
+    EvalDataset,
+    Query,
+    ReadLog,
+    index_videos,
+    split_present,
+)
 
 COLUMNS = ("key", "vid_key", "video_id", "sentence")
 
@@ -19,7 +27,7 @@ def load_msrvtt(csv_path: str | Path, videos: str | Path, *, name: str = "msrvtt
     clips: list[ClipRef] = []
     queries: list[Query] = []
     clip_of: dict[str, int] = {}
-    with path.open(newline="", encoding="utf-8") as fh:
+    with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None or [h.strip() for h in header[: len(COLUMNS)]] != list(COLUMNS):
@@ -39,9 +47,19 @@ def load_msrvtt(csv_path: str | Path, videos: str | Path, *, name: str = "msrvtt
                 clip_of[vid] = len(clips)
                 clips.append(ClipRef(vid))
             queries.append(Query(sentence, clip_of[vid]))
+    log = ReadLog()
+    log.counts["rows"] = len(queries)
     if not queries:
         raise AnnotationError(path, "no rows")
     present, missing = split_present(clip_of, index_videos(videos))
     return EvalDataset(
-        name=name, kind="msrvtt", source=str(path), videos=present, missing=missing, clips=clips, queries=queries
+        name=name,
+        kind="msrvtt",
+        source=str(path),
+        video_dir=str(videos),
+        videos=present,
+        missing=missing,
+        clips=clips,
+        queries=queries,
+        log=log,
     )

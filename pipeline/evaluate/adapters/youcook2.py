@@ -10,7 +10,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.evaluate.dataset import AnnotationError, ClipRef, EvalDataset, Query, index_videos, split_present
+from pipeline.evaluate.dataset import (
+    CLIP_SPAN_RULE,
+    AnnotationError,
+    ClipRef,
+    EvalDataset,
+    Query,
+    ReadLog,
+    clip_span_ok,
+    index_videos,
+    split_present,
+)
 
 
 def _entry_error(path: Path, where: str, problem: str) -> AnnotationError:
@@ -22,8 +32,9 @@ def load_youcook2(
 ) -> EvalDataset:
     """Clips and queries of the ``subset`` videos; videos absent from ``videos`` are listed as missing."""
     path = Path(annotations)
+    log = ReadLog(facts={"rules": {"clip_spans": CLIP_SPAN_RULE}})
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as exc:
         raise AnnotationError(path, f"not valid JSON ({exc.msg}, column {exc.colno})", exc.lineno) from None
     database = data.get("database") if isinstance(data, dict) else None
@@ -46,15 +57,24 @@ def load_youcook2(
                 sentence = str(ann["sentence"]).strip()
             except (KeyError, TypeError, ValueError):
                 raise _entry_error(path, where, 'needs "segment": [start, end] numbers and "sentence"') from None
-            if start < 0 or end <= start:
-                raise _entry_error(path, where, f"segment [{start}, {end}] needs 0 <= start < end")
             if not sentence:
                 raise _entry_error(path, where, "empty sentence")
+            log.counts["segments"] += 1
+            if not clip_span_ok(start, end, log=log, path=f"{path} entry {where}", line=None):
+                continue
             queries.append(Query(sentence, len(clips)))
             clips.append(ClipRef(vid, start, end))
     if not queries:
         raise AnnotationError(path, f"no annotated videos in subset {subset!r}")
     present, missing = split_present((c.video_id for c in clips), index_videos(videos))
     return EvalDataset(
-        name=name, kind="youcook2", source=str(path), videos=present, missing=missing, clips=clips, queries=queries
+        name=name,
+        kind="youcook2",
+        source=str(path),
+        video_dir=str(videos),
+        videos=present,
+        missing=missing,
+        clips=clips,
+        queries=queries,
+        log=log,
     )

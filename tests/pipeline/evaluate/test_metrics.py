@@ -4,9 +4,11 @@ import torch
 
 from pipeline.evaluate.metrics import (
     MISSING,
+    chance_reference_metrics,
     chance_retrieval_metrics,
     ranks_from_scores,
     recall_curve,
+    reference_metrics,
     retrieval_metrics,
     retrieval_ranks,
 )
@@ -103,3 +105,71 @@ def test_chance_levels():
     rng = np.random.default_rng(0)
     ranks = [retrieval_metrics(np.where(targets >= 0, rng.integers(1, 21, 5), 21))["R@5"] for _ in range(4000)]
     assert np.mean(ranks) == pytest.approx(chance["R@5"], abs=0.01)
+
+
+def test_strict_and_reference_by_hand_with_missing_videos():
+    """Six queries over 20 candidates; the last two videos are missing (rank N+1 = 21 in strict)."""
+    ranks = np.array([1, 3, 12, 2, 21, 21])
+    present = np.array([True, True, True, True, False, False])
+    strict = retrieval_metrics(ranks)
+    assert strict == pytest.approx(
+        {"R@1": 1 / 6, "R@5": 3 / 6, "R@10": 3 / 6, "median_rank": (3 + 12) / 2, "mean_rank": 60 / 6}
+    )
+    reference = reference_metrics(ranks, present, present)
+    assert reference == pytest.approx(
+        {"R@1": 1 / 4, "R@5": 3 / 4, "R@10": 3 / 4, "median_rank": (2 + 3) / 2, "mean_rank": 18 / 4}
+    )
+    # video+audio, AVLnet's rule: the clip of query 1 has no audio: a miss in R@K, left out of the median
+    ranked = present & (np.arange(6) != 1)
+    av = reference_metrics(np.array([1, 21, 12, 2, 21, 21]), present, ranked)
+    assert av == pytest.approx({"R@1": 1 / 4, "R@5": 2 / 4, "R@10": 2 / 4, "median_rank": 2.0, "mean_rank": 5.0})
+    with pytest.raises(ValueError, match="no query was ranked"):
+        reference_metrics(ranks, present, np.zeros(6, bool))
+
+
+def howto100m_compute_metrics(x: np.ndarray) -> dict[str, float]:
+    """A transcription of howto100m's metrics.py compute_metrics: x [n_text, n_video], row i's answer column i."""
+    sx = np.sort(-x, axis=1)
+    d = np.diag(-x)[:, np.newaxis]
+    ind = np.where(sx - d == 0)[1]
+    return {
+        "R1": float(np.sum(ind == 0)) / len(ind),
+        "R5": float(np.sum(ind < 5)) / len(ind),
+        "R10": float(np.sum(ind < 10)) / len(ind),
+        "MR": float(np.median(ind)) + 1,
+    }
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_reference_equals_howto100m_compute_metrics_on_present_clips(seed):
+    """YouCook2-shaped: one query per clip; 9 of 60 clips' videos are missing. howto100m's matrix holds only the
+    clips it has, so its numbers are compute_metrics on the present rows and columns."""
+    rng = np.random.default_rng(seed)
+    n = 60
+    q = torch.from_numpy(rng.normal(size=(n, 8)).astype(np.float32))
+    c = torch.from_numpy(rng.normal(size=(n, 8)).astype(np.float32)) + 0.8 * q  # better than chance
+    present = np.ones(n, bool)
+    present[rng.choice(n, 9, replace=False)] = False
+    position = np.full(n, MISSING)
+    position[present] = np.arange(present.sum())
+    ranks = retrieval_ranks(q, c[torch.from_numpy(present)], position, chunk_size=16)
+    ours = reference_metrics(ranks, present, position >= 0)
+    x = (q[torch.from_numpy(present)] @ c[torch.from_numpy(present)].T).numpy()
+    theirs = howto100m_compute_metrics(x)
+    assert [ours["R@1"], ours["R@5"], ours["R@10"], ours["median_rank"]] == pytest.approx(
+        [theirs["R1"], theirs["R5"], theirs["R10"], theirs["MR"]]
+    )
+    # strict differs: the 9 missing queries are misses and rank 52 in the median
+    strict = retrieval_metrics(ranks)
+    assert strict["R@10"] == pytest.approx(ours["R@10"] * present.sum() / n)
+    assert ranks[~present].tolist() == [present.sum() + 1] * 9
+
+
+def test_reference_chance_levels():
+    counted = np.array([True, True, True, True, False])
+    ranked = np.array([True, True, True, False, False])  # one counted query cannot be ranked (no audio)
+    chance = chance_reference_metrics(20, counted, ranked, simulations=3000)
+    assert chance["R@1"] == pytest.approx(3 / 4 / 20)
+    assert chance["R@10"] == pytest.approx(3 / 4 * 10 / 20)
+    assert chance["mean_rank"] == pytest.approx(10.5)
+    assert 9 < chance["median_rank"] < 12  # median of 3 uniform ranks on 1..20
