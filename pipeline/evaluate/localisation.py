@@ -220,8 +220,23 @@ def random_ordered_segmentation(n_t: int, n_k: int, rng: np.random.Generator) ->
 def segmentation_segments(seg: np.ndarray, labels: Sequence[Any], *, end: float | None = None) -> list[Segment]:
     """Class segments of an ordered segmentation [T] (step index or ``BACKGROUND`` per second): step k's seconds
     take ``labels[k]``; neighbouring steps of one class form one segment; clipped at ``end`` (the duration)."""
-    rows = [BACKGROUND if k == BACKGROUND else labels[k] for k in np.asarray(seg).tolist()]
-    return runs_to_segments(rows, end=end)
+    classes = list(dict.fromkeys(labels))
+    step_class = np.array([classes.index(lab) for lab in labels] + [BACKGROUND], dtype=np.int64)  # (k + 1,)
+    codes = step_class[np.asarray(seg, dtype=np.int64)]  # BACKGROUND = -1 indexes the appended BACKGROUND
+    out: list[Segment] = []
+    for a, b in _runs(codes):
+        hi = float(b) if end is None else min(float(b), end)
+        if codes[a] != BACKGROUND and hi > a:
+            out.append((classes[codes[a]], float(a), hi))
+    return out
+
+
+def _runs(codes: np.ndarray) -> list[tuple[int, int]]:
+    """``(first, end)`` rows (end exclusive) of the runs of equal values in ``codes`` [T]."""
+    if len(codes) == 0:
+        return []
+    starts = np.flatnonzero(np.concatenate(([True], codes[1:] != codes[:-1])))
+    return list(zip(starts.tolist(), [*starts[1:].tolist(), len(codes)], strict=True))
 
 
 # -- IoU / IoD on time intervals ---------------------------------------------------------------------------------
@@ -272,20 +287,18 @@ def runs_to_segments(
 ) -> list[Segment]:
     """Segments of a per-row label sequence [T] (row t covers [t, t+1) * seconds_per_row), background left out,
     the last one clipped at ``end`` (the video's duration) when given."""
-    out: list[Segment] = []
     labels = list(labels)
-    i = 0
-    while i < len(labels):
-        j = i
-        while j + 1 < len(labels) and labels[j + 1] == labels[i]:
-            j += 1
-        if labels[i] != background:
-            a, b = i * seconds_per_row, (j + 1) * seconds_per_row
-            if end is not None:
-                b = min(b, end)
-            if b > a:
-                out.append((labels[i], a, b))
-        i = j + 1
+    codes_of: dict[Any, int] = {}
+    codes = np.array([codes_of.setdefault(x, len(codes_of)) for x in labels], dtype=np.int64)  # (t,)
+    out: list[Segment] = []
+    for a, b in _runs(codes):
+        if labels[a] == background:
+            continue
+        lo, hi = a * seconds_per_row, b * seconds_per_row
+        if end is not None:
+            hi = min(hi, end)
+        if hi > lo:
+            out.append((labels[a], lo, hi))
     return out
 
 
@@ -305,11 +318,12 @@ def segment_iou_iod(pred: Sequence[Segment], truth: Sequence[Segment]) -> tuple[
     preds = merge_segments(pred)
     if not preds:
         return 0.0, 0.0
-    g_lab = [g[0] for g in gts]
-    p_lab = [p[0] for p in preds]
+    code: dict[Any, int] = {}
+    g_lab = np.array([code.setdefault(g[0], len(code)) for g in gts])
+    p_lab = np.array([code.setdefault(p[0], len(code)) for p in preds])
     gs, ge = np.array([g[1] for g in gts])[:, None], np.array([g[2] for g in gts])[:, None]  # (g, 1)
     ps, pe = np.array([p[1] for p in preds])[None, :], np.array([p[2] for p in preds])[None, :]  # (1, p)
-    same = np.array([[a == b for b in p_lab] for a in g_lab])  # (g, p)
+    same = g_lab[:, None] == p_lab[None, :]  # (g, p)
     inter = np.minimum(ge, pe) - np.maximum(gs, ps)
     hit = same & (inter > 0)
     iou = np.where(hit, inter / (np.maximum(ge, pe) - np.minimum(gs, ps)), 0.0).max(1)

@@ -46,7 +46,7 @@ PAPER_NOTE = (
     "they had: they correspond to the reference protocol."
 )
 SIMILARITY_RULE = {
-    "dot": "dot product of the embeddings (what the training loss scores)",
+    "dot": "dot product of the embeddings, what the training loss scores",
     "cosine": "cosine of the embeddings",
     "euclidean": "euclidean distance, smaller is better (ranked as the negative squared distance), as the paper",
 }
