@@ -1,6 +1,8 @@
 """MSR-VTT 1k-A text-to-video retrieval: ``MSRVTT_JSFUSION_test.csv`` (``key,vid_key,video_id,sentence``).
 
-One row per test video (1000 rows in 1k-A): the whole video is the candidate, the sentence its query.
+One row per test video (1000 rows in 1k-A): the whole video is the candidate, the sentence its query. Columns are
+found by name, as the howto100m/AVLnet/CLIP4Clip loaders read them with pandas (``video_id``, ``sentence``), so
+copies written with an extra index column read the same.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from pipeline.evaluate.dataset import (
     split_present,
 )
 
-COLUMNS = ("key", "vid_key", "video_id", "sentence")
+COLUMNS = ("key", "vid_key", "video_id", "sentence")  # the release's header
+NEEDED = ("video_id", "sentence")
 
 
 def load_msrvtt(csv_path: str | Path, videos: str | Path, *, name: str = "msrvtt") -> EvalDataset:
@@ -30,9 +33,11 @@ def load_msrvtt(csv_path: str | Path, videos: str | Path, *, name: str = "msrvtt
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
-        if header is None or [h.strip() for h in header[: len(COLUMNS)]] != list(COLUMNS):
-            raise AnnotationError(path, f"header must start with {','.join(COLUMNS)}, got {header}", 1)
-        at = {name: i for i, name in enumerate(h.strip() for h in header)}
+        at = {name: i for i, name in enumerate(h.strip() for h in header or [])}
+        if header is None or any(c not in at for c in NEEDED):
+            raise AnnotationError(
+                path, f"header must name {' and '.join(NEEDED)} (as {','.join(COLUMNS)}), got {header}", 1
+            )
         for row in reader:
             line = reader.line_num
             if not row or all(not c.strip() for c in row):

@@ -102,8 +102,16 @@ def test_msrvtt_malformed(tmp_path, videos):
     path = write(tmp_path / "m.csv", MSRVTT + "ret3,msr7013,video7013\n")
     with pytest.raises(AnnotationError, match=r"m\.csv:5: expected 4 fields, got 3"):
         load_msrvtt(path, videos)
-    with pytest.raises(AnnotationError, match=r"h\.csv:1: header"):
+    with pytest.raises(AnnotationError, match=r"h\.csv:1: header must name video_id and sentence"):
         load_msrvtt(write(tmp_path / "h.csv", "id,sentence\n1,x\n"), videos)
+    # a copy written by pandas with its index column, and a BOM, reads the same
+    indexed = "\ufeff," + MSRVTT.replace("\nret", "\n0,ret", 1).replace("\nret1", "\n1,ret1").replace(
+        "\nret2", "\n2,ret2"
+    )
+    ds = load_msrvtt(write(tmp_path / "indexed.csv", indexed), videos)
+    assert [q.text for q in ds.queries] == [
+        q.text for q in load_msrvtt(write(tmp_path / "m2.csv", MSRVTT), videos).queries
+    ]
 
 
 TASKS = """23521
