@@ -94,3 +94,81 @@ def synth_corpus(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth")
     generate_corpus(out, SynthConfig.tiny())
     return out
+
+
+class TrainedDemo:
+    """What :func:`trained_demo` made: a workspace with datasets ``synthetic-train`` and ``eval-synthetic``, one
+    finished run, and the corpus they came from."""
+
+    def __init__(self, workspace: Path, corpus: Path, run_id: str, output: str) -> None:
+        self.workspace, self.corpus, self.run_id, self.output = workspace, corpus, run_id, output
+
+    def copy_dataset(self, source: str, name: str, *, drop: tuple[str, ...] = ()) -> str:
+        """A new dataset ``name`` of the same workspace holding ``source``'s files, minus the videos in ``drop``
+        (their manifest rows are left out; the shards are shared as copies). Returns ``name``."""
+        import shutil
+
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        src = self.workspace / "datasets" / source
+        dst = self.workspace / "datasets" / name
+        shutil.copytree(src, dst)
+        if drop:
+            table = pq.read_table(dst / "manifest.parquet")
+            keep = pc.invert(pc.is_in(table.column("video_id"), value_set=pa_array(list(drop))))
+            pq.write_table(table.filter(keep), dst / "manifest.parquet")
+        return name
+
+    def restore_videos(self, source: str, name: str, videos: tuple[str, ...]) -> None:
+        """Append ``source``'s manifest rows of ``videos`` to dataset ``name`` (as an extraction run appends them)."""
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        from storage import Workspace
+        from storage.manifest import Manifest
+
+        table = pq.read_table(self.workspace / "datasets" / source / "manifest.parquet")
+        rows = table.filter(pc.is_in(table.column("video_id"), value_set=pa_array(list(videos))))
+        Manifest(Workspace(self.workspace), name).append(rows)
+
+
+def pa_array(values: list[str]):
+    import pyarrow as pa
+
+    return pa.array(values, pa.string())
+
+
+@pytest.fixture(scope="session")
+def trained_demo(prefect_api, synth_corpus, tmp_path_factory) -> TrainedDemo:
+    """``mmcaps demo --size tiny --set max_steps=150`` once per session, on its own copy of the tiny corpus.
+
+    For tests that need a trained model and extracted datasets without changing them (search, the app): they may add
+    datasets and write under the run's ``index/``, never retrain or change the demo's datasets. Tests that do
+    (tests/flows/test_pipeline.py) keep their own run.
+    """
+    import contextlib
+    import io
+    import shutil
+
+    from flows.cli import main
+
+    root = tmp_path_factory.mktemp("trained-demo")
+    corpus = root / "corpus"
+    shutil.copytree(synth_corpus, corpus)
+    argv = [
+        "demo",
+        "--size",
+        "tiny",
+        "--workspace",
+        str(root / "ws"),
+        "--corpus",
+        str(corpus),
+        "--set",
+        "max_steps=150",
+    ]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(argv) == 0
+    (run_dir,) = (root / "ws" / "models").iterdir()
+    return TrainedDemo(root / "ws", corpus, run_dir.name, out.getvalue())

@@ -13,6 +13,7 @@ BENCHMARKS = {
     "routing": "routing methods: step time and peak memory (paper tables 3 and 4)",
     "train": "loader vs model step throughput",
     "ingest": "no-change re-run and one-new-video run over many videos",
+    "search": "exact top-10 over 1M clips vs one read of the matrix; approximate recall@10 and latency",
 }
 
 

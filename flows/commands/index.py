@@ -1,0 +1,67 @@
+"""``mmcaps index --model RUN --dataset DS``: embed a dataset's clips with a run's model, as the Prefect ``index`` flow.
+
+mmcaps index --model RUN --dataset DS [--window 8 --stride 4] [--no-captions] [--checkpoint final]
+             [--set approximate=always ...] [--force] [--workspace ROOT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from flows.commands._common import add_set_option, add_workspace, quiet_prefect
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "index",
+        help="embed a dataset's clips with a trained run, for mmcaps search and mmcaps app",
+        description=(
+            "Embed every video of DATASET as sliding-window clips (and one clip per caption) with the run's model, "
+            "per modality (video, audio, video+audio), with the secondary-capsule activations of each clip. Stored "
+            "under <workspace>/models/<run>/index/<dataset>/; incremental (a new video embeds only itself); an "
+            "approximate FAISS index is added from approximate_min_clips clips, its recall@10 vs exact printed."
+        ),
+    )
+    p.add_argument("--model", required=True, metavar="RUN", help="run id of a finished training run")
+    p.add_argument("--dataset", required=True, metavar="DS", help="extracted dataset to index (e.g. eval-synthetic)")
+    p.add_argument("--window", type=float, default=None, help="seconds of a sliding-window clip (default 8)")
+    p.add_argument("--stride", type=float, default=None, help="seconds between window starts (default 4)")
+    p.add_argument("--no-captions", action="store_true", help="windows only, no clip per caption")
+    p.add_argument("--checkpoint", default=None, help="final (default) or step-<n>")
+    add_set_option(p, "override an IndexConfig field: approximate=always, dtype=float16, batch_size=512")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--force", action="store_true", help="embed every video again, ignore cached task records")
+    add_workspace(p)
+    p.set_defaults(func=run)
+
+
+def index_config(args: argparse.Namespace):  # -> IndexConfig (import deferred: --help stays fast)
+    from flows.commands._common import parse_set_option
+    from pipeline.search.config import IndexConfig
+
+    updates = parse_set_option(args.overrides)
+    for name, value in (("window", args.window), ("stride", args.stride), ("checkpoint", args.checkpoint)):
+        if value is not None:
+            updates[name] = value
+    if args.no_captions:
+        updates["captions"] = False
+    return IndexConfig().with_updates(updates)
+
+
+def run(args: argparse.Namespace) -> int:
+    from storage.workspace import Workspace
+
+    cfg = index_config(args)  # a bad option fails here, before Prefect starts
+    quiet_prefect()
+    from flows.search import index_flow
+
+    summary = index_flow(args.model, args.dataset, cfg, Workspace(args.workspace).root, args.force)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    from pipeline.search.build import IndexSummary
+
+    fields = {k: v for k, v in summary.items() if k in IndexSummary.__dataclass_fields__}
+    print("\n".join(IndexSummary(**fields).lines()))
+    return 0
