@@ -28,7 +28,7 @@ from flows.tasks import (
     write_task,
 )
 from pipeline.evaluate import EvalConfig
-from pipeline.evaluate.run import eval_dataset_name, prepare, run_extract_config
+from pipeline.evaluate.run import eval_dataset_name, prepare_all, run_extract_config
 from pipeline.extract import ExtractConfig
 from pipeline.extract.ffmpeg import ffmpeg_binary
 from pipeline.ingest import (
@@ -213,15 +213,14 @@ def evaluate_flow(
     store = result_storage(ws)
     extract_cfg = run_extract_config(ws, run_id)
     out: dict[str, dict[str, Any]] = {}
-    for spec in specs:
-        dataset = prepare(spec, config)
+    for spec, dataset in zip(specs, prepare_all(specs, config), strict=True):
         if dataset.missing:
-            log.warning("%s: %d videos missing from the folder (counted as misses)", dataset.name, len(dataset.missing))
+            log.warning("%s: %d videos missing from the folder", dataset.name, len(dataset.missing))
         paths = sorted(str(p) for p in dataset.videos.values())
         if paths:
             extract_flow(paths, eval_dataset_name(dataset.name), extract_cfg, None, ws.root, False, force)
         metrics = score_task.with_options(result_storage=store, refresh_cache=force)(
-            run_id, spec, dataset.name, config, ws.root
+            run_id, spec, dataset, config, ws.root
         )
         out[dataset.name] = metrics
         key = artifacts.artifact_key("eval", run_id, dataset.name)

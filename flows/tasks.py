@@ -22,6 +22,8 @@ from typing import Any
 from prefect import task
 from prefect.filesystems import LocalFileSystem
 
+from flows.artifacts import Progress
+from pipeline.evaluate.run import eval_dataset_name, report, score
 from pipeline.extract import ExtractConfig
 from pipeline.ingest import (
     ExtractJob,
@@ -33,7 +35,10 @@ from pipeline.ingest import (
     write_dataset,
 )
 from pipeline.ingest.engine import default_extractor, write_extract_config
+from pipeline.runs import RunFolder
+from pipeline.train import train
 from storage import Workspace
+from storage.dataset import open_dataset
 from storage.sample import captions_digest
 
 _EXTRACTORS: dict[tuple[str, str], Any] = {}
@@ -233,8 +238,6 @@ def write_task(records: list[dict[str, Any]], dataset: str, root: str, run_id: s
 
 # -- training -----------------------------------------------------------------------------------------------------
 def _train_key(context: Any, p: dict[str, Any]) -> str:
-    from storage.dataset import open_dataset
-
     ws = Workspace(p["root"])
     fps = [open_dataset(ws, d).fingerprint for d in p["datasets"]]
     return "train-" + digest(p["config"].fingerprint(), list(p["datasets"]), fps, p["run_id"])
@@ -245,9 +248,6 @@ def train_task(
     datasets: list[str], config: Any, root: str, run_id: str | None, resume: bool, progress_key: str
 ) -> dict[str, Any]:
     """Train (or return the finished run with the same inputs); returns the run's id, folder and final losses."""
-    from flows.artifacts import Progress
-    from pipeline.train import train
-
     progress = Progress(progress_key, "training steps")
 
     def on_step(step: int, total: int, losses: dict[str, float]) -> None:
@@ -262,26 +262,24 @@ def train_task(
 
 # -- evaluation ---------------------------------------------------------------------------------------------------
 def _score_key(context: Any, p: dict[str, Any]) -> str:
-    from pipeline.evaluate.run import eval_dataset_name
-    from storage.dataset import open_dataset
+    def parts() -> tuple:
+        ws = Workspace(p["root"])
+        final = RunFolder(ws, p["run_id"]).final_path
+        ckpt = file_signature([final]) if ws.is_local else []
+        try:
+            data_fp = open_dataset(ws, eval_dataset_name(p["dataset"].name)).fingerprint
+        except (FileNotFoundError, KeyError, ValueError):
+            data_fp = ""
+        return p["run_id"], ckpt, p["spec"], p["config"].fingerprint(), data_fp
 
-    ws = Workspace(p["root"])
-    final = f"{ws.model_dir(p['run_id'])}/final.pt"
-    ckpt = file_signature([final]) if ws.is_local else []
-    try:
-        data_fp = open_dataset(ws, eval_dataset_name(p["name"])).fingerprint
-    except (FileNotFoundError, ValueError):
-        data_fp = ""
-    return "score-" + digest(p["run_id"], ckpt, p["spec"], p["config"].fingerprint(), data_fp)
+    return _safe_key("score", parts)
 
 
 @task(name="score", cache_key_fn=_score_key, persist_result=True, result_serializer="json")
-def score_task(run_id: str, spec: str, name: str, config: Any, root: str) -> dict[str, Any]:
-    """Embed and score one extracted evaluation set, then write its figures and report.html."""
-    from pipeline.evaluate.run import prepare, report, score
-
+def score_task(run_id: str, spec: str, dataset: Any, config: Any, root: str) -> dict[str, Any]:
+    """Embed and score one extracted evaluation set (``dataset``: its prepared EvalDataset, ``spec`` what it was
+    prepared from), then write its figures and report.html."""
     ws = Workspace(root)
-    dataset = prepare(spec, config)
     metrics = score(dataset, run_id, ws, config)
     metrics["report"] = report(run_id, dataset.name, ws, config)
     return metrics

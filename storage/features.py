@@ -96,12 +96,13 @@ class FeatureStore:
             raise FileNotFoundError(f"feature store: {stream} entry {key} has no array ({path})") from exc
 
     def get(self, stream: str, fingerprint: str, key: str) -> StreamArrays:
+        meta = self.meta(stream, fingerprint, key)  # first: without its meta, an array is not an entry
         data = self.array_bytes(stream, fingerprint, key)
         try:
             array = np.load(io.BytesIO(data), allow_pickle=False)
         except ValueError as exc:
             raise ValueError(f"{self.array_path(stream, fingerprint, key)}: not a numpy array file ({exc})") from exc
-        return StreamArrays(array, self.meta(stream, fingerprint, key))
+        return StreamArrays(array, meta)
 
 
 __all__ = ["STREAMS", "STREAM_MEMBERS", "FeatureStore", "StreamArrays"]

@@ -1,8 +1,10 @@
 """``evaluate(run_id, specs, workspace, cfg)``: prepare → extract → embed and score → report, per benchmark.
 
-Each step is a public function so the Prefect flow can run them as separate tasks:
+Each step is a public function; :func:`evaluate` runs them in order, and the Prefect evaluate flow runs the same
+steps (extraction as the extract flow, scoring and the report as one task):
 
-- :func:`prepare` parses the benchmark's files (``EvalSpec`` → :class:`EvalDataset`);
+- :func:`prepare` parses the benchmark's files (``EvalSpec`` → :class:`EvalDataset`; :func:`prepare_all` for several,
+  with distinct names);
 - :func:`extract` runs the storage engine on the present videos into dataset ``eval-<name>`` with the
   *run's* extract config (same backbones, cache and fingerprint as training);
 - :func:`score` embeds and scores, writing ``metrics.json``, ``per_query.parquet``, ``per_step.parquet`` and
@@ -87,6 +89,15 @@ def eval_dataset_name(name: str) -> str:
 def prepare(spec: EvalSpec | str, cfg: EvalConfig | None = None) -> EvalDataset:
     """Parse a benchmark's annotations and locate its videos (``spec`` may be a ``KIND=...`` string)."""
     return load_spec(EvalSpec.parse(spec) if isinstance(spec, str) else spec, cfg)
+
+
+def prepare_all(specs: Sequence[EvalSpec | str], cfg: EvalConfig | None = None) -> list[EvalDataset]:
+    """:func:`prepare` every spec; their names must be distinct (each names a report folder and a dataset)."""
+    datasets = [prepare(s, cfg) for s in specs]
+    names = [d.name for d in datasets]
+    if len(set(names)) != len(names):
+        raise ValueError(f"evaluation names must be distinct, got {names}; name them with KIND/NAME=...")
+    return datasets
 
 
 def run_extract_config(workspace: Workspace, run_id: str) -> ExtractConfig:
@@ -235,10 +246,7 @@ def evaluate(
     """Evaluate a trained run on every spec; returns ``{name: metrics}`` (as in each ``metrics.json``, plus
     ``report`` = the report's path)."""
     cfg = cfg or EvalConfig()
-    datasets = [prepare(s, cfg) for s in specs]
-    names = [d.name for d in datasets]
-    if len(set(names)) != len(names):
-        raise ValueError(f"evaluation names must be distinct, got {names}; name them with KIND/NAME=...")
+    datasets = prepare_all(specs, cfg)
     extract_cfg = run_extract_config(workspace, run_id)
     out: dict[str, dict[str, Any]] = {}
     for ds in datasets:

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from pipeline.extract.config import ExtractConfig
 from pipeline.ingest.sources import SourceLike, VideoSource, is_url, load_sources, local_copy
 from storage.dataset import CONFIG_FILE, open_dataset
 from storage.features import STREAMS, FeatureStore, StreamArrays
@@ -609,8 +610,6 @@ def run_extract(
         if extractor is not None:
             cfg = extractor.config
         else:
-            from pipeline.extract import ExtractConfig  # deferred: the engine runs with any StreamConfig
-
             cfg = ExtractConfig()
     if hasattr(cfg, "resolved"):  # ExtractConfig: auto precision made concrete once, for the config file too
         log.info("extract %s: %s", dataset, cfg.resolve_precision().line())

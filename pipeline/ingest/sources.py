@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 
 import fsspec
 
+from pipeline.extract.captions import find_subtitle, read_captions_csv, read_howto100m_json, read_subtitle
 from storage.sample import Captions
 from storage.workspace import safe_name
 
@@ -148,8 +149,6 @@ def local_copy(path: str) -> Iterator[str]:
 def find_subtitle_any(video: str) -> str | None:
     """A subtitle beside ``video`` (local: every language the extraction library knows; URL: name[.en].vtt|srt)."""
     if not is_url(video):
-        from pipeline.extract.captions import find_subtitle
-
         found = find_subtitle(video)
         return str(found) if found is not None else None
     fs, stripped = _fs_path(video)
@@ -163,8 +162,6 @@ def find_subtitle_any(video: str) -> str | None:
 
 def read_caption_table(path: str) -> tuple[str, dict[str, Captions]]:
     """Read the ``captions=`` file: HowTo100M JSON (``.json``) or CSV (``.csv``). Returns (kind, {video_id: Captions})."""
-    from pipeline.extract.captions import read_captions_csv, read_howto100m_json
-
     suffix = PurePosixPath(path).suffix.lower()
     if suffix not in (".json", ".csv"):
         raise ValueError(f"captions {path}: expected a HowTo100M caption .json or a video_id,start,end,text .csv")
@@ -179,8 +176,6 @@ def read_caption_table(path: str) -> tuple[str, dict[str, Captions]]:
 
 
 def read_subtitle_file(path: str) -> Captions:
-    from pipeline.extract.captions import read_subtitle
-
     with local_copy(path) as local:
         return read_subtitle(local)
 
