@@ -1,4 +1,4 @@
-"""A seeded synthetic narrated-video corpus (DESIGN section 8): real mp4 files that behave like HowTo100M.
+"""A seeded synthetic narrated-video corpus (README "Synthetic narrated corpus"): real mp4 files that behave like HowTo100M.
 
 Each video is a sequence of segments; each segment shows one *concept* — a large shape of one colour moving one
 way over a plain grey background — with a sound tied to it (a pitch per colour, a beep rhythm per motion, a

@@ -1,10 +1,11 @@
 """The workspace: one root folder (local path or fsspec URL) that holds every artifact mmcaps writes.
 
-Layout (DESIGN section 2)::
+Layout (README "Datasets")::
 
+    <root>/features/<stream>/<stream-fp>/<key[:2]>/<key>.{npy,json}   per-stream arrays by content (storage.features)
     <root>/datasets/<dataset>/manifest.parquet
     <root>/datasets/<dataset>/shards/<extract-fp>/<dataset>-<run>-<n:06d>.tar
-    <root>/models/<run-id>/{config.yaml, checkpoints/step-<n>.pt, metrics.jsonl, final.pt, curves.png}
+    <root>/models/<run-id>/...                                        a training run (pipeline.runs.RunFolder)
     <root>/evals/<run-id>/<eval-dataset>/{metrics.json, per_query.parquet, report.html, *.png}
     <root>/cache/...
 

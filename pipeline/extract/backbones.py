@@ -1,6 +1,6 @@
 """The 2D and 3D backbones, their weights, and the calibration that makes ``random`` weights usable.
 
-``weights`` takes three kinds of value (DESIGN section 4):
+``weights`` takes three kinds of value (README "Bringing real weights and datasets"):
 
 - ``"random"``: seeded initialisation with damped residual branches (:data:`RESIDUAL_GAMMA`), then BatchNorm
   statistics re-estimated on a fixed, seeded calibration

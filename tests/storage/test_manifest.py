@@ -31,7 +31,7 @@ def row(video_id, sha="aa", status="ok", fp="fp1", at=0, shard="shards/fp1/d-r-0
 
 
 def test_schema_has_exactly_the_design_columns():
-    # DESIGN's columns plus captions_sha256 (after n_captions): caption edits that keep the count are detected.
+    # The documented columns plus captions_sha256 (after n_captions): caption edits that keep the count are detected.
     assert list(COLUMNS) == [
         "video_id", "source", "sha256", "size_bytes", "status", "error", "duration_s", "has_audio",
         "n_captions", "captions_sha256", "shard", "extract_fingerprint", "extracted_at",
