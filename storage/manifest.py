@@ -1,4 +1,4 @@
-"""The dataset manifest: one Parquet file per dataset, one row per video and extraction (DESIGN section 2).
+"""The dataset manifest: one Parquet file per dataset, one row per video and extraction (README "Datasets").
 
 The file is plain Parquet with an explicit schema, so pandas or DuckDB read it without mmcaps::
 
