@@ -98,9 +98,15 @@ def metric_rows(name: str, metrics: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def metrics_markdown(title: str, rows: list[dict[str, Any]], report: str | None) -> str:
-    """A Markdown table of metric, value and chance (what a random ranking or placement gets)."""
-    lines = [f"### {title}", "", "| task | modality | metric | value | chance |", "|---|---|---|---:|---:|"]
-    lines += [f"| {r['task']} | {r['modality']} | {r['metric']} | {r['value']} | {r['chance']} |" for r in rows]
+    """A Markdown table of each metric under both protocols with chance beside (what a random ranking or placement
+    gets): ``strict`` counts every listed query, ``reference`` only the present videos (the paper's tables)."""
+    header = "| task | modality | metric | strict | chance | reference | chance |"
+    lines = [f"### {title}", "", header, "|---|---|---|---:|---:|---:|---:|"]
+    lines += [
+        f"| {r['task']} | {r['modality']} | {r['metric']} | {r['value']} | {r['chance']} | "
+        f"{r.get('reference', '')} | {r.get('reference_chance', '')} |"
+        for r in rows
+    ]
     if report:
         lines += ["", f"report: `{report}`"]
     return "\n".join(lines)

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         args.specs,
         extract_cfg,
         train_cfg,
-        EvalConfig(),
+        EvalConfig.from_preset(args.preset),  # the preset's evaluate: section (paper: euclidean, as the paper)
         args.captions,
         args.workspace,
         args.force,

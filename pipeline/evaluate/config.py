@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from model.config import load_preset
 from model.fingerprint import FingerprintedConfig, runtime_field
 
 Modality = Literal["video", "video+audio"]
@@ -33,11 +34,6 @@ def spec_forms_help() -> str:
 # Evaluation settings under which a training preset's published numbers were computed, by preset name
 # (EvalConfig.from_preset). The paper ranks by euclidean distance in the joint space (section 4); the loss
 # trains dot products, which stays the default for every other run.
-EVAL_PRESETS: dict[str, dict[str, Any]] = {
-    "demo": {},
-    "paper": {"similarity": "euclidean"},
-    "paper-c64-d16": {"similarity": "euclidean"},
-}
 
 
 class EvalConfig(FingerprintedConfig):
@@ -79,18 +75,11 @@ class EvalConfig(FingerprintedConfig):
 
     @classmethod
     def from_preset(cls, name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> EvalConfig:
-        """The evaluation settings of a training preset (:data:`EVAL_PRESETS`: ``paper`` ranks by euclidean
-        distance), or the ``evaluate:`` section of a preset YAML file; then dotted ``overrides``."""
-        text = str(name_or_path)
-        if text in EVAL_PRESETS:
-            data = dict(EVAL_PRESETS[text])
-        elif text.endswith((".yaml", ".yml")) or Path(text).is_file():
-            import yaml
-
-            raw = yaml.safe_load(Path(text).read_text(encoding="utf-8")) or {}
-            data = dict(raw.get("evaluate") or {}) if isinstance(raw, dict) else {}
-        else:
-            raise KeyError(f"unknown preset {text!r}; evaluation presets: {', '.join(EVAL_PRESETS)}")
+        """The ``evaluate:`` section of a preset (``model/presets/<name>.yaml`` or a YAML file of that layout:
+        ``paper`` ranks by euclidean distance, as the paper); then dotted ``overrides``."""
+        data = load_preset(name_or_path).get("evaluate") or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"preset {name_or_path}: the 'evaluate:' section must be a mapping")
         try:
             cfg = cls.model_validate(data)
         except ValueError as exc:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from pipeline.evaluate.dataset import EvalDataset
+from pipeline.evaluate.localisation import audio_window
 from pipeline.pooling import N_MELS, TEXT_DIM, VIDEO_DIM, crop_audio, pool_video
 from storage.sample import VideoFeatures
 
@@ -48,6 +49,7 @@ class Embeddings:
     step_text: dict[int, torch.Tensor] = field(default_factory=dict)  # index into step_videos -> [K, D]
     durations: dict[str, float] = field(default_factory=dict)  # video id -> seconds (from meta)
     with_audio: bool = False  # audio embeddings were computed (clip_audio / StepVideoInputs.audio set)
+    audio_window_s: float | None = None  # seconds of audio per localisation second (MCN: 8); None: that second
 
 
 class _Batcher:
@@ -100,11 +102,13 @@ def embed_dataset(
     batch_size: int = 256,
     device: str = "cpu",
     progress: ProgressFn | None = None,
+    audio_window_s: float | None = None,
 ) -> Embeddings:
     """Embed the dataset's clips, queries and per-second localisation inputs.
 
     ``videos`` yields the extracted features (any order; videos not needed are skipped);
-    ``encode_sentences(texts) -> (vectors [n, 300], in_vocab_counts [n])``.
+    ``encode_sentences(texts) -> (vectors [n, 300], in_vocab_counts [n])``. ``audio_window_s``: the audio that
+    stands for each localisation second (:func:`pipeline.evaluate.localisation.audio_window`; None: the second).
     """
     dev = torch.device(device)
     batcher = _Batcher(net, dev, batch_size, with_audio)
@@ -146,7 +150,8 @@ def embed_dataset(
             v_emb, _ = batcher.video(per_second)
             a_emb = None
             if with_audio:
-                crops = [crop_audio(feats, t, t + 1, audio_frames) for t in range(n_t)]
+                spans = [audio_window(t, n_t, audio_window_s) if audio_window_s else (t, t + 1) for t in range(n_t)]
+                crops = [crop_audio(feats, a, b, audio_frames) for a, b in spans]
                 a_emb = batcher.audio(np.stack([c for c, _ in crops]), np.array([v for _, v in crops]))
             out_steps[j] = StepVideoInputs(v_emb, a_emb)
         done += 1
@@ -181,4 +186,5 @@ def embed_dataset(
         step_text=step_text,
         durations=durations,
         with_audio=with_audio,
+        audio_window_s=audio_window_s if with_audio else None,
     )

@@ -30,55 +30,13 @@ from pipeline.evaluate.config import EvalConfig, EvalSpec
 from pipeline.evaluate.dataset import EvalDataset
 from pipeline.evaluate.embed import ProgressFn, embed_dataset
 from pipeline.evaluate.report import write_report
-from pipeline.evaluate.score import Scores, score_dataset
+from pipeline.evaluate.score import PER_QUERY_SCHEMA, PER_STEP_SCHEMA, PER_VIDEO_SCHEMA, Scores, score_dataset
 from pipeline.extract import ExtractConfig
 from pipeline.extract.text import WordVectors
 from pipeline.ingest import run_extract
 from pipeline.runs import RunFolder
 from storage.dataset import open_dataset
 from storage.workspace import Workspace
-
-PER_QUERY_SCHEMA = pa.schema(
-    [
-        ("query", pa.int64()),
-        ("modality", pa.string()),
-        ("text", pa.string()),
-        ("video_id", pa.string()),
-        ("start", pa.float64()),
-        ("end", pa.float64()),
-        ("rank", pa.int64()),
-        ("video_missing", pa.bool_()),
-        ("in_vocab_words", pa.int64()),
-    ]
-)
-PER_STEP_SCHEMA = pa.schema(
-    [
-        ("modality", pa.string()),
-        ("task", pa.string()),
-        ("video_id", pa.string()),
-        ("step", pa.int64()),
-        ("label", pa.string()),
-        ("text", pa.string()),
-        ("second", pa.int64()),
-        ("annotated", pa.bool_()),
-        ("recalled", pa.bool_()),
-    ]
-)
-PER_VIDEO_SCHEMA = pa.schema(
-    [
-        ("modality", pa.string()),
-        ("task", pa.string()),
-        ("video_id", pa.string()),
-        ("seconds", pa.int64()),
-        ("steps", pa.int64()),
-        ("annotated_steps", pa.int64()),
-        ("recalled_steps", pa.int64()),
-        ("recall", pa.float64()),
-        ("iou", pa.float64()),
-        ("iod", pa.float64()),
-        ("video_missing", pa.bool_()),
-    ]
-)
 
 
 def eval_dataset_name(name: str) -> str:
@@ -172,7 +130,7 @@ def score(
         vectors = np.stack([v for v, _ in pairs]) if pairs else np.zeros((0, words.dim), np.float32)
         return vectors, np.array([n for _, n in pairs], dtype=np.int64)
 
-    with_audio = bool(getattr(train_cfg, "use_audio", True)) and "video+audio" in cfg.modalities
+    with_audio = train_cfg.use_audio and "video+audio" in cfg.modalities
     ds_fingerprint = None
     videos: Any = []
     if dataset.videos:
@@ -184,11 +142,12 @@ def score(
         videos,
         net,
         encode_sentences,
-        audio_frames=int(getattr(train_cfg, "audio_frames", 1024)),
+        audio_frames=train_cfg.audio_frames,
         with_audio=with_audio,
         batch_size=cfg.batch_size,
         device=cfg.device,
         progress=progress,
+        audio_window_s=cfg.localisation_audio_window_s,
     )
     not_extracted = sorted(set(dataset.videos) - set(emb.durations))
     if not_extracted:

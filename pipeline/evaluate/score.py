@@ -438,12 +438,11 @@ def _score_localisation(ds: EvalDataset, emb: Embeddings, cfg: EvalConfig, modal
     out.metrics["localisation_chance"] = {m: chance_strict for m in modalities}
     out.metrics["localisation_reference"] = loc_ref
     out.metrics["localisation_reference_chance"] = {m: chance_reference for m in modalities}
-    window = getattr(emb, "audio_window_s", None)
+    window = emb.audio_window_s
     audio = (
         f"per-second audio: the {window:g} s mel window around each second (MCN's cvpr19_dataloader.py)"
         if window
-        else "per-second audio: the 1 s crop [t, t+1) (the embedding step does not apply "
-        "localisation_audio_window_s yet)"
+        else "per-second audio: the 1 s crop [t, t+1)"
     )
     out.metrics["localisation_rule"] = (
         f"{LOCALISATION_RULE[ds.localisation or 'crosstask']}; {audio}; video+audio: a video without audio is "
