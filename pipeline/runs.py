@@ -8,6 +8,8 @@
     <root>/models/<run-id>/curves.png
     <root>/models/<run-id>/checkpoints/step-<n>.pt  model, optimiser, scheduler, RNG, loader position (resume)
     <root>/models/<run-id>/final.pt                 the same format, at the last step
+    <root>/models/<run-id>/best.pt                  the same format, at the validated step where the run's best_metric
+                                                    was best (runs that validate while training; run.json "best")
     <root>/models/<run-id>/index/<dataset>/         search index of a dataset (pipeline.search.layout)
 
 Reading a run's extract config or info never builds a network; :meth:`RunFolder.load_model` does, from a checkpoint
@@ -68,6 +70,10 @@ class RunFolder:
         return f"{self.path}/final.pt"
 
     @property
+    def best_path(self) -> str:
+        return f"{self.path}/best.pt"
+
+    @property
     def checkpoint_dir(self) -> str:
         return f"{self.path}/checkpoints"
 
@@ -79,13 +85,21 @@ class RunFolder:
         return f"{self.path}/index/{safe_name(dataset, what='dataset name')}"
 
     def checkpoint_path(self, which: str = "final") -> str:
-        """The file of checkpoint ``which``: ``final`` or ``step-<n>``. Raises FileNotFoundError naming the run."""
+        """The file of checkpoint ``which``: ``final``, ``best`` or ``step-<n>``. Raises FileNotFoundError naming
+        the run."""
         if which == "final":
             path = self.final_path
+        elif which == "best":
+            path = self.best_path
+            if not self.workspace.exists(path):
+                raise FileNotFoundError(
+                    f"run {self.run_id}: no checkpoint best ({path}; the run did not validate while training, "
+                    "or has not validated yet)"
+                )
         elif _STEP.match(which):
             path = self.step_path(int(_STEP.match(which).group(1)))  # type: ignore[union-attr]
         else:
-            raise ValueError(f"run {self.run_id}: checkpoint must be final or step-<n>, got {which!r}")
+            raise ValueError(f"run {self.run_id}: checkpoint must be best, final or step-<n>, got {which!r}")
         if not self.workspace.exists(path):
             raise FileNotFoundError(f"run {self.run_id}: no checkpoint {which} ({path}; not trained, or not finished)")
         return path

@@ -2,8 +2,8 @@
 
 A preset (``model/presets/<name>.yaml``) holds a ``model:`` section (``CapsuleConfig``) and a ``train:``
 section (the other fields here). Fields declared with ``runtime_field`` (workers, device, checkpoint
-interval, logging) do not change the trained weights and stay out of the fingerprint, so they do not
-change the run id either.
+interval, logging, validation) do not change the trained weights and stay out of the fingerprint, so they do not
+change the run id either. A weights file (``audio_weights``) enters the fingerprint by content hash, not path.
 """
 
 from __future__ import annotations
@@ -11,11 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from model.config import CapsuleConfig, load_preset
 from model.fingerprint import FingerprintedConfig, runtime_field
 from pipeline.hardware import ResolvesPrecision
+from storage.hashing import sha256_local
+
+# Metrics where a smaller value is better (ranks); every other named metric (R@K, recall, IoU, IoD) is maximised.
+LOWER_IS_BETTER = ("median_rank", "mean_rank")
 
 
 class TrainConfig(ResolvesPrecision, FingerprintedConfig):
@@ -44,18 +48,57 @@ class TrainConfig(ResolvesPrecision, FingerprintedConfig):
     margin: float = Field(0.001, ge=0.0, description="δ of the MMS loss")
     shuffle_buffer: int = Field(1000, ge=0, description="raw samples in the shuffle buffer (0/1: no shuffling)")
     use_audio: bool = Field(True, description="train the audio branch (pairs v-a and t-a)")
+    # The paper's audio features come from "a pre-trained DAVEnet model" with every backbone fixed; AVLnet trains
+    # ResDAVEnet from scratch. A file here (AVLnet's checkpoint layout, model.encoders.load_avlnet_audio)
+    # initialises the encoder; freeze_audio then keeps it fixed (no gradient, BatchNorm statistics unchanged).
+    audio_weights: str | None = Field(None, description="AVLnet checkpoint for the audio encoder; None: random init")
+    freeze_audio: bool = Field(False, description="keep the audio encoder fixed (needs audio_weights)")
+    # Under DDP: the loss over every process's clips (the global batch), as one process with the whole batch
+    # computes it; and BatchNorm statistics over the global batch. False/False: each process on its own clips.
+    gather_negatives: bool = Field(True, description="DDP: MMS loss over the clips of all processes")
+    sync_batchnorm: bool = Field(True, description="DDP: audio BatchNorm statistics over the clips of all processes")
 
     checkpoint_every: int = runtime_field(1000, ge=1, description="steps between checkpoints")
     keep_checkpoints: int = runtime_field(3, ge=1, description="step checkpoints kept on disk (newest)")
     num_workers: int = runtime_field(2, ge=0, description="loader worker processes (0: in the training process)")
     device: str | None = runtime_field(None, description="cpu, cuda, cuda:N; None: cuda if available")
     log_every: int = runtime_field(10, ge=1, description="steps between metrics.jsonl lines")
+    # Validation while training: the benchmarks named here (the --on forms of `mmcaps evaluate`, e.g.
+    # "synthetic=CORPUS_DIR", "youcook2=ANNOTATIONS.json:VIDEO_DIR") are scored every validate_every steps and at
+    # the last step, exactly as `mmcaps evaluate` scores a checkpoint; best.pt keeps the step where best_metric
+    # was best. best_metric: [set/]task/modality/metric (set: the first one when omitted).
+    validate_on: tuple[str, ...] = runtime_field((), description="benchmarks scored while training")
+    validate_every: int = runtime_field(1000, ge=1, description="steps between validations")
+    best_metric: str = runtime_field("retrieval/video/R@10", description="[set/]task/modality/metric for best.pt")
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
         if self.batch_size * self.n_pair < 2:
             raise ValueError("a batch needs at least two clips (batch_size * n_pair >= 2) for the contrastive loss")
+        if self.freeze_audio and not self.audio_weights:
+            raise ValueError("freeze_audio needs audio_weights: a frozen randomly initialised encoder gives noise")
+        if self.audio_weights and not self.use_audio:
+            raise ValueError("audio_weights is set but use_audio is false")
         return self
+
+    @field_validator("best_metric")
+    @classmethod
+    def _metric_path(cls, value: str) -> str:
+        if not 3 <= len(value.split("/")) <= 4 or not all(value.split("/")):
+            raise ValueError(f"best_metric is [set/]task/modality/metric (e.g. retrieval/video/R@10), got {value!r}")
+        return value
+
+    def fingerprint_payload(self) -> dict[str, Any]:
+        out = super().fingerprint_payload()
+        if self.audio_weights:
+            path = Path(self.audio_weights).expanduser()
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"{self.audio_weights}: audio_weights file not found (an AVLnet checkpoint; put it there or unset "
+                    "audio_weights to train the audio encoder from scratch)"
+                )
+            out["audio_weights"] = "sha256:" + sha256_local(path)
+        return out
 
     @property
     def clips_per_step(self) -> int:
