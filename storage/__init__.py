@@ -1,6 +1,7 @@
 """mmcaps.storage: the workspace, WebDataset shards, the Parquet manifest and hashing.
 
-Imports pyarrow, webdataset and fsspec only; no torch, no Prefect.
+Imports pyarrow, numpy and fsspec only (the shards are WebDataset tar files, written without the webdataset
+package, which imports torch); no torch, no Prefect.
 """
 
 from storage.hashing import sha256_file, table_fingerprint

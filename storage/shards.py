@@ -10,14 +10,14 @@ a reader never sees half a shard.
 
 from __future__ import annotations
 
+import io
 import re
 import tarfile
 from collections.abc import Iterator
 from contextlib import ExitStack
-from typing import Any
+from typing import IO, Any
 
 import fsspec
-from webdataset import TarWriter
 
 from storage.workspace import Workspace
 
@@ -25,7 +25,27 @@ _SAFE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 # Every member's mtime: a constant, so the same samples give the same shard bytes on any host and at any time (when
 # a video was extracted is the manifest's extracted_at).
 MEMBER_MTIME = 0.0
+_MODE = 0o444  # members are read-only, as webdataset's TarWriter writes them
 _BLOCK = 512  # tar block size: every member costs one header block plus its data rounded up to blocks
+
+
+class _TarStream:
+    """Samples as ``<key>.<member>`` entries of an uncompressed tar stream (what webdataset's ``TarWriter`` writes,
+    without importing webdataset, which imports torch): members in sorted order, mode 0444, constant mtime."""
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self._tar = tarfile.open(fileobj=fh, mode="w|", format=tarfile.PAX_FORMAT)  # noqa: SIM115 -- closed in close()
+
+    def write(self, sample: dict[str, Any]) -> None:
+        key = sample["__key__"]
+        for name in sorted(k for k in sample if not k.startswith("_")):
+            data = bytes(sample[name])
+            info = tarfile.TarInfo(f"{key}.{name}")
+            info.size, info.mtime, info.mode = len(data), MEMBER_MTIME, _MODE
+            self._tar.addfile(info, io.BytesIO(data))
+
+    def close(self) -> None:
+        self._tar.close()
 
 
 def check_sample(sample: dict[str, Any]) -> str:
@@ -91,7 +111,7 @@ class ShardWriter:
         self.index = start_index
         self.paths: list[str] = []
         self._stack: ExitStack | None = None
-        self._tar: TarWriter | None = None
+        self._tar: _TarStream | None = None
         self._keys: set[str] = set()
         self._bytes = 0
         self._closed = False
@@ -111,7 +131,7 @@ class ShardWriter:
     def _open(self) -> None:
         stack = ExitStack()
         fh = stack.enter_context(self.workspace.atomic_open(self._path(self.index), "wb"))
-        self._tar = TarWriter(fh, encoder=False, mtime=MEMBER_MTIME)
+        self._tar = _TarStream(fh)
         self._stack = stack
         self._keys = set()
         self._bytes = 0
@@ -135,7 +155,7 @@ class ShardWriter:
         if key in self._keys:
             raise ValueError(f"duplicate key {key!r} in shard {self._path(self.index)}")
         assert self._tar is not None
-        self._tar.write({k: v for k, v in sample.items() if k == "__key__" or not k.startswith("_")})
+        self._tar.write(sample)
         self._keys.add(key)
         self._bytes += sample_nbytes(sample)
         path = self._path(self.index)
@@ -170,9 +190,9 @@ def write_shard(path: str, samples: list[dict[str, Any]], workspace: Workspace) 
     if len(set(keys)) != len(keys):
         raise ValueError(f"duplicate keys in samples for {path}")
     with workspace.atomic_open(path, "wb") as fh:
-        tar = TarWriter(fh, encoder=False, mtime=MEMBER_MTIME)
+        tar = _TarStream(fh)
         for sample in samples:
-            tar.write({k: v for k, v in sample.items() if k == "__key__" or not k.startswith("_")})
+            tar.write(sample)
         tar.close()
     return path
 
