@@ -14,6 +14,15 @@ import sys
 from collections.abc import Sequence
 
 from flows import __version__
+from flows.commands import bench
+from flows.commands._common import FAILED_ITEMS, OK, USAGE
+from pipeline.extract.errors import ExtractError
+from storage.locks import LockBusy
+
+EXIT_STATUSES = (
+    f"exit status: {OK} done; {USAGE} bad invocation or input (one line names the problem; -v shows the "
+    f"traceback); {FAILED_ITEMS} finished, but some videos failed (the summary lists them)"
+)
 
 # Order is the order shown in --help.
 COMMAND_MODULES = (
@@ -40,9 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
             "Multimodal capsule networks with routing by self-attention: extract features from narrated "
             "videos, train, and evaluate zero-shot retrieval and localisation, as Prefect flows."
         ),
+        epilog=EXIT_STATUSES,
     )
     parser.add_argument("--version", action="version", version=f"mmcaps {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks (anywhere)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -84,24 +94,31 @@ def _configure_logging(verbose: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI on ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    """Run the CLI on ``argv`` (default ``sys.argv[1:]``); returns the exit status (see :data:`EXIT_STATUSES`)."""
+    argv = list(argv) if argv is not None else sys.argv[1:]
+    # -v / --verbose anywhere on the line (before or after the subcommand) means the same.
+    verbose = any(a in ("-v", "--verbose") for a in argv)
+    argv = [a for a in argv if a not in ("-v", "--verbose")]
+    bench.wanted(argv)
     parser = build_parser()
-    args = parser.parse_args(list(argv) if argv is not None else None)
+    args = parser.parse_args(argv)
+    args.verbose = verbose
     _configure_logging(args.verbose)
     for noisy in ("httpx", "httpcore", "gensim", "distributed", "urllib3"):
         # one line per HTTP request to Prefect's API drowns what the run says
         logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 0 if args.command is None else 2
+        return OK if args.command is None else USAGE
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+    except (ValueError, FileNotFoundError, KeyError, ExtractError, LockBusy) as exc:
         # User errors (bad input, missing files): one clear line, no traceback unless asked.
         if args.verbose:
             raise
-        print(f"mmcaps {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # str(KeyError) adds quotes
+        print(f"mmcaps {args.command}: error: {message}", file=sys.stderr)
+        return USAGE
 
 
 if __name__ == "__main__":  # pragma: no cover

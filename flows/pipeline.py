@@ -43,6 +43,7 @@ from pipeline.ingest import (
 from pipeline.ingest.engine import new_run_id
 from pipeline.train import TrainConfig
 from storage import Workspace
+from storage.locks import dataset_lock
 
 EXTRACT_EVENT = "mmcaps.extract.completed"
 
@@ -69,11 +70,13 @@ def extract_flow(
     workspace: str | None = None,
     retry_failed: bool = False,
     force: bool = False,
+    wait_s: float = 0.0,
 ) -> ExtractSummary:
     """Extract the new or changed videos of ``source`` (folder, list file, URL or list of paths) into ``dataset``.
 
     The engine's steps (:mod:`pipeline.ingest.engine`), one task each: plan, extract each video (the streams the
     feature store lacks), write shards and manifest; returns the same :class:`ExtractSummary` as ``run_extract``.
+    The dataset's writer lock is held throughout; a second run waits up to ``wait_s`` seconds, then refuses.
     """
     log = _logger()
     ws = Workspace(workspace)
@@ -82,73 +85,80 @@ def extract_flow(
     precision = config.resolve_precision()
     config = config.resolved()
     print(f"extract {dataset}: {precision.line()}; ffmpeg {ffmpeg_binary(config.ffmpeg).version}")
+    stand_ins = config.stand_ins()  # said loudly: features made this way are not the paper's
+    for line in stand_ins:
+        log.warning("stand-in: %s", line)
     started = time.perf_counter()
-    removed = recover(ws, dataset)
-    if removed:
-        log.info("removed %d temporaries of an interrupted run", len(removed))
+    with dataset_lock(ws, dataset, owner=f"extract flow {dataset}", wait_s=wait_s):
+        removed = recover(ws, dataset)
+        if removed:
+            log.info("removed %d temporaries of an interrupted run", len(removed))
 
-    plan = plan_from_dict(
-        plan_task.with_options(result_storage=store, refresh_cache=force)(
-            source, dataset, config, ws.root, captions, retry_failed, force
+        plan = plan_from_dict(
+            plan_task.with_options(result_storage=store, refresh_cache=force)(
+                source, dataset, config, ws.root, captions, retry_failed, force
+            )
         )
-    )
-    jobs, done_since, failed_since = pending_jobs(plan.jobs, ws, dataset, retry_failed)
-    log.info("%s: %d to extract, %d unchanged", dataset, len(jobs), len(plan.unchanged) + len(done_since))
+        jobs, done_since, failed_since = pending_jobs(plan.jobs, ws, dataset, retry_failed)
+        log.info("%s: %d to extract, %d unchanged", dataset, len(jobs), len(plan.unchanged) + len(done_since))
 
-    extract = extract_video_task.with_options(result_storage=store, refresh_cache=force)
-    progress = artifacts.Progress(artifacts.artifact_key("extract", dataset, "progress"), f"extracting {dataset}")
-    futures = [extract.submit(job.to_dict(), config, ws.root) for job in jobs]
-    records: list[ExtractRecord] = []
-    rows: list[dict[str, Any]] = []
-    for done, (job, future) in enumerate(zip(jobs, futures, strict=True), start=1):
-        future.wait()
-        state = future.state
-        if state.is_completed():
-            record = ExtractRecord.from_dict(future.result())
-            if not record_is_usable(record, ws):
-                # A cached record whose stored features are gone (the workspace was cleaned): extract again.
-                record = ExtractRecord.from_dict(
-                    extract.with_options(refresh_cache=True)(job.to_dict(), config, ws.root)
-                )
-            status = "cached" if state.name == "Cached" else ("stored" if not record.computed else "new")
-        else:
-            record = failed_record(job, state.message or "extraction failed")
-            status = "failed"
-        records.append(record)
-        rows.append(
-            {
-                "video": record.video_id,
-                "status": status,
-                "reason": job.reason,
-                "computed": ", ".join(record.computed),
-                "duration_s": round(record.duration_s, 2),
-                "captions": record.n_captions,
-                "error": record.error,
-            }
-        )
-        progress.update(done, len(jobs))
+        extract = extract_video_task.with_options(result_storage=store, refresh_cache=force)
+        progress = artifacts.Progress(artifacts.artifact_key("extract", dataset, "progress"), f"extracting {dataset}")
+        futures = [extract.submit(job.to_dict(), config, ws.root) for job in jobs]
+        records: list[ExtractRecord] = []
+        rows: list[dict[str, Any]] = []
+        for done, (job, future) in enumerate(zip(jobs, futures, strict=True), start=1):
+            future.wait()
+            state = future.state
+            if state.is_completed():
+                record = ExtractRecord.from_dict(future.result())
+                if not record_is_usable(record, ws):
+                    # A cached record whose stored features are gone (the workspace was cleaned): extract again.
+                    record = ExtractRecord.from_dict(
+                        extract.with_options(refresh_cache=True)(job.to_dict(), config, ws.root)
+                    )
+                status = "cached" if state.name == "Cached" else ("stored" if not record.computed else "new")
+            else:
+                record = failed_record(job, state.message or "extraction failed")
+                status = "failed"
+            records.append(record)
+            rows.append(
+                {
+                    "video": record.video_id,
+                    "status": status,
+                    "reason": job.reason,
+                    "computed": ", ".join(record.computed),
+                    "duration_s": round(record.duration_s, 2),
+                    "captions": record.n_captions,
+                    "error": record.error,
+                }
+            )
+            progress.update(done, len(jobs))
 
-    shards: list[str] = []
-    if records:  # no work, no task: an unchanged source leaves nothing but cache hits
-        shards = write_task.with_options(result_storage=store, refresh_cache=force)(
-            [r.to_dict() for r in records], dataset, ws.root, new_run_id()
+        shards: list[str] = []
+        if records:  # no work, no task: an unchanged source leaves nothing but cache hits
+            shards = write_task.with_options(result_storage=store, refresh_cache=force)(
+                [r.to_dict() for r in records], dataset, ws.root, new_run_id()
+            )
+        summary = summarise(
+            plan, records, shards, ws, started, done_since=len(done_since), failed_since=len(failed_since)
         )
-    summary = summarise(plan, records, shards, ws, started, done_since=len(done_since), failed_since=len(failed_since))
-    progress.update(1, 1)
-    artifacts.table(
-        artifacts.artifact_key("extract", dataset),
-        rows or [{"video": "(none)", "status": "nothing new", "reason": "", "error": ""}],
-        f"extract {dataset}: {summary.extracted} new, {summary.unchanged} unchanged, {len(summary.failed)} failed; "
-        f"dataset now {summary.videos} videos, {summary.hours:.2f} h, {summary.captions} captions",
-    )
-    for vid, err in summary.failed:
-        log.warning("failed %s: %s", vid, err)
-    if summary.extracted:
-        emit_event(
-            event=EXTRACT_EVENT,
-            resource={"prefect.resource.id": dataset_resource(dataset), "mmcaps.workspace": ws.root},
-            payload={"dataset": dataset, "new": summary.extracted, "videos": summary.videos},
+        progress.update(1, 1)
+        artifacts.table(
+            artifacts.artifact_key("extract", dataset),
+            rows or [{"video": "(none)", "status": "nothing new", "reason": "", "error": ""}],
+            f"extract {dataset}: {summary.extracted} new, {summary.unchanged} unchanged, {len(summary.failed)} failed; "
+            f"dataset now {summary.videos} videos, {summary.hours:.2f} h, {summary.captions} captions"
+            + "".join(f"; STAND-IN: {line}" for line in stand_ins),
         )
+        for vid, err in summary.failed:
+            log.warning("failed %s: %s", vid, err)
+        if summary.extracted:
+            emit_event(
+                event=EXTRACT_EVENT,
+                resource={"prefect.resource.id": dataset_resource(dataset), "mmcaps.workspace": ws.root},
+                payload={"dataset": dataset, "new": summary.extracted, "videos": summary.videos},
+            )
     return summary
 
 

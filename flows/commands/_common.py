@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import sys
 from typing import Any
 
 import yaml
+
+# Exit statuses shared by every command (flows.cli.EXIT_STATUSES says them in --help).
+OK, USAGE, FAILED_ITEMS = 0, 2, 3
 
 
 def quiet_prefect() -> None:
@@ -21,6 +25,39 @@ def quiet_prefect() -> None:
 def add_set_option(parser: argparse.ArgumentParser, help: str, *, flag: str = "--set", dest: str = "overrides") -> None:
     """A repeatable ``KEY=VALUE`` config override (dotted keys; parsed by :func:`parse_set_option`)."""
     parser.add_argument(flag, dest=dest, action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
+def add_extract_config(parser: argparse.ArgumentParser, flag: str = "--set", dest: str = "overrides") -> None:
+    """``--config FILE.yaml|NAME`` (an ExtractConfig; ``howto100m`` is the shipped HowTo100M recipe) and the
+    repeatable ``--set KEY=VALUE`` overrides applied on top of it."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE|NAME",
+        default=None,
+        help="extract config YAML, or a shipped one by name (howto100m: the release's recipe, pretrained weights)",
+    )
+    add_set_option(
+        parser, "ExtractConfig override, dotted (repeatable), e.g. --set audio.n_mels=40", flag=flag, dest=dest
+    )
+
+
+def extract_config(config: str | None, overrides: dict[str, Any]) -> Any:
+    """The ExtractConfig that ``--config`` and ``--set`` describe, checked now (errors name the option)."""
+    from pipeline.extract import ExtractConfig
+
+    base = ExtractConfig.from_file_or_preset(config) if config else ExtractConfig()
+    try:
+        cfg = base.with_updates(overrides)
+    except (KeyError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        text = exc.args[0] if isinstance(exc, KeyError) else " ".join(str(exc).split())
+        raise ValueError(f"invalid extract options: {text}") from exc
+    return cfg
+
+
+def say_stand_ins(cfg: Any) -> None:
+    """Say, before a run starts, what makes its features stand-ins (random backbones, no word vectors...)."""
+    for line in cfg.stand_ins():
+        print(f"note: {line}", file=sys.stderr)
 
 
 def add_workspace(parser: argparse.ArgumentParser) -> None:

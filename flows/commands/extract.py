@@ -2,14 +2,15 @@
 
 Runs the Prefect ``extract`` flow (per-video tasks, cached on sha256 + extract fingerprint, on threads or Dask)
 over the engine's steps (:mod:`pipeline.ingest`). A video that fails gets a ``failed`` row and the run goes on;
-the exit status is 0 unless the run itself could not start (bad source, bad options).
+the exit status is 0 when every video extracted, 3 when some failed (the summary lists them), 2 when the run could
+not start (bad source, bad options).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from flows.commands._common import add_runner, add_set_option, quiet_prefect, task_runner
+from flows.commands._common import FAILED_ITEMS, add_extract_config, add_runner, quiet_prefect, task_runner
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,24 +37,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_runner(parser)
     parser.add_argument("--retry-failed", action="store_true", help="try the videos whose last attempt failed again")
-    add_set_option(parser, "ExtractConfig override, dotted (repeatable), e.g. --set audio.n_mels=40")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="when another run writes this dataset, wait this long for it (default: refuse at once)",
+    )
+    add_extract_config(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    quiet_prefect()
-    from flows.commands._common import parse_set_option
-    from flows.pipeline import extract_flow
-    from pipeline.extract import ExtractConfig
-    from storage.workspace import Workspace
+    from flows.commands._common import extract_config, parse_set_option, say_stand_ins
+    from pipeline.ingest.sources import discover_videos
+    from storage.workspace import Workspace, safe_name
 
-    try:
-        cfg = ExtractConfig().with_updates(parse_set_option(args.overrides))
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        raise ValueError(f"invalid extract options: {exc}") from exc
+    # Everything that can be wrong with the invocation is found here, in a second, before Prefect starts.
+    safe_name(args.dataset, what="dataset name")
+    cfg = extract_config(args.config, parse_set_option(args.overrides))
+    discover_videos(args.source)  # raises naming the source when it is missing or holds no video
     workspace = Workspace(args.workspace)
+    say_stand_ins(cfg)
+
+    quiet_prefect()
+    from flows.pipeline import extract_flow
+
     flow = extract_flow.with_options(task_runner=task_runner(args))
-    summary = flow(args.source, args.dataset, cfg, args.captions, workspace.root, args.retry_failed, args.force)
+    summary = flow(
+        args.source, args.dataset, cfg, args.captions, workspace.root, args.retry_failed, args.force, args.wait
+    )
     print(str(summary).replace("(not retried)", "(use --retry-failed)"))
     print(f"workspace {workspace.root}")
-    return 0
+    return FAILED_ITEMS if summary.failed else 0

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from flows.commands._common import add_runner, add_set_option, add_workspace, print_metrics, quiet_prefect
+from flows.commands._common import (
+    FAILED_ITEMS,
+    OK,
+    add_extract_config,
+    add_runner,
+    add_set_option,
+    add_workspace,
+    print_metrics,
+    quiet_prefect,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--captions", default=None, help="HowTo100M caption.json or CSV video_id,start,end,text")
     p.add_argument("--preset", default="demo", help="model/training preset: demo, paper, paper-c64-d16, or a YAML file")
     add_set_option(p, "override a train field")
-    add_set_option(p, "override an extract field", flag="--extract-set", dest="extract_set")
+    add_extract_config(p, flag="--extract-set", dest="extract_set")
     p.add_argument(
         "--on", dest="specs", action="append", default=[], metavar="KIND=...", help="a benchmark (see evaluate)"
     )
@@ -25,22 +34,32 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    quiet_prefect()
-    from flows.commands._common import parse_set_option
-    from flows.pipeline import pipeline_flow
-    from pipeline.evaluate import EvalConfig
-    from pipeline.extract import ExtractConfig
-    from pipeline.train import TrainConfig
+    from flows.commands._common import extract_config, parse_set_option, say_stand_ins
+    from pipeline.evaluate.config import EvalConfig, EvalSpec
+    from pipeline.ingest.sources import discover_videos
+    from pipeline.train.config import TrainConfig
+    from storage.workspace import safe_name
 
-    extract_cfg = ExtractConfig().with_updates(parse_set_option(args.extract_set))
+    # The whole invocation is checked before Prefect starts: names, configs, the source, every benchmark spec.
+    safe_name(args.dataset, what="dataset name")
+    extract_cfg = extract_config(args.config, parse_set_option(args.extract_set))
     train_cfg = TrainConfig.from_preset(args.preset, parse_set_option(args.overrides))
+    eval_cfg = EvalConfig.from_preset(args.preset)  # the preset's evaluate: section (paper: euclidean, as the paper)
+    discover_videos(args.source)
+    for spec in args.specs:
+        EvalSpec.parse(spec)
+    say_stand_ins(extract_cfg)
+
+    quiet_prefect()
+    from flows.pipeline import pipeline_flow
+
     result = pipeline_flow(
         args.source,
         args.dataset,
         args.specs,
         extract_cfg,
         train_cfg,
-        EvalConfig.from_preset(args.preset),  # the preset's evaluate: section (paper: euclidean, as the paper)
+        eval_cfg,
         args.captions,
         args.workspace,
         args.force,
@@ -49,4 +68,4 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"run {result['train']['run_id']}: {result['train']['run_dir']}")
     print_metrics(result["evaluate"])
-    return 0
+    return FAILED_ITEMS if result["extract"].failed else OK

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from flows.commands._common import add_set_option, add_workspace, quiet_prefect
+from flows.commands._common import add_extract_config, add_set_option, add_workspace, quiet_prefect
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--captions", default=None, help="HowTo100M caption.json or CSV for the source")
     p.add_argument("--train-preset", default="demo", help="preset for the triggered training (default demo)")
     add_set_option(p, "train override")
-    add_set_option(p, "extract override", flag="--extract-set", dest="extract_set")
+    add_extract_config(p, flag="--extract-set", dest="extract_set")
     p.add_argument("--register-only", action="store_true", help="register the deployments and exit")
     add_workspace(p)
     p.set_defaults(func=run)
@@ -33,12 +33,13 @@ def run(args: argparse.Namespace) -> int:
     quiet_prefect()
     from prefect import serve
 
-    from flows.commands._common import parse_set_option
+    from flows.commands._common import extract_config, parse_set_option, say_stand_ins
     from flows.deployments import build_deployments
-    from pipeline.extract import ExtractConfig
     from pipeline.train import TrainConfig
     from storage import Workspace
 
+    extract_cfg = extract_config(args.config, parse_set_option(args.extract_set))
+    say_stand_ins(extract_cfg)
     interval = args.interval if args.interval is not None or args.cron else 3600.0
     deployments = build_deployments(
         source=args.source,
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         interval_s=interval,
         cron=args.cron,
         captions=args.captions,
-        extract_config=ExtractConfig().with_updates(parse_set_option(args.extract_set)),
+        extract_config=extract_cfg,
         train_config=TrainConfig.from_preset(args.train_preset, parse_set_option(args.overrides)),
     )
     if args.register_only:

@@ -1,10 +1,11 @@
 """``mmcaps train``: train a network on extracted datasets of the workspace, as the Prefect ``train`` flow.
 
 Under ``torchrun`` (WORLD_SIZE > 1) every process calls the library directly instead: one flow run per process
-would only duplicate the bookkeeping, and only rank 0 writes anyway.
+would only duplicate the bookkeeping, and only rank 0 writes anyway. Rank 0 then emits the event the flow would
+(``mmcaps.train.completed``, :func:`emit_train_completed`) when a Prefect API is configured.
 
     mmcaps train --dataset NAME [--dataset NAME2] --preset demo|paper|PATH [--set key=value ...]
-                 [--resume RUN] [--workspace ROOT] [--run-id ID]
+                 [--validate-on KIND=... [--validate-every N]] [--resume RUN] [--workspace ROOT] [--run-id ID]
 
 Several processes (GPUs or nodes): ``torchrun --nproc_per_node N -m flows.cli train ...``.
 """
@@ -12,11 +13,15 @@ Several processes (GPUs or nodes): ``torchrun --nproc_per_node N -m flows.cli tr
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from dataclasses import asdict
+from typing import Any
 
 from flows.commands._common import add_set_option, add_workspace, quiet_prefect
+
+# Emitted for the run's resource (``mmcaps.run.<run id>``, related to each dataset's ``mmcaps.dataset.<name>``) when
+# a call trained a run to its end; an evaluation deployment's trigger listens for it.
+TRAIN_EVENT = "mmcaps.train.completed"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,6 +41,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--preset", default=None, help="demo (default), paper, paper-c64-d16, or a YAML file with model:/train:"
     )
     add_set_option(p, "override a config field: lr=1e-4, max_steps=200, model.num_capsules=64, num_workers=4")
+    p.add_argument(
+        "--validate-on",
+        action="append",
+        default=[],
+        metavar="KIND=FILES",
+        help="a benchmark scored while training, as `mmcaps evaluate --on` names it (repeatable); see --set "
+        "validate_every=N (default 1000) and best_metric=[set/]task/modality/metric (default retrieval/video/R@10)",
+    )
+    p.add_argument("--validate-every", type=int, default=None, metavar="N", help="steps between validations")
     p.add_argument("--resume", metavar="RUN", default=None, help="continue this run from its last checkpoint")
     p.add_argument("--run-id", default=None, help="name of the run folder (default: derived from config and data)")
     p.add_argument("--force", action="store_true", help="ignore the cached task record")
@@ -44,39 +58,48 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
-
+    # Imported here, not at the top: the light ones first, so that a bad invocation fails in a second; torch
+    # (the run folder reader, the loop) only when it is needed.
     from flows.commands._common import parse_set_option
-    from pipeline.train import TrainConfig, train
+    from pipeline.train.config import TrainConfig
+    from storage.dataset import open_dataset
     from storage.workspace import Workspace
 
     ws = Workspace(args.workspace)
     overrides = parse_set_option(args.overrides)
+    if args.validate_on:
+        from pipeline.evaluate.config import EvalSpec
+
+        for spec in args.validate_on:  # a bad form fails here, before anything starts
+            EvalSpec.parse(spec)
+        overrides["validate_on"] = list(args.validate_on)
+    if args.validate_every is not None:
+        overrides["validate_every"] = args.validate_every
     datasets = list(args.datasets)
     run_id = args.run_id
     if args.resume:
         if run_id and run_id != args.resume:
             raise ValueError(f"--resume {args.resume} and --run-id {run_id} name different runs")
         run_id = args.resume
-        run_dir = ws.model_dir(run_id)
-        if args.preset:
-            cfg = TrainConfig.from_preset(args.preset, overrides)
-        else:
-            config_path = f"{run_dir}/config.yaml"
-            if not ws.exists(config_path):
-                raise FileNotFoundError(f"run {run_id}: no config.yaml in {run_dir}")
-            cfg = TrainConfig.model_validate(yaml.safe_load(ws.read_bytes(config_path)))
-            cfg = cfg.with_updates(overrides) if overrides else cfg
-        if not datasets:
-            info = json.loads(ws.read_bytes(f"{run_dir}/run.json")) if ws.exists(f"{run_dir}/run.json") else {}
-            datasets = [d["name"] for d in info.get("datasets", [])]
+        from pipeline.runs import RunFolder
+
+        run = RunFolder(ws, run_id)
+        cfg = TrainConfig.from_preset(args.preset, overrides) if args.preset else run.train_config()
+        cfg = cfg.with_updates(overrides) if overrides and not args.preset else cfg
+        datasets = datasets or [d["name"] for d in run.info().get("datasets", [])]
     else:
         cfg = TrainConfig.from_preset(args.preset or "demo", overrides)
     if not datasets:
         raise ValueError("name at least one --dataset")
+    for name in datasets:  # a missing dataset fails here, in a second, before Prefect starts
+        open_dataset(ws, name)
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from pipeline.train import train
+
         result = asdict(train(datasets, cfg, ws, run_id=run_id, resume=bool(args.resume)))
+        if int(os.environ.get("RANK", "0")) == 0 and result["trained"]:
+            emit_train_completed(result, datasets, ws.root)
     else:
         quiet_prefect()
         from flows.pipeline import train_flow
@@ -87,3 +110,32 @@ def run(args: argparse.Namespace) -> int:
     print(f"run {result['run_id']} ({state}, {result['steps']} steps; final losses {losses})")
     print(f"  {result['final_checkpoint']}")
     return 0
+
+
+def emit_train_completed(result: dict[str, Any], datasets: list[str], workspace_root: str) -> None:
+    """Emit :data:`TRAIN_EVENT` for a run that this call trained to its end, when a Prefect API is configured (without
+    one there is no deployment to trigger, and Prefect would start a throwaway server just to drop the event)."""
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        return
+    from prefect.events import emit_event
+
+    emit_event(event=TRAIN_EVENT, **train_event_fields(result, datasets, workspace_root))
+
+
+def train_event_fields(result: dict[str, Any], datasets: list[str], workspace_root: str) -> dict[str, Any]:
+    """The resource, related resources and payload of :data:`TRAIN_EVENT` (also for ``train_flow`` to emit)."""
+    return {
+        "resource": {"prefect.resource.id": f"mmcaps.run.{result['run_id']}", "mmcaps.workspace": workspace_root},
+        "related": [
+            {"prefect.resource.id": f"mmcaps.dataset.{d}", "prefect.resource.role": "dataset"} for d in datasets
+        ],
+        "payload": {
+            "run_id": result["run_id"],
+            "run_dir": result["run_dir"],
+            "datasets": list(datasets),
+            "steps": result["steps"],
+            "final_checkpoint": result["final_checkpoint"],
+        },
+    }

@@ -20,6 +20,7 @@ from pipeline.hardware import ResolvesPrecision
 from storage.hashing import sha256_local
 
 RANDOM = "random"
+PRESET_DIR = Path(__file__).resolve().parent / "presets"  # shipped example configs (package data)
 
 
 def is_weights_file(weights: str) -> bool:
@@ -125,6 +126,36 @@ class ExtractConfig(ResolvesPrecision, FingerprintedConfig):
     queue_chunks: int = runtime_field(4, ge=1)  # decoded chunks buffered ahead of the networks
     timeout_s: float = runtime_field(120.0, gt=0)  # longest ffmpeg may go without output
     download: bool = runtime_field(False)  # let torchvision download named weights into $TORCH_HOME
+
+    def stand_ins(self) -> list[str]:
+        """What in this config makes features that are stand-ins, not the paper's (said at the start of a run, in its
+        artifact and by ``mmcaps inspect``): random backbones, no word vectors, a cut to ``max_seconds``."""
+        out = []
+        if self.rgb2d.weights == RANDOM:
+            out.append("rgb2d.weights=random: a seeded, calibrated random ResNet-152, not ImageNet weights")
+        if self.rgb3d.weights == RANDOM:
+            out.append("rgb3d.weights=random: a seeded, calibrated random 3D network, not Kinetics weights")
+        if not self.text.word2vec:
+            out.append("text.word2vec is not set: every caption gets a zero vector (text retrieval cannot work)")
+        if self.max_seconds is not None:
+            out.append(f"max_seconds={self.max_seconds:g}: only the first {self.max_seconds:g} s of every video")
+        return out
+
+    @classmethod
+    def from_file_or_preset(cls, name_or_path: str | Path) -> ExtractConfig:
+        """A config from a YAML file, or a shipped example by name (``pipeline/extract/presets/<name>.yaml``:
+        ``howto100m`` is the HowTo100M release's recipe with pretrained weights)."""
+        path = Path(name_or_path).expanduser()
+        if not path.is_file():
+            named = PRESET_DIR / f"{name_or_path}.yaml"
+            if not named.is_file():
+                shipped = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+                raise FileNotFoundError(f"extract config {name_or_path}: no such file or shipped config ({shipped})")
+            path = named
+        try:
+            return cls.from_yaml(path)
+        except ValueError as exc:  # pydantic's ValidationError is one: name the file, keep it one line
+            raise ValueError(f"{path}: invalid extract config: {' '.join(str(exc).split())}") from exc
 
     def stream_fingerprints(self) -> dict[str, str]:
         """Each stream's fingerprint (``rgb2d``, ``rgb3d``, ``audio``, ``text``): the settings that shape that stream's

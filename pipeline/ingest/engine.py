@@ -37,6 +37,7 @@ from pipeline.ingest.sources import SourceLike, VideoSource, is_url, load_source
 from storage.dataset import CONFIG_FILE, open_dataset
 from storage.features import STREAMS, FeatureStore, StreamArrays
 from storage.hashing import HashCache
+from storage.locks import dataset_lock
 from storage.manifest import Manifest
 from storage.sample import Captions, VideoFeatures, captions_digest
 from storage.shards import ShardWriter
@@ -222,7 +223,8 @@ def new_run_id() -> str:
 
 # -- prepare -----------------------------------------------------------------------------------------------------
 def recover(workspace: Workspace, dataset: str) -> list[str]:
-    """Sweep the temporaries a crashed writer left in the dataset's folder; returns what was removed.
+    """Sweep the temporaries a crashed writer left in the dataset's folder; returns what was removed. Call it with
+    the dataset's writer lock held: a live writer's temporaries are its work in progress.
 
     Nothing else needs recovering: finished extractions are in the feature store, and the next plan lists their
     videos again, which then cost no computation.
@@ -595,8 +597,12 @@ def run_extract(
     max_bytes: int = DEFAULT_MAX_BYTES,
     run_id: str | None = None,
     rehash: bool = False,
+    wait_s: float = 0.0,
 ) -> ExtractSummary:
     """Extract what is new or changed in ``source`` into ``dataset``: the steps of the module doc, in order.
+
+    The dataset's writer lock is held throughout (:func:`storage.locks.dataset_lock`): a second run on the same
+    dataset waits up to ``wait_s`` and then raises :class:`storage.locks.LockBusy` naming the first.
 
     ``cfg`` is the ExtractConfig (default ``ExtractConfig()``, or ``extractor.config`` when an extractor is given).
     The default extractor is made only when a video needs computing, so a run over stored features loads no
@@ -619,6 +625,28 @@ def run_extract(
             f"extractor config fingerprint {extractor.config.fingerprint()} differs from cfg {cfg.fingerprint()}"
         )
     run_id = run_id or new_run_id()
+    with dataset_lock(workspace, dataset, owner=f"extract {dataset}", wait_s=wait_s):
+        return _run_locked(
+            source, dataset, cfg, workspace, captions, retry_failed, extractor, progress, max_count, max_bytes,
+            run_id, rehash, started,
+        )  # fmt: skip
+
+
+def _run_locked(
+    source: SourceLike,
+    dataset: str,
+    cfg: Any,
+    workspace: Workspace,
+    captions: str | os.PathLike[str] | None,
+    retry_failed: bool,
+    extractor: Extractor | None,
+    progress: Callable[[int, int, ExtractRecord], None] | None,
+    max_count: int,
+    max_bytes: int,
+    run_id: str,
+    rehash: bool,
+    started: float,
+) -> ExtractSummary:
     recover(workspace, dataset)
     plan = plan_extract(source, dataset, cfg, workspace, captions=captions, retry_failed=retry_failed, rehash=rehash)
     write_extract_config(workspace, dataset, cfg)

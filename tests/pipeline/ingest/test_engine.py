@@ -449,3 +449,56 @@ def test_memory_workspace_and_source(tmp_path, clips):
     assert feats["m1"].captions.text[0] == "red square 5" and not feats["m2"].has_audio
     assert run_extract("memory://ingest-src/vids", "mem", workspace=ws, extractor=ex).extracted == 0
     assert no_temporaries(ws)
+
+
+CONCURRENT_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from pipeline.ingest import run_extract
+    from storage.locks import LockBusy
+    from storage.workspace import Workspace
+    from tests.pipeline.ingest.probe import ProbeConfig, ProbeExtractor
+
+    cfg = ProbeConfig(delay_s=float(sys.argv[4]), log_path=sys.argv[3])
+    try:
+        s = run_extract(sys.argv[1], "both", cfg, Workspace(sys.argv[2]), extractor=ProbeExtractor(cfg),
+                        wait_s=float(sys.argv[5]))
+        print("done", s.extracted, s.unchanged, flush=True)
+    except LockBusy as exc:
+        print("busy", exc, flush=True)
+    """
+)
+
+
+@pytest.mark.slow
+def test_two_concurrent_runs_on_one_dataset(tmp_path, clips):
+    """A second process on the same dataset refuses while the first runs (naming it), and one that waits finds the
+    work done: every video once in the manifest, no shard lost or doubled."""
+    src = tmp_path / "src"
+    src.mkdir()
+    names = [f"k{i}" for i in range(4)]
+    for i, name in enumerate(names):
+        make_video(src / f"{name}.mp4", pattern="testsrc", freq=500 + 40 * i)
+    ws_root, log = tmp_path / "ws", tmp_path / "log"
+
+    def start(delay: float, wait: float) -> subprocess.Popen:
+        argv = [sys.executable, "-c", CONCURRENT_SCRIPT, str(src), str(ws_root), str(log), str(delay), str(wait)]
+        return subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    first = start(0.5, 0)
+    lock = Path(Workspace(ws_root).dataset_dir("both")) / ".lock"
+    deadline = time.monotonic() + 60
+    while not lock.exists():
+        assert first.poll() is None and time.monotonic() < deadline, first.stdout.read()
+        time.sleep(0.02)
+    refused = start(0, 0)
+    waiting = start(0, 120)
+    out_refused, out_first, out_waiting = (p.communicate(timeout=180)[0] for p in (refused, first, waiting))
+    assert out_refused.startswith("busy") and "is being written by extract both (pid" in out_refused, out_refused
+    assert out_first.split()[:3] == ["done", "4", "0"], out_first
+    assert out_waiting.split()[:3] == ["done", "0", "4"], out_waiting
+    table = Manifest(Workspace(ws_root), "both").read()
+    assert Counter(table.column("video_id").to_pylist()) == Counter(names)  # every video exactly once
+    shards = [p for p in Path(ws_root).rglob("*.tar")]
+    assert len(shards) == 1 and sorted(s["__key__"] for s in iter_shard(str(shards[0]))) == names
+    assert extraction_log(log) == Counter(dict.fromkeys(names, 1)) and not lock.exists()
