@@ -169,6 +169,8 @@ def inspect_dataset(workspace: Workspace, name: str) -> dict[str, Any]:
                 "missing_shards": [s for s, n in zip(ds.shards, sizes, strict=True) if n == 0],
                 "dataset_fingerprint": ds.fingerprint if ok else "",
                 "failures": [(r["video_id"], r["error"]) for r in rows if r["status"] == "failed"],
+                "warnings": [(r["video_id"], r["warning"]) for r in rows if r["warning"]],
+                "extract_config": ds.extract_config if workspace.exists(ds.config_path) else {},
             }
         )
     return report

@@ -33,10 +33,12 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field("size_bytes", pa.int64(), nullable=False),
         pa.field("status", pa.string(), nullable=False),  # ok | failed | skipped
         pa.field("error", pa.string(), nullable=False),  # one line; "" when ok
+        # one line: a problem that did not stop the video (an unreadable caption file: kept without captions)
+        pa.field("warning", pa.string(), nullable=False),
         pa.field("duration_s", pa.float64(), nullable=False),  # 0.0 when unknown (failed)
         pa.field("has_audio", pa.bool_(), nullable=False),
         pa.field("n_captions", pa.int32(), nullable=False),
-        # sha256 of the captions' canonical JSON (pipeline.features.captions_digest); "" in manifests written before
+        # sha256 of the captions' canonical JSON (storage.sample.captions_digest); "" in manifests written before
         # the column existed, where an edit is detected by the caption count alone.
         pa.field("captions_sha256", pa.string(), nullable=False),
         pa.field("shard", pa.string(), nullable=False),  # relative to the dataset folder; "" unless ok
@@ -45,6 +47,9 @@ MANIFEST_SCHEMA = pa.schema(
     ]
 )
 COLUMNS = tuple(MANIFEST_SCHEMA.names)
+# Columns added after the first manifests were written, with the value older rows read with.
+ADDED_COLUMNS = {"captions_sha256": "", "warning": ""}
+CURRENT_FILE = "current.parquet"  # beside the manifest: its current view (one row per video and fingerprint)
 
 
 def empty_manifest() -> pa.Table:
@@ -97,10 +102,17 @@ def current_view(table: pa.Table) -> pa.Table:
     return table.take(sorted(latest.values()))
 
 
-def _add_captions_column(table: pa.Table) -> pa.Table:
-    """A manifest from before ``captions_sha256`` with that column added, empty (unknown) on every row."""
-    at = list(COLUMNS).index("captions_sha256")
-    return table.add_column(at, "captions_sha256", pa.array([""] * table.num_rows, pa.string()))
+def _add_missing_columns(table: pa.Table) -> pa.Table | None:
+    """A manifest written by an earlier mmcaps (a subset of the columns: the others of :data:`ADDED_COLUMNS`) with
+    those columns added at their places, each row with the column's empty value; None when it is not such a one."""
+    names = table.schema.names
+    missing = [c for c in COLUMNS if c not in names]
+    if not missing or set(missing) - set(ADDED_COLUMNS) or [c for c in COLUMNS if c in names] != names:
+        return None
+    for name in missing:
+        at = list(COLUMNS).index(name)
+        table = table.add_column(at, name, pa.array([ADDED_COLUMNS[name]] * table.num_rows, pa.string()))
+    return table
 
 
 class Manifest:
@@ -126,8 +138,8 @@ class Manifest:
                 table = pq.read_table(fh)
         except (pa.ArrowInvalid, OSError) as exc:
             raise ValueError(f"manifest {self.path}: cannot read Parquet ({exc})") from exc
-        if table.schema.names == [c for c in COLUMNS if c != "captions_sha256"]:
-            table = _add_captions_column(table)  # written by an earlier mmcaps
+        if table.schema.names != list(COLUMNS):
+            table = _add_missing_columns(table) or table  # written by an earlier mmcaps
         if table.schema.names != list(COLUMNS):
             raise ValueError(f"manifest {self.path}: columns {table.schema.names}, expected {list(COLUMNS)}")
         try:
@@ -147,7 +159,14 @@ class Manifest:
         table = pa.concat_tables([self.read(), new])
         with self.workspace.atomic_open(self.path, "wb") as fh:
             pq.write_table(table, fh, compression="zstd")
+        # The current view beside the history, for queries (DuckDB, pandas) that want what the dataset holds now.
+        with self.workspace.atomic_open(self.current_path, "wb") as fh:
+            pq.write_table(current_view(table), fh, compression="zstd")
         return table
+
+    @property
+    def current_path(self) -> str:
+        return f"{self.path.rsplit('/', 1)[0]}/{CURRENT_FILE}"
 
     def current(self, extract_fp: str | None = None, status: str | None = None) -> pa.Table:
         """The current view (latest row per video and fingerprint), optionally for one fingerprint and status."""

@@ -25,6 +25,7 @@ def _size(n: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pipeline.extract.config import ExtractConfig
     from storage.dataset import inspect_dataset
     from storage.workspace import Workspace
 
@@ -43,10 +44,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"  fingerprint {fp['dataset_fingerprint'] or '-'}")
         for shard in fp["missing_shards"]:
             print(f"  MISSING shard {shard}")
+        if fp["extract_config"]:
+            for line in ExtractConfig.model_validate(fp["extract_config"]).stand_ins():
+                print(f"  STAND-IN    {line}")
         if fp["failures"]:
             print("  failures:")
             for vid, err in fp["failures"]:
                 print(f"    {vid}: {err}")
+        if fp["warnings"]:
+            print("  warnings (videos kept):")
+            for vid, warning in fp["warnings"]:
+                print(f"    {vid}: {warning}")
     for shard in report["unreferenced_shards"]:
         print(f"unreferenced shard (left by an interrupted run; safe to delete): {shard}")
     return 0

@@ -85,7 +85,8 @@ class ExtractJob:
     stream_fingerprints: dict[str, str]
     captions: Captions | None = None
     reason: str = "new"  # new | changed | retry | captions changed
-    error: str = ""  # set at planning time when the video cannot be extracted at all (unreadable file, subtitle)
+    error: str = ""  # set at planning time when the video cannot be extracted at all (an unreadable file)
+    warning: str = ""  # a problem that keeps the video (its subtitle file could not be read: no captions)
 
     @property
     def captions_sha256(self) -> str:
@@ -127,6 +128,7 @@ class ExtractRecord:
     stream_fingerprints: dict[str, str] = field(default_factory=dict)
     computed: list[str] = field(default_factory=list)  # the streams this extraction computed (the rest were stored)
     elapsed_s: float = 0.0
+    warning: str = ""  # one line: what did not stop the video (captions not read)
 
     @property
     def key(self) -> str:
@@ -143,6 +145,7 @@ class ExtractRecord:
             "size_bytes": int(self.size_bytes),
             "status": self.status,
             "error": self.error,
+            "warning": self.warning,
             "duration_s": float(self.duration_s),
             "has_audio": bool(self.has_audio),
             "n_captions": int(self.n_captions),
@@ -316,8 +319,11 @@ def plan_extract(
             unchanged.append(video.video_id)
             continue
         jobs.append(
-            ExtractJob(video.video_id, video.source, sha, size, extract_fp, stream_fps, video.captions, reason, error)
-        )
+            ExtractJob(
+                video.video_id, video.source, sha, size, extract_fp, stream_fps, video.captions, reason, error,
+                video.warning,
+            )
+        )  # fmt: skip
     hashes.save()
     listed = {v.video_id for v in videos}
     absent = [vid for vid in current if vid not in listed]
@@ -365,6 +371,7 @@ def failed_record(job: ExtractJob, error: str, started: float | None = None) -> 
         captions_sha256=job.captions_sha256,
         stream_fingerprints=dict(job.stream_fingerprints),
         elapsed_s=time.perf_counter() - started if started is not None else 0.0,
+        warning=job.warning,
     )
 
 
@@ -435,6 +442,7 @@ def extract_one(job: ExtractJob, extractor: Extractor | Callable[[], Extractor],
         stream_fingerprints=dict(job.stream_fingerprints),
         computed=list(missing),
         elapsed_s=time.perf_counter() - started,
+        warning=job.warning,
     )
 
 

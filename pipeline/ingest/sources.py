@@ -38,7 +38,8 @@ class VideoSource:
     source: str
     captions: Captions | None = None
     caption_source: str = ""  # the file the captions came from, for messages
-    error: str = ""  # set when the video cannot be extracted as found (an unreadable subtitle): it gets a failed row
+    error: str = ""  # set when the video cannot be extracted as found: it gets a failed row
+    warning: str = ""  # a problem that keeps the video (an unreadable subtitle: extracted without captions)
 
 
 def is_url(path: str) -> bool:
@@ -183,8 +184,9 @@ def read_subtitle_file(path: str) -> Captions:
 def load_sources(source: SourceLike, *, captions: str | os.PathLike[str] | None = None) -> list[VideoSource]:
     """Discover the videos of ``source``, give them ids, and pair each with its captions (see module doc).
 
-    A subtitle file that cannot be parsed gives that video an ``error`` (it gets a failed row; the run goes on);
-    a ``captions=`` file that cannot be parsed raises ValueError naming it.
+    A subtitle file that cannot be read (not UTF-8 nor any encoding tried, a malformed cue) keeps its video without
+    captions and gives it a ``warning`` naming the file; a ``captions=`` file that cannot be parsed raises ValueError
+    naming it.
     """
     pairs = assign_ids(discover_videos(source))
     kind, table = ("", {})
@@ -202,7 +204,11 @@ def load_sources(source: SourceLike, *, captions: str | os.PathLike[str] | None 
             try:
                 caps = read_subtitle_file(subtitle)
             except Exception as exc:  # the extraction library raises ExtractError naming the file
-                out.append(VideoSource(vid, path, None, subtitle, error=f"unreadable subtitle: {exc}"))
+                # The video is still worth its visual and audio features; fixing the file re-encodes text only.
+                message = " ".join(str(exc).split())
+                if os.path.basename(subtitle) not in message:
+                    message = f"{subtitle}: {message}"
+                out.append(VideoSource(vid, path, None, subtitle, warning=f"captions not read: {message}"))
                 continue
             out.append(VideoSource(vid, path, caps, subtitle))
         elif kind == "csv" and vid in table:

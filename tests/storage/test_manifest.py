@@ -18,6 +18,7 @@ def row(video_id, sha="aa", status="ok", fp="fp1", at=0, shard="shards/fp1/d-r-0
         "size_bytes": 100,
         "status": status,
         "error": "" if status == "ok" else f"/videos/{video_id}.mp4: broken",
+        "warning": "",
         "duration_s": 2.5,
         "has_audio": True,
         "n_captions": 3,
@@ -31,26 +32,29 @@ def row(video_id, sha="aa", status="ok", fp="fp1", at=0, shard="shards/fp1/d-r-0
 
 
 def test_schema_has_exactly_the_design_columns():
-    # The documented columns plus captions_sha256 (after n_captions): caption edits that keep the count are detected.
+    # The documented columns plus captions_sha256 (after n_captions): caption edits that keep the count are detected;
+    # and warning (after error): a caption problem that kept its video.
     assert list(COLUMNS) == [
-        "video_id", "source", "sha256", "size_bytes", "status", "error", "duration_s", "has_audio",
+        "video_id", "source", "sha256", "size_bytes", "status", "error", "warning", "duration_s", "has_audio",
         "n_captions", "captions_sha256", "shard", "extract_fingerprint", "extracted_at",
     ]  # fmt: skip
     assert MANIFEST_SCHEMA.field("extracted_at").type == pa.timestamp("us", tz="UTC")
 
 
-def test_manifest_from_before_the_captions_digest_still_reads(workspace):
+@pytest.mark.parametrize("added", [("captions_sha256", "warning"), ("warning",)])
+def test_manifest_from_before_the_added_columns_still_reads(workspace, added):
     import pyarrow.parquet as pq
 
     m = Manifest(workspace, "demo")
-    old_schema = pa.schema([f for f in MANIFEST_SCHEMA if f.name != "captions_sha256"])
-    rows = [{k: v for k, v in row(vid).items() if k != "captions_sha256"} for vid in ("a", "b")]
+    old_schema = pa.schema([f for f in MANIFEST_SCHEMA if f.name not in added])
+    rows = [{k: v for k, v in row(vid).items() if k not in added} for vid in ("a", "b")]
     workspace.fs.makedirs(m.path.rsplit("/", 1)[0], exist_ok=True)
     with workspace.fs.open(m.path, "wb") as fh:
         pq.write_table(pa.Table.from_pylist(rows, schema=old_schema), fh)
     table = m.read()
     assert table.schema == MANIFEST_SCHEMA
-    assert table.column("captions_sha256").to_pylist() == ["", ""]  # unknown: compared by count only
+    for name in added:
+        assert table.column(name).to_pylist() == ["", ""]  # unknown (captions: compared by count only)
     assert table.column("video_id").to_pylist() == ["a", "b"]
     m.append([row("c")])  # appending rewrites it in the new layout
     assert pq.read_table(m.path).schema.names == list(COLUMNS)
@@ -111,3 +115,15 @@ def test_damaged_manifest_names_the_file(workspace):
     workspace.write_bytes(m.path, b"not parquet")
     with pytest.raises(ValueError, match=r"manifest\.parquet"):
         m.read()
+
+
+def test_the_current_view_is_written_beside_the_history(workspace):
+    """``current.parquet`` holds what the dataset is now (the latest row per video and fingerprint), for queries such
+    as DuckDB's that read files, not mmcaps."""
+    m = Manifest(workspace, "demo")
+    m.append([row("a"), row("b", status="failed")])
+    m.append([row("a", at=9, sha="d" * 64), row("b", at=9)])
+    now = pd.read_parquet(m.current_path)
+    assert sorted(now["video_id"]) == ["a", "b"] and set(now["status"]) == {"ok"}
+    assert now.set_index("video_id").loc["a", "sha256"] == "d" * 64
+    assert len(pd.read_parquet(m.path)) == 4  # the history keeps every row

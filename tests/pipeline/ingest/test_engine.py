@@ -502,3 +502,31 @@ def test_two_concurrent_runs_on_one_dataset(tmp_path, clips):
     shards = [p for p in Path(ws_root).rglob("*.tar")]
     assert len(shards) == 1 and sorted(s["__key__"] for s in iter_shard(str(shards[0]))) == names
     assert extraction_log(log) == Counter(dict.fromkeys(names, 1)) and not lock.exists()
+
+
+def test_caption_problems_keep_their_videos(tmp_path, ws, clips):
+    """A subtitle that is not UTF-8, or has a malformed cue, costs the captions only: the video is extracted, its row
+    says what was wrong with which file, and fixing the file re-encodes the captions without reading the video."""
+    src = tmp_path / "src"
+    put(clips["a"], src / "latin.mp4")
+    (src / "latin.vtt").write_bytes("WEBVTT\n\n00:00:00.000 --> 00:00:01.000\ncrème brûlée\n".encode("latin-1"))
+    put(clips["b"], src / "cue.mp4")
+    (src / "cue.vtt").write_text("WEBVTT\n\n00:00:00.000 --> soon\nbroken timing\n", encoding="utf-8")
+    ex, log = probe(tmp_path)
+    summary = run_extract(src, "caps", workspace=ws, extractor=ex)
+    assert (summary.extracted, summary.failed) == (2, [])
+    rows = {r["video_id"]: r for r in Manifest(ws, "caps").current().to_pylist()}
+    assert rows["latin"]["status"] == rows["cue"]["status"] == "ok"
+    assert "latin.vtt" in rows["latin"]["warning"] and "UTF-8" in rows["latin"]["warning"]
+    assert "cue.vtt" in rows["cue"]["warning"] and rows["cue"]["n_captions"] == 0
+    feats = {f.video_id: f for f in open_dataset(ws, "caps").iter_videos()}
+    assert feats["latin"].rgb2d.shape[0] > 0 and feats["cue"].has_audio and len(feats["cue"].captions) == 0
+    # The file fixed: only its captions are encoded again.
+    (src / "latin.vtt").write_text("WEBVTT\n\n00:00:00.000 --> 00:00:01.000\ncrème brûlée\n", encoding="utf-8")
+    again = run_extract(src, "caps", workspace=ws, extractor=ex)
+    assert (again.extracted, again.unchanged) == (1, 1) and text_log(log) == Counter({"latin": 1})
+    fixed = Manifest(ws, "caps").current().to_pylist()
+    assert {r["video_id"]: r["warning"] for r in fixed}["latin"] == ""
+    assert next(f for f in open_dataset(ws, "caps").iter_videos() if f.video_id == "latin").captions.text == [
+        "crème brûlée"
+    ]
