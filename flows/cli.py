@@ -29,8 +29,11 @@ COMMAND_MODULES = (
     "demo",
     "synth",
     "extract",
+    "import_",  # registers `import` (a keyword cannot name the module)
+    "export",
     "inspect",
     "train",
+    "runs",
     "evaluate",
     "index",
     "search",

@@ -56,6 +56,7 @@ from pipeline.ingest.importers.config import IMPORTER_VERSION, LAYOUT_NOTES, Imp
 from pipeline.ingest.importers.layouts import AnyLayout, ImportItem, discover
 from storage.features import FeatureStore, StreamArrays
 from storage.hashing import HashCache, sha256_bytes
+from storage.locks import dataset_lock
 from storage.manifest import Manifest
 from storage.sample import Captions, captions_digest
 from storage.workspace import Workspace
@@ -310,14 +311,37 @@ def run_import(
     max_bytes: int = DEFAULT_MAX_BYTES,
     run_id: str | None = None,
     rehash: bool = False,
+    wait_s: float = 0.0,
 ) -> ExtractSummary:
     """Import what is new or changed in ``layout`` into ``dataset``: the steps of the module doc, in order.
 
     ``cfg`` defaults to ``ImportConfig(layout=layout.name)``. Word vectors load only when captions need encoding.
-    Shards are published every ``max_count`` videos.
+    Shards are published every ``max_count`` videos. The dataset's writer lock is held throughout (as
+    ``run_extract`` holds it): a second writer waits up to ``wait_s``, then :class:`storage.locks.LockBusy`.
     """
-    started = time.perf_counter()
     workspace = workspace if workspace is not None else Workspace()
+    with dataset_lock(workspace, dataset, owner=f"import {dataset}", wait_s=wait_s):
+        return _import_locked(
+            layout, dataset, cfg, workspace, captions, retry_failed, extractor, progress, max_count, max_bytes,
+            run_id, rehash,
+        )  # fmt: skip
+
+
+def _import_locked(
+    layout: AnyLayout,
+    dataset: str,
+    cfg: ImportConfig | None,
+    workspace: Workspace,
+    captions: str | os.PathLike[str] | None,
+    retry_failed: bool,
+    extractor: Extractor | None,
+    progress: Callable[[int, int, ExtractRecord], None] | None,
+    max_count: int,
+    max_bytes: int,
+    run_id: str | None,
+    rehash: bool,
+) -> ExtractSummary:
+    started = time.perf_counter()
     cfg = (cfg or ImportConfig(layout=layout.name)).resolved()
     run_id = run_id or new_run_id()
     recover(workspace, dataset)
