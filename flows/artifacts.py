@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+from tqdm import tqdm
 
 _NOT_KEY = re.compile(r"[^a-z0-9-]+")
 
@@ -46,6 +48,11 @@ class Progress:
             update_progress_artifact(self.artifact_id, progress=round(100.0 * min(done / total, 1.0), 1))
 
 
+def terminal_bar(total: int, desc: str, unit: str = "video") -> Any:
+    """A tqdm bar on stderr (done / total, rate, ETA), or one that draws nothing when stderr is not a terminal."""
+    return tqdm(total=total, desc=desc, unit=unit, disable=not sys.stderr.isatty(), dynamic_ncols=True, leave=False)
+
+
 def table(key: str, rows: Sequence[dict[str, Any]], description: str) -> None:
     """A table artifact; every row is a dict of plain values."""
     clean = [{k: ("" if v is None else v) for k, v in row.items()} for row in rows]
@@ -57,9 +64,14 @@ def markdown(key: str, text: str, description: str) -> None:
 
 
 def link(key: str, path: str | Path, description: str) -> None:
+    """Where a file is: a link for web addresses; for a local file its path as text to copy, since a browser showing
+    the Prefect UI over http will not follow a ``file://`` link."""
     target = str(path)
-    url = target if "://" in target else Path(target).resolve().as_uri()
-    create_link_artifact(key=key, link=url, link_text=target, description=description)
+    if target.startswith(("http://", "https://")):
+        create_link_artifact(key=key, link=target, link_text=target, description=description)
+        return
+    where = target if "://" in target else str(Path(target).resolve())
+    create_markdown_artifact(key=key, markdown=f"{description}: `{where}`", description=description)
 
 
 def metric_rows(name: str, metrics: dict[str, Any]) -> list[dict[str, Any]]:

@@ -105,6 +105,7 @@ def extract_flow(
         extract = extract_video_task.with_options(result_storage=store, refresh_cache=force)
         progress = artifacts.Progress(artifacts.artifact_key("extract", dataset, "progress"), f"extracting {dataset}")
         futures = [extract.submit(job.to_dict(), config, ws.root) for job in jobs]
+        bar = artifacts.terminal_bar(len(jobs), f"extract {dataset}")
         records: list[ExtractRecord] = []
         rows: list[dict[str, Any]] = []
         for done, (job, future) in enumerate(zip(jobs, futures, strict=True), start=1):
@@ -134,6 +135,8 @@ def extract_flow(
                 }
             )
             progress.update(done, len(jobs))
+            bar.update(1)
+        bar.close()
 
         shards: list[str] = []
         if records:  # no work, no task: an unchanged source leaves nothing but cache hits

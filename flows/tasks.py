@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
-from prefect.filesystems import LocalFileSystem
 
-from flows.artifacts import Progress
+from flows.artifacts import Progress, terminal_bar
 from pipeline.evaluate.run import eval_dataset_name, report, score
 from pipeline.extract import ExtractConfig
 from pipeline.ingest import (
@@ -43,7 +42,6 @@ from storage.sample import captions_digest
 
 _EXTRACTORS: dict[tuple[str, str], Any] = {}
 _EXTRACTOR_LOCK = threading.Lock()
-_BLOCKS: dict[str, LocalFileSystem] = {}
 
 
 class CorruptVideo(RuntimeError):
@@ -56,24 +54,15 @@ def digest(*parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def result_storage(ws: Workspace) -> LocalFileSystem | None:
-    """A saved LocalFileSystem block under the workspace, so cache records live beside the artifacts.
-
-    Prefect needs result storage blocks saved server-side; the block name derives from the path, so two
-    workspaces never share cache records. Remote workspaces keep Prefect's default local result storage.
-    """
+def result_storage(ws: Workspace) -> Path | None:
+    """Where task records live: ``<workspace>/cache/prefect``, by path (Prefect makes an unsaved local file system
+    of it), so cache records sit beside the artifacts they describe and two workspaces never share them. Remote
+    workspaces keep Prefect's default local result storage."""
     if not ws.is_local:
         return None
-    from prefect.settings import PREFECT_API_URL
-
-    base = str(Path(ws.cache_dir("prefect")))
-    memo = f"{base}@{PREFECT_API_URL.value()}"  # a block saved in one API does not exist in another
-    if memo not in _BLOCKS:
-        Path(base).mkdir(parents=True, exist_ok=True)
-        block = LocalFileSystem(basepath=base)
-        block.save(f"mmcaps-results-{digest(base)[:12]}", overwrite=True)
-        _BLOCKS[memo] = block
-    return _BLOCKS[memo]
+    base = Path(ws.cache_dir("prefect"))
+    base.mkdir(parents=True, exist_ok=True)
+    return base
 
 
 class _SerialExtractor:
@@ -238,9 +227,12 @@ def write_task(records: list[dict[str, Any]], dataset: str, root: str, run_id: s
 
 # -- training -----------------------------------------------------------------------------------------------------
 def _train_key(context: Any, p: dict[str, Any]) -> str:
-    ws = Workspace(p["root"])
-    fps = [open_dataset(ws, d).fingerprint for d in p["datasets"]]
-    return "train-" + digest(p["config"].fingerprint(), list(p["datasets"]), fps, p["run_id"])
+    def parts() -> tuple:
+        ws = Workspace(p["root"])
+        fps = [open_dataset(ws, d).fingerprint for d in p["datasets"]]
+        return p["config"].fingerprint(), list(p["datasets"]), fps, p["run_id"]
+
+    return _safe_key("train", parts)
 
 
 @task(name="train", cache_key_fn=_train_key, persist_result=True, result_serializer="json")
@@ -280,6 +272,16 @@ def score_task(run_id: str, spec: str, dataset: Any, config: Any, root: str) -> 
     """Embed and score one extracted evaluation set (``dataset``: its prepared EvalDataset, ``spec`` what it was
     prepared from), then write its figures and report.html."""
     ws = Workspace(root)
-    metrics = score(dataset, run_id, ws, config)
+    bars: dict[str, Any] = {}
+
+    def on_progress(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage) or bars.setdefault(stage, terminal_bar(total, f"{dataset.name}: {stage}", unit=""))
+        bar.update(done - bar.n)
+
+    try:
+        metrics = score(dataset, run_id, ws, config, progress=on_progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
     metrics["report"] = report(run_id, dataset.name, ws, config)
     return metrics

@@ -28,3 +28,65 @@ def test_console_script_help():
     proc = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "usage: mmcaps" in proc.stdout
+
+
+def _run_cli(args: list[str], tmp_path: Path) -> tuple[int, str, str, list[str]]:
+    """The CLI in a fresh process: (exit status, stdout, stderr, which of torch/prefect it imported)."""
+    code = (
+        "import sys\nfrom flows.cli import main\ntry:\n    rc = main(sys.argv[1:])\nexcept SystemExit as exc:\n"
+        "    rc = exc.code\nprint('IMPORTED', *[m for m in ('torch', 'prefect') if m in sys.modules])\nsys.exit(rc)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    out = [line for line in proc.stdout.splitlines() if not line.startswith("IMPORTED")]
+    imported = next(line for line in proc.stdout.splitlines() if line.startswith("IMPORTED")).split()[1:]
+    return proc.returncode, "\n".join(out), proc.stderr, imported
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["extract", "/nonexistent", "--dataset", "x"], "mmcaps extract: error: source /nonexistent: no such file"),
+        (["extract", ".", "--dataset", "x", "--set", "nope.y=1"], "mmcaps extract: error: invalid extract options"),
+        (["train", "--dataset", "nope"], "mmcaps train: error: dataset 'nope': no manifest"),
+        (["train", "--preset", "nope", "--dataset", "x"], "mmcaps train: error: unknown preset 'nope'; available"),
+        (["run", "/nonexistent", "--dataset", "x"], "mmcaps run: error: source /nonexistent: no such file"),
+        (["inspect", "nope"], "mmcaps inspect: error: dataset 'nope': no manifest"),
+    ],
+)
+def test_bad_invocations_answer_in_one_line_before_prefect_starts(args, message, tmp_path):
+    """Status 2 and one line on stderr, no traceback; Prefect (and its temporary server) is never loaded."""
+    status, _, err, imported = _run_cli([*args, "--workspace", str(tmp_path / "ws")], tmp_path)
+    assert status == 2 and err.strip().startswith(message), err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "prefect" not in imported
+
+
+def test_help_loads_neither_torch_nor_prefect_and_states_exit_statuses(tmp_path):
+    status, out, _, imported = _run_cli(["--help"], tmp_path)
+    assert status == 0 and imported == [] and "exit status: 0 done; 2 bad invocation" in " ".join(out.split())
+    assert "3 finished, but some videos failed" in " ".join(out.split())
+
+
+def test_verbose_anywhere_shows_the_traceback(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no manifest"):
+        main(["inspect", "nope", "-v", "--workspace", str(tmp_path)])
+    with pytest.raises(FileNotFoundError, match="no manifest"):
+        main(["-v", "inspect", "nope", "--workspace", str(tmp_path)])
+
+
+def test_runs_lists_the_workspace_runs(tmp_path, capsys):
+    from pipeline.runs import RunFolder
+    from pipeline.train import TrainConfig
+    from storage.workspace import Workspace
+
+    ws = Workspace(tmp_path)
+    assert main(["runs", "--workspace", ws.root]) == 0 and "no training runs" in capsys.readouterr().out
+    run = RunFolder(ws, "r1")
+    run.write_config(TrainConfig.from_preset("demo").resolved())
+    run.write_info({"status": "finished", "steps": 4, "total_steps": 4, "datasets": [{"name": "lab"}],
+                    "final_losses": {"video-text": 1.25}})  # fmt: skip
+    assert main(["runs", "--workspace", ws.root, "--json"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert '"run_id": "r1"' in line and '"datasets": ["lab"]' in line and "C=16 D=256" in line and "4/4" in line
