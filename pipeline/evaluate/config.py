@@ -22,7 +22,18 @@ SPEC_FORMS = {
     "mining": ("mining=SRT_DIR:VIDEO_DIR", "Mining YouTube per-video SRT annotations (+ mapping_without_meta.txt)"),
     "csv": ("csv=CLIPS_CSV:VIDEO_DIR", "your own video_id,start,end,text"),
     "synthetic": ("synthetic=CORPUS_DIR", "the synthetic corpus's eval split"),
+    "youcook2-features": (
+        "youcook2-features=youcook_val.pkl",
+        "released pooled clip features, no video (howto100m's; AVLnet's youcook_val_audio.pkl with audio)",
+    ),
+    "msrvtt-features": (
+        "msrvtt-features=MSRVTT_JSFUSION_test.pth[:MSRVTT_JSFUSION_test.csv]",
+        "released 1k-A features, no video (howto100m's .pth; AVLnet's msrvtt_jsfusion_test.pkl)",
+    ),
 }
+# Kinds whose spec is one path (no video folder), and kinds whose candidates come as features in a file.
+ONE_PATH_KINDS = ("synthetic", "youcook2-features")
+FEATURE_KINDS = ("youcook2-features", "msrvtt-features")
 
 
 def spec_forms_help() -> str:
@@ -106,13 +117,16 @@ class EvalSpec:
     """One benchmark to evaluate: adapter ``kind``, its annotation file/folder, its video folder.
 
     ``name`` (default: the kind) names the extracted dataset ``eval-<name>`` and the report folder.
-    ``synthetic`` takes the corpus folder as ``annotations`` and no ``videos``.
+    ``synthetic`` takes the corpus folder as ``annotations`` and no ``videos``. The released-feature kinds
+    (:data:`FEATURE_KINDS`) have no ``videos``: ``features`` is the features file, ``annotations`` the file
+    naming the queries (the features file itself for ``youcook2-features``, the CSV for ``msrvtt-features``).
     """
 
     kind: str
     annotations: Path
     videos: Path | None = None
     name: str | None = None
+    features: Path | None = None
 
     @property
     def dataset_name(self) -> str:
@@ -129,10 +143,16 @@ class EvalSpec:
         kind, _, name = key.strip().partition("/")
         if kind not in SPEC_FORMS:
             raise ValueError(f"unknown benchmark {kind!r}; forms: {', '.join(f for f, _ in SPEC_FORMS.values())}")
-        if kind == "synthetic":
+        if kind in ONE_PATH_KINDS:
             if not value:
                 raise ValueError(f"expected {SPEC_FORMS[kind][0]}, got {text!r}")
-            return cls(kind, Path(value), None, name or None)
+            features = Path(value) if kind in FEATURE_KINDS else None
+            return cls(kind, Path(value), None, name or None, features)
+        if kind == "msrvtt-features":  # FEATURES[:CSV]
+            feats, _, csv = value.partition(":")
+            if not feats:
+                raise ValueError(f"expected {SPEC_FORMS[kind][0]}, got {text!r}")
+            return cls(kind, Path(csv or feats), None, name or None, Path(feats))
         ann, sep, videos = value.partition(":")
         if not sep or not ann or not videos:
             raise ValueError(f"expected {SPEC_FORMS[kind][0]}, got {text!r}")

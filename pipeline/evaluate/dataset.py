@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from storage.sample import VideoFeatures
+
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".3gp")
 
 Localisation = Literal["crosstask", "mining"]
@@ -131,6 +133,9 @@ class EvalDataset:
     step_videos: list[StepVideo] = field(default_factory=list)
     localisation: Localisation | None = None
     log: ReadLog = field(default_factory=ReadLog)
+    # Candidates that come as features, not videos (the released evaluation features,
+    # pipeline.evaluate.adapters.released): clip video id -> its features; nothing is extracted for them.
+    clip_features: dict[str, VideoFeatures] = field(default_factory=dict, repr=False)
 
     @property
     def needed_video_ids(self) -> list[str]:
@@ -194,7 +199,7 @@ def no_candidate(ds: EvalDataset, detail: str = "") -> NoCandidateError:
 def require_candidates(ds: EvalDataset) -> None:
     """Raise :func:`no_candidate` when none of the videos the annotations need is present: a score over no
     candidate would be a number about nothing (before this rule every rank was 1: R@1 = 1.0)."""
-    if not ds.videos:
+    if not ds.videos and not ds.clip_features:
         raise no_candidate(ds)
 
 

@@ -126,7 +126,7 @@ def embed_dataset(
     present = np.zeros(n, dtype=bool)
     out_steps: dict[int, StepVideoInputs] = {}
     durations: dict[str, float] = {}
-    wanted = set(dataset.videos)
+    wanted = set(dataset.videos) | set(dataset.clip_features)
     done = 0
     for feats in videos:
         vid = feats.video_id
