@@ -1,8 +1,10 @@
-"""``mmcaps evaluate --model RUN --on KIND=...``: zero-shot retrieval and localisation of a trained run."""
+"""``mmcaps evaluate --model RUN --on KIND=... [--checkpoint final|best|step-N]``: zero-shot retrieval and
+localisation of a trained run."""
 
 from __future__ import annotations
 
 import argparse
+import inspect
 from pathlib import Path
 
 from flows.commands._common import print_metrics, quiet_prefect
@@ -19,6 +21,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model", required=True, metavar="RUN", help="run id of a finished training run")
+    parser.add_argument(
+        "--checkpoint",
+        default="final",
+        metavar="final|best|step-N",
+        help="which checkpoint of the run: final.pt (default), best.pt (the best validated step of a run that "
+        "validated while training) or checkpoints/step-N.pt",
+    )
     parser.add_argument("--on", action="append", required=True, metavar="KIND=FILES", help="a benchmark (see below)")
     parser.add_argument("--workspace", default=None, help="workspace root (default $MMCAPS_HOME or ./mmcaps-data)")
     parser.add_argument("--config", type=Path, default=None, help="EvalConfig YAML")
@@ -38,9 +47,23 @@ def run(args: argparse.Namespace) -> int:
     if args.set:
         cfg = cfg.with_updates(parse_set_option(args.set))
 
+    ws = Workspace(args.workspace)
+    extra = {}
+    if args.checkpoint != "final":
+        from pipeline.runs import RunFolder
+
+        RunFolder(ws, args.model).checkpoint_path(args.checkpoint)  # a missing checkpoint fails here, naming the run
+        extra["checkpoint"] = args.checkpoint
+
     quiet_prefect()
     from flows.pipeline import evaluate_flow
 
-    results = evaluate_flow(args.model, list(args.on), cfg, Workspace(args.workspace).root, args.force)
+    if extra and "checkpoint" not in inspect.signature(evaluate_flow.fn).parameters:
+        # The flow chain (evaluate_flow → score_task → pipeline.evaluate.run.score) scores final.pt until it takes a
+        # checkpoint name; refuse rather than report final.pt's numbers under another checkpoint's name.
+        raise SystemExit(
+            f"mmcaps evaluate --checkpoint {args.checkpoint}: this build's evaluate flow scores final.pt only"
+        )
+    results = evaluate_flow(args.model, list(args.on), cfg, ws.root, args.force, **extra)
     print_metrics(results)
     return 0

@@ -70,6 +70,9 @@ class TrainConfig(ResolvesPrecision, FingerprintedConfig):
     validate_on: tuple[str, ...] = runtime_field((), description="benchmarks scored while training")
     validate_every: int = runtime_field(1000, ge=1, description="steps between validations")
     best_metric: str = runtime_field("retrieval/video/R@10", description="[set/]task/modality/metric for best.pt")
+    # EvalConfig fields for validation (similarity, ks, modalities, ...); from_preset fills it with the preset's
+    # evaluate: section, so a run validates as `mmcaps run` evaluates it (paper presets: euclidean distance).
+    validate_eval: dict[str, Any] = runtime_field(default_factory=dict, description="EvalConfig fields for validation")
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -109,8 +112,11 @@ class TrainConfig(ResolvesPrecision, FingerprintedConfig):
         """The preset's ``model:`` and ``train:`` sections, then dotted ``overrides`` (``{"lr": 1e-4,
         "model.num_capsules": 64}``); errors name the preset."""
         raw = load_preset(name_or_path)
+        train = dict(raw.get("train", {}))
+        if raw.get("evaluate") and "validate_eval" not in train:
+            train["validate_eval"] = dict(raw["evaluate"])
         try:
-            cfg = cls.model_validate({**raw.get("train", {}), "model": raw["model"]})
+            cfg = cls.model_validate({**train, "model": raw["model"]})
         except ValueError as exc:
             raise ValueError(f"preset {name_or_path}: invalid config: {exc}") from exc
         return cfg.with_updates(dict(overrides or {})) if overrides else cfg

@@ -342,7 +342,8 @@ class _Validation:
         return self.validator is not None
 
     def due(self, step: int) -> bool:
-        return self.enabled and (step % self.cfg.validate_every == 0 or step == self.total_steps)
+        """Whether ``step`` is a validation step (the same answer on every rank; only rank 0 scores)."""
+        return step % self.cfg.validate_every == 0 or step == self.total_steps
 
     def restore(self, rows: list[dict[str, Any]]) -> None:
         """The best value among the validations of ``rows`` (the metrics a resumed run keeps)."""
@@ -384,6 +385,7 @@ def _build_validator(cfg: TrainConfig, workspace: Workspace, data: list[TrainDat
         audio_frames=cfg.audio_frames,
         use_audio=cfg.use_audio,
         device=str(_pick_device(cfg)),
+        eval_overrides=cfg.validate_eval,
         extract_missing=not ddp.distributed,
     )
 
@@ -640,8 +642,9 @@ def _train(
                 if ddp.main:
                     run.write_metrics(metrics)
                 if validate_now:
-                    if better:
-                        checkpoint(run.best_path, losses, {"validation": row["validation"], "best": validation.best})
+                    if better:  # every rank: the checkpoint gathers their RNG states
+                        extra = {"validation": row["validation"], "best": validation.best} if ddp.main else None
+                        checkpoint(run.best_path, losses, extra)
                     if ddp.main:
                         write_info("running", losses)
                         if on_validation is not None:

@@ -167,6 +167,7 @@ def validator_from_specs(
     audio_frames: int,
     use_audio: bool,
     device: str,
+    eval_overrides: dict[str, Any] | None = None,
     extract_missing: bool = True,
 ) -> Validator:
     """A :class:`Validator` over benchmarks named as ``mmcaps evaluate --on`` names them.
@@ -175,6 +176,7 @@ def validator_from_specs(
     the training data's ``extract_config`` (the engine's cache makes this a no-op when ``mmcaps evaluate`` or an
     earlier run already did it). ``extract_missing=False`` (several processes) only opens what is there and fails
     when a set has not been extracted. Query texts use the word vectors of that extract config, as evaluation does.
+    ``eval_overrides``: EvalConfig fields (``TrainConfig.validate_eval``); scoring runs on ``device``.
     """
     from pipeline.evaluate.config import EvalConfig
     from pipeline.evaluate.run import eval_dataset_name, extract, prepare_all
@@ -182,7 +184,7 @@ def validator_from_specs(
     from pipeline.extract.text import WordVectors
     from storage.dataset import open_dataset
 
-    cfg = EvalConfig(device=device)
+    cfg = EvalConfig.model_validate({**(eval_overrides or {}), "device": device})
     extract_cfg = ExtractConfig.model_validate(extract_config)
     if not extract_cfg.text.word2vec:
         raise ValueError("validation needs the training data's word vectors (its extract config names none)")

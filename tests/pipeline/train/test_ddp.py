@@ -1,5 +1,6 @@
-"""DDP: two CPU processes under torchrun (gloo) train on their halves of the shards and stay in lockstep, and with
-gathered negatives one step equals one process with the concatenated batch (loss, gradients, BatchNorm statistics)."""
+"""DDP: two CPU processes under torchrun (gloo) train on their halves of the shards and stay in lockstep (rank 0
+validating while the other waits), and with gathered negatives one step equals one process with the concatenated
+batch (loss, gradients, BatchNorm statistics)."""
 
 from __future__ import annotations
 
@@ -23,12 +24,16 @@ import json, os, sys
 sys.path[:0] = [{repo!r}, {here!r}]
 import torch
 torch.set_num_threads(1)
-from train_data_helpers import tiny_config
+from train_data_helpers import held_out_set, make_videos, tiny_config
 from pipeline.train import train, TrainData
+from pipeline.train.validate import Validator
 from storage.workspace import Workspace
 data = TrainData(**json.loads(sys.argv[1]))
-cfg = tiny_config(batch_size=8, n_pair=4, max_steps=30, lr=3e-3, checkpoint_every=15, log_every=1)
-result = train([data], cfg, Workspace(sys.argv[2]), run_id="ddp")
+cfg = tiny_config(batch_size=8, n_pair=4, max_steps=30, lr=3e-3, checkpoint_every=15, log_every=1, validate_every=10)
+# Rank 0 scores four of the training videos every 10 steps (the other rank waits for it, then both checkpoint).
+vset = held_out_set(make_videos(48, seed=5, n_concepts=192, distinct=True)[:4], 192, 5)
+validator = Validator([vset], audio_frames=cfg.audio_frames, use_audio=cfg.use_audio)
+result = train([data], cfg, Workspace(sys.argv[2]), run_id="ddp", validator=validator)
 rank = os.environ["RANK"]
 with open(os.path.join(sys.argv[3], f"rank-{{rank}}.json"), "w") as fh:
     json.dump({{"checksum": result.param_checksum, "steps": result.steps, "world": os.environ["WORLD_SIZE"]}}, fh)
@@ -67,6 +72,9 @@ def test_two_cpu_processes_under_torchrun(tmp_path):
     assert first == pytest.approx(6 * math.log(64), abs=0.05)
     assert last < first - 0.1, f"loss did not fall: {losses}"
     assert rows[0]["samples_per_s"] > 0
+    assert [r["step"] for r in rows if "validation" in r] == [10, 20, 30]
+    assert info["best"]["step"] in (10, 20, 30) and (run / "best.pt").exists()
+    assert (run / "checkpoints" / "step-20.pt").exists()  # a validated step has its checkpoint (older ones pruned)
 
 
 _GRADIENT_SCRIPT = """

@@ -9,25 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from train_data_helpers import concept_tables, make_videos, tiny_config, write_train_data
+from train_data_helpers import held_out_set, make_videos, tiny_config, write_train_data
 
 from pipeline.evaluate.config import EvalConfig
-from pipeline.evaluate.dataset import ClipRef, EvalDataset, Query
 from pipeline.evaluate.embed import embed_dataset
 from pipeline.evaluate.score import score_dataset
 from pipeline.runs import RunFolder
 from pipeline.train import train
-from pipeline.train.validate import METRIC_TABLES, ValidationSet, Validator, best_value, improves, parse_metric
+from pipeline.train.validate import METRIC_TABLES, Validator, best_value, improves, parse_metric
 from storage.workspace import Workspace
 
 N_CONCEPTS, SEED = 64, 5
-
-
-def _encoder(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """ "concept c" → the concept's word vector (the test's vocabulary), as the run's word vectors would encode it."""
-    table = concept_tables(N_CONCEPTS, SEED)["w2v"]
-    rows = [table[int(t.split()[1])] for t in texts]
-    return np.stack(rows).astype(np.float32), np.ones(len(texts), dtype=np.int64)
 
 
 @pytest.fixture(scope="module")
@@ -35,24 +27,11 @@ def setup(tmp_path_factory):
     # 16 videos x 4 captions, each caption its own concept: 12 train, 4 held out (16 clips, 16 queries)
     videos = make_videos(16, n_concepts=N_CONCEPTS, seed=SEED, distinct=True)
     data = write_train_data(tmp_path_factory.mktemp("validation"), videos[:12], per_shard=4)
-    held_out = videos[12:]
-    clips = [ClipRef(v.video_id, s, e) for v in held_out for s, e in zip(v.captions.start, v.captions.end, strict=True)]
-    texts = [t for v in held_out for t in v.captions.text]
-    dataset = EvalDataset(
-        name="held-out",
-        kind="csv",
-        source="test",
-        videos={v.video_id: Path(f"/nowhere/{v.video_id}.mp4") for v in held_out},
-        clips=clips,
-        queries=[Query(t, i) for i, t in enumerate(texts)],
-    )
-    return data, held_out, dataset
+    return data, held_out_set(videos[12:], N_CONCEPTS, SEED)
 
 
 def _validator(setup, cfg) -> Validator:
-    _, held_out, dataset = setup
-    vset = ValidationSet("held-out", dataset, lambda: iter(held_out), _encoder)
-    return Validator([vset], audio_frames=cfg.audio_frames, use_audio=cfg.use_audio)
+    return Validator([setup[1]], audio_frames=cfg.audio_frames, use_audio=cfg.use_audio)
 
 
 def _cfg(**kw):
@@ -62,14 +41,15 @@ def _cfg(**kw):
 
 def _evaluate_checkpoint(ws: Workspace, run_id: str, which: str, setup) -> dict:
     """The checkpoint scored as `mmcaps evaluate` scores a run (pipeline.evaluate.run.score's steps)."""
-    _, held_out, dataset = setup
+    vset = setup[1]
+    dataset = vset.dataset
     net, train_cfg, _ = RunFolder(ws, run_id).load_model(which)
     cfg = EvalConfig()
     emb = embed_dataset(
         dataset,
-        iter(held_out),
+        vset.videos(),
         net,
-        _encoder,
+        vset.encode_sentences,
         audio_frames=train_cfg.audio_frames,
         with_audio=train_cfg.use_audio and "video+audio" in cfg.modalities,
         batch_size=cfg.batch_size,

@@ -168,3 +168,29 @@ def write_train_data(
         fingerprint=fingerprint,
         extract_config={"note": "synthetic test features"},
     )
+
+
+def held_out_set(videos: list[VideoFeatures], n_concepts: int, seed: int, name: str = "held-out"):
+    """A validation set over ``videos`` (made by :func:`make_videos` with ``n_concepts`` and ``seed``): one clip per
+    caption, its caption text as the query, and a sentence encoder that maps "concept c" to the concept's word
+    vector (as the run's word vectors would encode it). Returns a ``pipeline.train.validate.ValidationSet``."""
+    from pipeline.evaluate.dataset import ClipRef, EvalDataset, Query
+    from pipeline.train.validate import ValidationSet
+
+    table = concept_tables(n_concepts, seed)["w2v"]
+
+    def encode(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        rows = [table[int(t.split()[1])] for t in texts]
+        return np.stack(rows).astype(np.float32), np.ones(len(texts), dtype=np.int64)
+
+    clips = [ClipRef(v.video_id, s, e) for v in videos for s, e in zip(v.captions.start, v.captions.end, strict=True)]
+    texts = [t for v in videos for t in v.captions.text]
+    dataset = EvalDataset(
+        name=name,
+        kind="csv",
+        source="test",
+        videos={v.video_id: Path(f"/nowhere/{v.video_id}.mp4") for v in videos},
+        clips=clips,
+        queries=[Query(t, i) for i, t in enumerate(texts)],
+    )
+    return ValidationSet(name, dataset, lambda: iter(videos), encode)

@@ -1,0 +1,43 @@
+"""`mmcaps train --validate-on` through the train flow, against `mmcaps evaluate` of the same run: the validation
+numbers of the last step equal the evaluation's metrics.json of final.pt.
+
+Runs in a copy of the session's trained demo workspace (datasets synthetic-train and eval-synthetic already
+extracted), so nothing is extracted again: validation finds the evaluation set's features in the feature store.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from flows.cli import main
+from pipeline.runs import RunFolder
+from pipeline.train.validate import METRIC_TABLES
+from storage import Workspace
+
+pytestmark = pytest.mark.slow
+
+
+def test_validation_while_training_equals_mmcaps_evaluate(trained_demo, tmp_path, capsys):
+    ws_root = tmp_path / "ws"
+    shutil.copytree(trained_demo.workspace, ws_root)
+    on = f"synthetic={trained_demo.corpus}"
+    train = ["train", "--dataset", "synthetic-train", "--preset", "demo", "--run-id", "validated"]
+    train += ["--set", "max_steps=6", "--validate-on", on, "--validate-every", "3", "--workspace", str(ws_root)]
+    assert main(train) == 0
+    run = RunFolder(Workspace(ws_root), "validated")
+    validated = [r for r in run.metrics() if "validation" in r]
+    assert [r["step"] for r in validated] == [3, 6]
+    assert run.info()["best"]["metric"] == "retrieval/video/R@10"
+    assert (ws_root / "models" / "validated" / "checkpoints" / "step-3.pt").exists()
+    capsys.readouterr()
+
+    assert main(["evaluate", "--model", "validated", "--on", on, "--workspace", str(ws_root)]) == 0
+    written = json.loads((ws_root / "evals" / "validated" / "synthetic" / "metrics.json").read_text())
+    assert written["checkpoint"].endswith("final.pt")
+    expected = {k: written[k] for k in METRIC_TABLES if k in written}
+    assert validated[-1]["validation"]["synthetic"] == expected
+    table = expected["retrieval"]["video"]
+    print(f"step 6: validation = evaluation: text->video R@1 {table['R@1']:.3f}, median rank {table['median_rank']}")
