@@ -112,9 +112,12 @@ def index_flow(
 
     merge = merge_task.with_options(result_storage=store, refresh_cache=force)
     margs = (run_id, dataset, config, ws.root, plan.fingerprint, force)
-    summary = merge(*margs)
+    state = merge(*margs, return_state=True)
+    summary = state.result()
     if not _index_is(ws, run_id, dataset, plan.fingerprint):  # the cached generation was deleted since
         summary = merge.with_options(refresh_cache=True)(*margs)
+    elif state.name == "Cached":  # the record is of the run that wrote this generation: nothing was added now
+        summary.update(unchanged=True, new_videos=0, reused_videos=summary["videos"])
     progress.update(1, 1)
 
     key = artifacts.artifact_key("index", run_id, dataset)

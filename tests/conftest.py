@@ -123,12 +123,11 @@ class TrainedDemo:
     def restore_videos(self, source: str, name: str, videos: tuple[str, ...]) -> None:
         """Append ``source``'s manifest rows of ``videos`` to dataset ``name`` (as an extraction run appends them)."""
         import pyarrow.compute as pc
-        import pyarrow.parquet as pq
 
         from storage import Workspace
         from storage.manifest import Manifest
 
-        table = pq.read_table(self.workspace / "datasets" / source / "manifest.parquet")
+        table = Manifest(Workspace(self.workspace), source).read()
         rows = table.filter(pc.is_in(table.column("video_id"), value_set=pa_array(list(videos))))
         Manifest(Workspace(self.workspace), name).append(rows)
 

@@ -87,7 +87,9 @@ class SearchIndex:
             if name in files
         }
         self._approx: dict[str, ApproxIndex | None] = {}
-        self._columns = {name: self.clips.column(name).to_numpy(zero_copy_only=False) for name in self.clips.column_names}
+        self._columns = {
+            name: self.clips.column(name).to_numpy(zero_copy_only=False) for name in self.clips.column_names
+        }
 
     @classmethod
     def open(cls, run: RunFolder, dataset: str, *, mmap: bool = True) -> SearchIndex:

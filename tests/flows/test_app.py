@@ -30,15 +30,16 @@ def served(trained_demo):
     """The app over dataset ``search-app`` (a copy of the held-out split), plus a symlink out of its video folder."""
     trained_demo.copy_dataset("eval-synthetic", DATASET)
     build_index(RunFolder(Workspace(trained_demo.workspace), trained_demo.run_id), DATASET, IndexConfig())
-    videos = trained_demo.corpus / "eval" / "videos"
-    secret = trained_demo.corpus / "secret.txt"
+    searcher = Searcher.open(trained_demo.workspace, trained_demo.run_id, DATASET)
+    videos = Path(searcher.index.row(0)["source"]).parent  # the folder the dataset's videos were extracted from
+    secret = videos.parent / "secret.txt"
     secret.write_text("not for the web")
     link = videos / "leak.mp4"
-    if not link.exists():
+    if not link.is_symlink():
         link.symlink_to(secret)
-    searcher = Searcher.open(trained_demo.workspace, trained_demo.run_id, DATASET)
     with AppThread(create_app(searcher)) as url:
         yield trained_demo, searcher, url, videos
+    link.unlink()
 
 
 def _raw_get(url: str, path: str) -> tuple[int, bytes]:
