@@ -54,35 +54,45 @@ class EvalConfig(FingerprintedConfig):
     :mod:`pipeline.evaluate.metrics`); no field chooses between them.
     """
 
-    modalities: tuple[Modality, ...] = ("video", "video+audio")  # "video+audio": sum of the two embeddings
-    ks: tuple[int, ...] = (1, 5, 10)
-    # dot (what the loss trains), cosine, or euclidean (negative squared distance: the paper's ranking; the
-    # "paper" preset sets it). Every report names the one used.
-    similarity: Literal["dot", "cosine", "euclidean"] = "dot"
-    youcook2_subset: str = "validation"
+    modalities: tuple[Modality, ...] = Field(
+        ("video", "video+audio"), description="query against video, and video+audio (the sum of the two embeddings)"
+    )
+    ks: tuple[int, ...] = Field((1, 5, 10), description="the K of R@K")
+    # Every report names the similarity used.
+    similarity: Literal["dot", "cosine", "euclidean"] = Field(
+        "dot",
+        description="dot (what the loss trains), cosine, or euclidean (negative squared distance: the paper's "
+        "ranking; the paper preset sets it)",
+    )
+    youcook2_subset: str = Field("validation", description="YouCook2 subset scored (the release has no test labels)")
     # Ordered segmentation (Mining YouTube, and CrossTask's IoU/IoD): a background second scores log(1/K) + this,
     # on per-second log-softmax over the video's K distinct classes (a second goes to a class when that class is
     # more probable than uniform by this margin).
-    background_margin: float = 0.0
-    # Localisation audio per second t: the mel window of this length around t, as MCN's evaluation
-    # (cvpr19_dataloader.py: [t-4, t+4) s, shifted inside the video at its ends).
-    localisation_audio_window_s: float = Field(8.0, gt=0)
-    # Mining YouTube's 513-line class dictionary (mapping_without_meta.txt); None: found beside the annotations.
-    mining_dictionary: str | None = None
-    # Mining YouTube frame-level ground truth (groundTruth/<vid>.txt); None: a groundTruth/ folder beside them.
-    mining_ground_truth: str | None = None
-    chance_simulations: int = Field(200, ge=1)  # seeded random rankings/segmentations for chance medians, IoU
-    seed: int = 0
+    background_margin: float = Field(0.0, description="ordered segmentation: a background second's margin over 1/K")
+    # As MCN's evaluation (cvpr19_dataloader.py: [t-4, t+4) s, shifted inside the video at its ends).
+    localisation_audio_window_s: float = Field(8.0, gt=0, description="seconds of audio around each localised second")
+    mining_dictionary: str | None = Field(
+        None, description="Mining YouTube's mapping_without_meta.txt; unset: found beside the annotations"
+    )
+    mining_ground_truth: str | None = Field(
+        None, description="Mining YouTube frame-level groundTruth/ folder; unset: a groundTruth/ beside them"
+    )
+    chance_simulations: int = Field(
+        200, ge=1, description="seeded random rankings/segmentations behind the chance medians and IoU"
+    )
+    seed: int = Field(0, description="seed of the chance simulations")
 
-    chunk_size: int = runtime_field(1024, ge=1)  # queries scored per block (memory ~ chunk_size x candidates)
-    batch_size: int = runtime_field(256, ge=1)  # clips per forward pass
-    device: str = runtime_field("cpu")
-    figures: tuple[Figure, ...] = runtime_field(("recall", "topk", "capsules", "localisation"))
-    n_examples: int = runtime_field(3, ge=0)  # queries shown with their top-k clips
-    top_k_shown: int = runtime_field(5, ge=1)
-    n_capsules: int = runtime_field(4, ge=0)  # capsules shown with the clips that activate them most
-    capsule_top: int = runtime_field(4, ge=1)
-    thumbnail_width: int = runtime_field(160, ge=16)
+    chunk_size: int = runtime_field(1024, ge=1, description="queries scored per block (memory ~ chunk x candidates)")
+    batch_size: int = runtime_field(256, ge=1, description="clips per forward pass")
+    device: str = runtime_field("cpu", description="cpu, cuda or cuda:N")
+    figures: tuple[Figure, ...] = runtime_field(
+        ("recall", "topk", "capsules", "localisation"), description="figures drawn in the report"
+    )
+    n_examples: int = runtime_field(3, ge=0, description="queries shown with their top-k clips")
+    top_k_shown: int = runtime_field(5, ge=1, description="clips shown per example query")
+    n_capsules: int = runtime_field(4, ge=0, description="capsules shown with the clips that activate them most")
+    capsule_top: int = runtime_field(4, ge=1, description="clips shown per capsule")
+    thumbnail_width: int = runtime_field(160, ge=16, description="thumbnail width in pixels")
 
     @classmethod
     def from_preset(cls, name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> EvalConfig:

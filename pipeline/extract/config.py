@@ -40,12 +40,15 @@ def _file_payload(value: str, what: str) -> str:
 class Rgb2dConfig(FingerprintedConfig):
     """2D appearance features: ResNet-152 pooled over space, one row per ``fps`` frame."""
 
-    arch: Literal["resnet152"] = "resnet152"
-    # "random" (seeded + BatchNorm calibration), a torchvision weights name ("IMAGENET1K_V1"), or a local file.
-    weights: str = RANDOM
-    fps: float = Field(1.0, gt=0)
-    size: int = Field(224, ge=32)  # short side after scaling; no crop
-    batch_size: int = runtime_field(16, ge=1)  # frames per forward pass (also the decoded chunk)
+    arch: Literal["resnet152"] = Field("resnet152", description="the 2D network (HowTo100M: ResNet-152)")
+    weights: str = Field(
+        RANDOM,
+        description="random (seeded, BatchNorm-calibrated stand-in), a torchvision weights name (IMAGENET1K_V1, the "
+        "release's), or a local state-dict file",
+    )
+    fps: float = Field(1.0, gt=0, description="frames per second fed to the network (one feature row each)")
+    size: int = Field(224, ge=32, description="short side after scaling, in pixels; no crop")
+    batch_size: int = runtime_field(16, ge=1, description="frames per forward pass (also the decoded chunk)")
 
     def fingerprint_payload(self) -> dict[str, Any]:
         out = super().fingerprint_payload()
@@ -61,9 +64,14 @@ class Rgb3dConfig(FingerprintedConfig):
     ``pipeline.extract.recipes.RECIPES_3D`` and enter the fingerprint with the architecture's name.
     """
 
-    arch: Literal["resnext101", "slow_r50", "x3d_m", "r2plus1d_r50"] = "resnext101"
-    weights: str = RANDOM  # "random" or a local checkpoint (resnext101.pth / resnext-101-kinetics.pth layouts)
-    batch_size: int = runtime_field(4, ge=1)  # windows per forward pass (also the decoded chunk)
+    arch: Literal["resnext101", "slow_r50", "x3d_m", "r2plus1d_r50"] = Field(
+        "resnext101", description="the 3D network (HowTo100M: ResNeXt-101); each has its own frame rate and window"
+    )
+    weights: str = Field(
+        RANDOM,
+        description="random (seeded stand-in) or a local checkpoint (resnext101.pth or resnext-101-kinetics.pth)",
+    )
+    batch_size: int = runtime_field(4, ge=1, description="windows per forward pass (also the decoded chunk)")
 
     def fingerprint_payload(self) -> dict[str, Any]:
         out = super().fingerprint_payload()
@@ -76,19 +84,22 @@ class Rgb3dConfig(FingerprintedConfig):
 class AudioConfig(FingerprintedConfig):
     """Log-mel spectrogram (recipe constants in ``pipeline.extract.audio``)."""
 
-    enabled: bool = True
-    sample_rate: Literal[16000] = 16000
-    n_mels: int = Field(40, ge=1)
-    fmin: float = Field(20.0, ge=0)
+    enabled: bool = Field(True, description="extract the log-mel audio stream (off: every video has no audio)")
+    sample_rate: Literal[16000] = Field(16000, description="Hz, mono")
+    n_mels: int = Field(40, ge=1, description="mel bands")
+    fmin: float = Field(20.0, ge=0, description="lowest mel band edge, Hz")
 
 
 class TextConfig(FingerprintedConfig):
     """Caption vectors: max over word2vec vectors of in-vocabulary tokens."""
 
-    # word2vec binary/text file (GoogleNews-vectors-negative300.bin). None: every caption gets a zero vector and
-    # counts as out-of-vocabulary. Fingerprinted by content hash.
-    word2vec: str | None = None
-    dim: int = Field(300, ge=1)
+    # Fingerprinted by content hash, not path: moving the file keeps the fingerprint, replacing it changes it.
+    word2vec: str | None = Field(
+        None,
+        description="word2vec binary or text file (GoogleNews-vectors-negative300.bin); unset: every caption gets a "
+        "zero vector",
+    )
+    dim: int = Field(300, ge=1, description="dimension of the word vectors")
 
     def fingerprint_payload(self) -> dict[str, Any]:
         out = super().fingerprint_payload()
@@ -106,26 +117,31 @@ class ExtractConfig(ResolvesPrecision, FingerprintedConfig):
     fingerprints and features made the same way share them, whatever the spelling of the setting.
     """
 
-    rgb2d: Rgb2dConfig = Field(default_factory=Rgb2dConfig)
-    rgb3d: Rgb3dConfig = Field(default_factory=Rgb3dConfig)
-    audio: AudioConfig = Field(default_factory=AudioConfig)
-    text: TextConfig = Field(default_factory=TextConfig)
-    # auto: bf16 where the device multiplies in bf16 (CUDA sm80+, CPUs with AVX-512 BF16 or AMX), fp32 elsewhere
-    # (pipeline.hardware). An explicit bf16 where it is only emulated warns: it is 2-80x slower than fp32 there.
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    # The ffmpeg that decodes: "pinned" (the imageio-ffmpeg wheel's static build, the same on every host),
-    # "system" (ffmpeg on PATH) or a path. Its version is fingerprinted: builds decode to slightly different lengths.
-    ffmpeg: str = "pinned"
-    seed: int = 0  # initialisation and calibration of "random" backbones
-    # Extract only the first max_seconds of every video (tests, previews). None: the whole video.
-    max_seconds: float | None = Field(None, gt=0)
-    device: str | None = runtime_field(None)  # None: cuda when available, else cpu
-    # torch.compile the backbones (Inductor, frozen weights): ~2x faster networks after seconds of compilation per
-    # input size; for long extractions. Same features up to rounding, so not fingerprinted (pipeline.extract.runner).
-    compile: bool = runtime_field(False)
-    queue_chunks: int = runtime_field(4, ge=1)  # decoded chunks buffered ahead of the networks
-    timeout_s: float = runtime_field(120.0, gt=0)  # longest ffmpeg may go without output
-    download: bool = runtime_field(False)  # let torchvision download named weights into $TORCH_HOME
+    rgb2d: Rgb2dConfig = Field(default_factory=Rgb2dConfig, description="2D appearance stream (1 row per second)")
+    rgb3d: Rgb3dConfig = Field(default_factory=Rgb3dConfig, description="3D motion stream (1.5 rows per second)")
+    audio: AudioConfig = Field(default_factory=AudioConfig, description="log-mel audio stream (100 columns per second)")
+    text: TextConfig = Field(default_factory=TextConfig, description="caption vectors (one row per caption)")
+    # An explicit bf16 where it is only emulated warns: it is 2-80x slower than fp32 there (pipeline.hardware).
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 where the GPU or CPU multiplies in bf16 (sm80+, AVX-512 BF16, AMX), else fp32"
+    )
+    # Builds decode to slightly different lengths, hence the version in the fingerprint.
+    ffmpeg: str = Field(
+        "pinned",
+        description="pinned (the imageio-ffmpeg build, the same on every host), system (ffmpeg on PATH), or a path",
+    )
+    seed: int = Field(0, description="initialisation and calibration of random backbones")
+    max_seconds: float | None = Field(
+        None, gt=0, description="extract only the first max_seconds of every video (previews, tests); unset: whole"
+    )
+    device: str | None = runtime_field(None, description="cpu, cuda, cuda:N; unset: cuda when available")
+    # Same features up to rounding, so not fingerprinted (pipeline.extract.runner).
+    compile: bool = runtime_field(
+        False, description="torch.compile the backbones: faster after 10-30 s of compilation; for long extractions"
+    )
+    queue_chunks: int = runtime_field(4, ge=1, description="decoded chunks buffered ahead of the networks")
+    timeout_s: float = runtime_field(120.0, gt=0, description="longest ffmpeg may go without output, seconds")
+    download: bool = runtime_field(False, description="let torchvision download named weights into $TORCH_HOME")
 
     def stand_ins(self) -> list[str]:
         """What in this config makes features that are stand-ins, not the paper's (said at the start of a run, in its
