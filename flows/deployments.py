@@ -7,7 +7,9 @@
 * ``train-<dataset>`` has a trigger: it starts when an extract run of that dataset completes with new videos
   (the extract flow emits ``mmcaps.extract.completed`` for the dataset's resource only then).
 
-``mmcaps serve`` registers them (``apply``) and, unless ``--register-only``, serves them in this process.
+Each deployment runs one flow run at a time (``concurrency_limit=1``): an extraction that outlasts the interval
+makes the next scheduled one wait. ``mmcaps serve`` registers them (``apply``) and, unless ``--register-only``,
+serves them in this process.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ def build_deployments(
             "workspace": workspace,
         },
         tags=["mmcaps", "extract"],
+        # One run at a time: a re-scan that outlasts the interval makes the next one wait, never overlap (the
+        # dataset's writer lock would refuse it anyway; this keeps it out of the failed runs).
+        concurrency_limit=1,
         **schedule,
     )
     trigger = DeploymentEventTrigger(
@@ -63,5 +68,6 @@ def build_deployments(
         parameters={"datasets": [dataset], "config": train_cfg.model_dump(mode="json"), "workspace": workspace},
         triggers=[trigger],
         tags=["mmcaps", "train"],
+        concurrency_limit=1,
     )
     return [extract, train]

@@ -14,7 +14,7 @@ import sys
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4200
@@ -105,6 +105,25 @@ def server_command(host: str, port: int, python: str | None = None) -> list[str]
         str(port),
         "--analytics-off",
     ]
+
+
+def with_password(url: str, password_file: str | os.PathLike[str]) -> str:
+    """``url`` with the password read from ``password_file`` (a Docker secret): the password never appears on a
+    command line (``ps``, ``docker inspect``), only in the server child's environment."""
+    path = Path(password_file)
+    try:
+        password = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise FileNotFoundError(f"{path}: cannot read the database password ({exc.strerror})") from exc
+    if not password:
+        raise ValueError(f"{path}: the database password file is empty")
+    parts = urlsplit(url)
+    if parts.password:
+        raise ValueError(f"database URL {redact_url(url)!r} has a password already; give it one way")
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def server_env(

@@ -35,6 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "added); default: Prefect's SQLite database in PREFECT_HOME",
     )
     parser.add_argument(
+        "--database-password-file",
+        metavar="FILE",
+        help="read the database password from FILE (a Docker secret) into the URL, instead of writing it in "
+        "--database-url where ps and docker inspect show it",
+    )
+    parser.add_argument(
         "--prefect-home", metavar="DIR", help="PREFECT_HOME for the server (its SQLite database lives there)"
     )
     parser.add_argument(
@@ -49,11 +55,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise ValueError(f"--port {args.port} is not a TCP port (1-65535)")
+    database_url = args.database_url
+    if args.database_password_file:
+        if not database_url:
+            raise ValueError("--database-password-file needs --database-url (without a password)")
+        database_url = server.with_password(database_url, args.database_password_file)
     env = server.server_env(
         os.environ,
         host=args.host,
         port=args.port,
-        database_url=args.database_url,
+        database_url=database_url,
         prefect_home=args.prefect_home,
         ui_api_url=args.ui_api_url,
     )

@@ -26,6 +26,7 @@ from flows.cli import build_parser
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
 MMCAPS_TARGETS = {"mmcaps:cpu": "cpu", "mmcaps:cuda": "cuda"}
+IMAGES = {**MMCAPS_TARGETS, "mmcaps:server": "server"}  # the server's image: Prefect without torch
 
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -175,10 +176,15 @@ def test_compose_services(compose):
     assert srv["depends_on"]["postgres"]["condition"] == "service_healthy"
     cmd = srv["command"]
     db_url = cmd[cmd.index("--database-url") + 1]
-    assert server.normalise_database_url(db_url).startswith("postgresql+asyncpg://prefect:")
+    assert server.normalise_database_url(db_url).startswith("postgresql+asyncpg://prefect@")
     assert f"@postgres:5432/{pg['environment']['POSTGRES_DB']}" in db_url
-    assert db_url.split("//")[1].split(":")[1].split("@")[0] == pg["environment"]["POSTGRES_PASSWORD"]
+    # The password is a secret file that both read: on no command line, in no environment variable.
+    secret = cmd[cmd.index("--database-password-file") + 1]
+    assert pg["environment"]["POSTGRES_PASSWORD_FILE"] == secret == "/run/secrets/postgres_password"
+    assert "POSTGRES_PASSWORD" not in pg["environment"] and "postgres_password" in compose["secrets"]
+    assert srv["secrets"] == pg["secrets"] == ["postgres_password"]
     assert "/api/health" in " ".join(srv["healthcheck"]["test"])
+    assert srv["image"] == "mmcaps:server" and srv["build"]["target"] == "server"
 
     for name in ("worker", "worker-gpu"):
         worker = services[name]
@@ -186,6 +192,10 @@ def test_compose_services(compose):
         assert worker["depends_on"]["server"]["condition"] == "service_healthy"
         assert "./videos:/videos:ro" in worker["volumes"], "the video source is mounted read-only"
         assert any(v.endswith(":/workspace") for v in worker["volumes"])
+        assert worker["shm_size"] == "2gb", "loader workers need more than Docker's 64 MB of /dev/shm"
+        assert "PREFECT_API_URL" in " ".join(worker["healthcheck"]["test"]) and "/health" in " ".join(
+            worker["healthcheck"]["test"]
+        )
 
     gpu = services["worker-gpu"]
     assert gpu["profiles"] == ["gpu"]
@@ -201,7 +211,7 @@ def test_compose_images_are_built_here_or_pinned(compose, dockerfile):
             build = service["build"]
             assert (DOCKER / build["context"] / build["dockerfile"]).resolve() == DOCKER / "Dockerfile"
             assert build["target"] in dockerfile, f"{name}: no stage {build['target']!r} in docker/Dockerfile"
-            assert MMCAPS_TARGETS.get(image) == build["target"], f"{name}: image {image} vs target"
+            assert IMAGES.get(image) == build["target"], f"{name}: image {image} vs target"
         else:
             assert is_pinned_official(image), f"{name}: {image} is neither built here nor a pinned official image"
 
@@ -210,7 +220,7 @@ def test_compose_mmcaps_commands_parse(compose):
     parser = build_parser()
     seen = set()
     for name, service in compose["services"].items():
-        if service["image"] not in MMCAPS_TARGETS or "entrypoint" in service:
+        if service["image"] not in IMAGES or "entrypoint" in service:
             continue
         argv = [str(a) for a in service["command"]]
         try:
@@ -301,6 +311,13 @@ def test_prefect_yaml_passes_prefects_own_validation(prefect_project):
     by_name = {d.name: d for d in model.deployments}
     (schedule,) = by_name["extract"].schedules
     assert isinstance(schedule, RawScheduleConfig) and schedule.interval == timedelta(hours=1)
+    # As `mmcaps serve`: one run at a time of extract and train, and train triggered by new videos.
+    raw = {d["name"]: d for d in prefect_project["deployments"]}
+    assert raw["extract"]["concurrency_limit"] == raw["train"]["concurrency_limit"] == 1
+    (trigger,) = raw["train"]["triggers"]
+    assert trigger["expect"] == ["mmcaps.extract.completed"]
+    dataset = raw["train"]["parameters"]["datasets"][0]
+    assert trigger["match"]["prefect.resource.id"] == f"mmcaps.dataset.{dataset}" == "mmcaps.dataset.videos"
     assert all(d.work_pool is not None and d.work_pool.name == "mmcaps-process" for d in model.deployments)
 
 

@@ -299,6 +299,8 @@ def test_serve_registers_schedules_and_trigger(prefect_api, tmp_path, capsys):
     assert extract.parameters["source"] == str(src) and extract.parameters["dataset"] == "lab"
     assert not train.schedules
     assert train.parameters["datasets"] == ["lab"]
+    # One run at a time each: a re-scan that outlasts its interval waits instead of overlapping.
+    assert extract.global_concurrency_limit.limit == train.global_concurrency_limit.limit == 1
     assert automations, "the training trigger was not registered"
     trigger = automations[0].trigger
     assert "mmcaps.extract.completed" in trigger.expect

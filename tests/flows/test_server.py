@@ -312,3 +312,21 @@ def test_server_on_postgresql_records_a_flow_run(postgres, tmp_path):
             capture_output=True, text=True, check=True,
         )  # fmt: skip
         assert row.stdout.strip() == "COMPLETED"
+
+
+def test_database_password_from_a_file(tmp_path):
+    """`--database-password-file` (a Docker secret) puts the password into the URL the child reads, not on a command
+    line; special characters are quoted; a URL that has one already, or an empty file, is refused."""
+    from flows import server as srv
+
+    secret = tmp_path / "postgres_password"
+    secret.write_text("p@ss:w/rd\n")
+    url = srv.with_password("postgresql://prefect@postgres:5432/prefect", secret)
+    assert url == "postgresql://prefect:p%40ss%3Aw%2Frd@postgres:5432/prefect"
+    env = srv.server_env({}, host="127.0.0.1", port=4200, database_url=url)
+    assert env[srv.DATABASE_URL_ENV].startswith("postgresql+asyncpg://prefect:p%40ss%3Aw%2Frd@postgres:5432/")
+    with pytest.raises(ValueError, match="has a password already"):
+        srv.with_password("postgresql://prefect:x@postgres/prefect", secret)
+    secret.write_text("\n")
+    with pytest.raises(ValueError, match="is empty"):
+        srv.with_password("postgresql://prefect@postgres/prefect", secret)
