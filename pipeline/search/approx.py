@@ -127,7 +127,7 @@ def build_ivf(
     nlist: int | None = None,
     target_recall: float = 0.95,
     seed: int = 0,
-    block_rows: int = 65_536,
+    block_rows: int = 65_536,  # rows added to the index at a time
 ) -> ApproxIndex:
     """Train IVF-Flat on a seeded sample of ``sum(parts)`` [N, D], add every row, choose nprobe (module doc).
 

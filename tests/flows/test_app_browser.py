@@ -98,7 +98,8 @@ def test_query_shows_tiles_and_a_click_plays_from_the_clip_start(page):
     )
     assert tab.get_attribute("#video", "src").endswith(f"/media/{hit.video_id}.mp4")
     assert hit.video_id in tab.inner_text("#now-playing")
-    tab.wait_for_timeout(300)  # a frame on screen for the screenshot
+    tab.wait_for_function("document.querySelector('#video').readyState >= 2", timeout=10_000)
+    tab.wait_for_timeout(600)  # a decoded frame on screen for the screenshot
     _screenshot(tab, "search.png")
 
 
