@@ -168,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nload average (1, 5, 15 min) at the start {load_start}, at the end {load_end}")
     print()
     print(format_table(rows))
+    print()
+    print(format_targets(rows, device))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         settings = {k: v for k, v in vars(args).items() if k not in ("func", "json")}
@@ -222,6 +224,63 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             f"| {r['step_s']:.3f} | {r['peak_bytes'] / 2**20:.0f} | {fmt('mac_ratio')} | {fmt('step_ratio')} "
             f"| {fmt('memory_ratio')} | {fmt('paper_step_ratio')} | {fmt('paper_memory_ratio')} |"
         )
+    return "\n".join(lines)
+
+
+def format_targets(rows: list[dict[str, Any]], device: str) -> str:
+    """The ratios the paper's claims come down to, each beside its target and the paper's own figure.
+
+    self-attention vs no routing (target: at most 1.1x the step time), vs dynamic routing as reference code stores
+    it (at most 0.5x time and memory), vs this package's einsum dynamic routing (time beside MACs: the einsum version
+    removes the memory gap, so what is left is arithmetic), and C=256 vs C=32 (time beside MACs).
+    """
+    by = {(r["group"], r["label"]): r for r in rows if "error" not in r}
+    routing, capsules = "routing C=64 d1=d2=16", "self_attention d1=32 d2=256"
+
+    def ratio(group: str, a: str, b: str, key: str) -> float | None:
+        x, y = by.get((group, a)), by.get((group, b))
+        if x is None or y is None or not y.get(key):
+            return None
+        return x[key] / y[key]
+
+    def paper(table: dict[Any, tuple[float, float]], a: Any, b: Any, index: int) -> float:
+        return table[a][index] / table[b][index]
+
+    def fmt(value: float | None) -> str:
+        return f"{value:.2f}x" if value is not None else "-"
+
+    lines = ["ratios (time = best step; memory = peak; paper: 4 V100s, batch 4096):"]
+    t, m = ratio(routing, "self_attention", "none", "step_s"), ratio(routing, "self_attention", "none", "peak_bytes")
+    verdict = "" if t is None else (" met" if t <= 1.1 else " NOT met")
+    lines.append(
+        f"  self_attention / none:              time {fmt(t)} (target <= 1.1x{verdict}), memory {fmt(m)}; "
+        f"paper {paper(PAPER_TABLE3, 'self_attention', 'none', 1):.2f}x time"
+    )
+    t = ratio(routing, "self_attention", REFERENCE_DYNAMIC, "step_s")
+    m = ratio(routing, "self_attention", REFERENCE_DYNAMIC, "peak_bytes")
+    verdict = "" if t is None or m is None else (" met" if t <= 0.5 and m <= 0.5 else " NOT met")
+    lines.append(
+        f"  self_attention / dynamic_reference: time {fmt(t)}, memory {fmt(m)} (target <= 0.5x both{verdict}); "
+        f"paper {paper(PAPER_TABLE3, 'self_attention', 'dynamic', 1):.2f}x time, "
+        f"{paper(PAPER_TABLE3, 'self_attention', 'dynamic', 0):.2f}x memory"
+    )
+    t, macs = ratio(routing, "self_attention", "dynamic", "step_s"), ratio(routing, "self_attention", "dynamic", "macs")
+    m = ratio(routing, "self_attention", "dynamic", "peak_bytes")
+    lines.append(f"  self_attention / dynamic (einsum):  time {fmt(t)}, MACs {fmt(macs)}, memory {fmt(m)}")
+    t, macs = ratio(capsules, "C=256", "C=32", "step_s"), ratio(capsules, "C=256", "C=32", "macs")
+    m = ratio(capsules, "C=256", "C=32", "peak_bytes")
+    bound = ""
+    if device == "cpu" and t is not None and macs:
+        per_mac = t / macs
+        bound = (
+            f"; time per MAC {per_mac:.2f}x: on CPU the step follows the arithmetic, which grows ~C (arithmetic-bound)"
+            if 2 / 3 <= per_mac <= 1.5
+            else f"; time per MAC {per_mac:.2f}x: more than the arithmetic explains (memory traffic, or other load)"
+        )
+    lines.append(
+        f"  C=256 / C=32:                       time {fmt(t)}, MACs {fmt(macs)}, memory {fmt(m)}; paper "
+        f"{paper(PAPER_TABLE4, 256, 32, 1):.2f}x time, {paper(PAPER_TABLE4, 256, 32, 0):.2f}x memory{bound}"
+    )
     return "\n".join(lines)
 
 

@@ -87,3 +87,26 @@ def test_mac_counter_counts_self_attention_routing_as_the_arithmetic_says() -> N
     with torch.no_grad(), bench._flop_counter() as counter:
         router(torch.randn(2, c, d1), torch.rand(2, c))
     assert counter.get_total_flops() // 2 == 2 * expected
+
+
+def test_target_ratios_are_read_from_the_rows_with_verdicts() -> None:
+    def row(group: str, label: str, step: float, peak: int, macs: int) -> dict:
+        return {"group": group, "label": label, "step_s": step, "peak_bytes": peak, "macs": macs}
+
+    routing, capsules = "routing C=64 d1=d2=16", "self_attention d1=32 d2=256"
+    rows = [
+        row(routing, "self_attention", 1.0, 100, 10),
+        row(routing, "none", 0.95, 98, 9),
+        row(routing, "dynamic", 1.2, 110, 9),
+        row(routing, bench.REFERENCE_DYNAMIC, 2.5, 300, 9),
+        row(capsules, "C=32", 1.0, 100, 10),
+        row(capsules, "C=256", 7.5, 400, 70),
+        {"group": capsules, "label": "C=64", "error": "timed out"},
+    ]
+    text = bench.format_targets(rows, "cpu")
+    assert "self_attention / none:              time 1.05x (target <= 1.1x met)" in text
+    assert "time 0.40x, memory 0.33x (target <= 0.5x both met)" in text
+    assert "self_attention / dynamic (einsum):  time 0.83x, MACs 1.11x, memory 0.91x" in text
+    assert "C=256 / C=32:                       time 7.50x, MACs 7.00x, memory 4.00x" in text
+    assert "time per MAC 1.07x" in text and "arithmetic-bound" in text
+    assert "NOT met" in bench.format_targets([{**rows[0]}, {**rows[1], "step_s": 0.5}], "cpu")
