@@ -98,6 +98,7 @@ class TrainResult:
     resumed_from: int | None = None  # step of the checkpoint this call continued from
     trained: bool = True  # False when a finished run with the same inputs was returned as is
     param_checksum: float | None = None  # float64 sum of this process's parameters after the last step
+    best: dict[str, Any] | None = None  # {"metric", "value", "step"} of best.pt when the run validated
 
 
 class WarmupCosine:
@@ -375,7 +376,9 @@ class _Validation:
         self.best = {"metric": self.metric, "value": best_value(results, self.metric), "step": step}
 
 
-def _build_validator(cfg: TrainConfig, workspace: Workspace, data: list[TrainData], ddp: DistInfo) -> Any:
+def _build_validator(
+    cfg: TrainConfig, workspace: Workspace, data: list[TrainData], ddp: DistInfo, device: torch.device
+) -> Any:
     from pipeline.train.validate import validator_from_specs
 
     return validator_from_specs(
@@ -384,7 +387,7 @@ def _build_validator(cfg: TrainConfig, workspace: Workspace, data: list[TrainDat
         data[0].extract_config,
         audio_frames=cfg.audio_frames,
         use_audio=cfg.use_audio,
-        device=str(_pick_device(cfg)),
+        device=str(device),
         eval_overrides=cfg.validate_eval,
         extract_missing=not ddp.distributed,
     )
@@ -432,7 +435,7 @@ def train(
     ddp = setup_distributed(device)
     try:
         if validator is None and cfg.validate_on and ddp.main:
-            validator = _build_validator(cfg, workspace, data, ddp)
+            validator = _build_validator(cfg, workspace, data, ddp, device)
         hooks = {"progress": progress, "on_validation": on_validation}
         return _train(data, cfg, run, fingerprints, device, ddp, resume, stop_after, validator, hooks)
     finally:
@@ -461,6 +464,7 @@ def _finished_result(run: RunFolder, cfg_fp: str, fingerprints: dict[str, str]) 
         steps=int(info["steps"]),
         final_losses=dict(info.get("final_losses", {})),
         trained=False,
+        best=info.get("best"),
     )
 
 
@@ -664,7 +668,9 @@ def _train(
     checksum = float(sum(p.detach().double().sum() for p in _unwrap(net).parameters()))
     if step < total_steps:  # stopped early on request: the newest step checkpoint is the resume point
         barrier(ddp)
-        return TrainResult(run_id, run_dir, run.step_path(step), step, losses, resumed_from, True, checksum)
+        return TrainResult(
+            run_id, run_dir, run.step_path(step), step, losses, resumed_from, True, checksum, validation.best
+        )
 
     final = run.final_path
     checkpoint(final, losses)
@@ -672,7 +678,7 @@ def _train(
         _plot_curves(workspace, run.curves_path, metrics)
         write_info("finished", losses)
     barrier(ddp)
-    return TrainResult(run_id, run_dir, final, step, losses, resumed_from, True, checksum)
+    return TrainResult(run_id, run_dir, final, step, losses, resumed_from, True, checksum, validation.best)
 
 
 def _broadcast(ddp: DistInfo, value: bool) -> bool:
