@@ -1,7 +1,8 @@
 """The ``import`` flow: public per-video feature files → a dataset, as the extract flow makes one from videos.
 
 It reads top to bottom like the extract flow: plan (cached on the layout's files), import the videos in batches
-(one task per batch of ``batch_size`` videos: an import costs milliseconds, a task more), write shards and manifest
+(one task per batch of ``batch_size`` videos, in the listing's order: an import costs milliseconds, a task more;
+each cached on its videos' identities), write shards and manifest
 with the extract flow's own task, publish a table and a progress bar. Each step is one library call of
 :mod:`pipeline.ingest.importers` or :mod:`pipeline.ingest.engine`, so the flow and ``run_import`` give the same
 dataset and the same :class:`~pipeline.ingest.engine.ExtractSummary`.
@@ -181,10 +182,12 @@ def _import_locked(
     run = import_batch_task.with_options(result_storage=store, refresh_cache=force)
     progress = artifacts.Progress(artifacts.artifact_key("import", dataset, "progress"), f"importing {dataset}")
     batches = [jobs[i : i + batch_size] for i in range(0, len(jobs), batch_size)]
-    futures = [run.submit([j.to_dict() for j in b], config, ws.root, len(b) - 1) for b in batches]
     records: list[ExtractRecord] = []
     rows: list[dict[str, Any]] = []
-    for batch, future in zip(batches, futures, strict=True):
+    for batch in batches:
+        # One batch after another: records keep the listing's order, which the shards then follow (run_import's),
+        # whatever the runner. Reading files and hashing leave little for a second thread on the same disk.
+        future = run.submit([j.to_dict() for j in batch], config, ws.root, len(batch) - 1)
         future.wait()
         state = future.state
         if state.is_completed():

@@ -17,7 +17,9 @@ BENCHMARKS = {
     "train": "loader vs model step throughput",
     "ingest": "no-change re-run and one-new-video run over many videos",
     "search": "exact top-10 over 1M clips vs one read of the matrix; approximate recall@10 and latency",
+    "import": "import throughput over vfe files; export -> import round trip; time to a first training step",
 }
+MODULES = {"import": "import_"}  # benchmark -> module name, where the name is a Python keyword
 _WANTED: set[str] = set()
 
 
@@ -37,9 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         if name not in _WANTED:
             continue
         try:
-            module = importlib.import_module(f"flows.bench.{name}")
+            module = importlib.import_module(f"flows.bench.{MODULES.get(name, name)}")
         except ModuleNotFoundError as exc:
-            if exc.name == f"flows.bench.{name}":
+            if exc.name == f"flows.bench.{MODULES.get(name, name)}":
                 continue
             raise
         module.add_arguments(p)
