@@ -37,8 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-approximate", action="store_true", help="skip the FAISS index")
     parser.add_argument("--recall-queries", type=int, default=512, help="queries for recall (half tune, half report)")
     parser.add_argument("--intrinsic-dim", type=int, default=32, help="the centres span a subspace of this size")
-    parser.add_argument("--noise", type=float, default=0.8, help="row noise norm around its unit centre (default 0.8)")
-    parser.add_argument("--query-noise", type=float, default=1.0, help="query noise norm (default 1.0)")
+    parser.add_argument("--noise", type=float, default=0.5, help="row noise norm around its unit centre (default 0.5)")
+    parser.add_argument("--query-noise", type=float, default=0.7, help="query noise norm (default 0.7)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", dest="json_out", default=None, help="also write the figures as JSON here")
 
@@ -68,30 +68,35 @@ def _interleaved(fns: dict[str, Callable[[], Any]], repeats: int) -> list[float]
 
 
 def clustered(
-    n: int, d: int, centres: int, seed: int, *, noise: float = 0.8, intrinsic: int = 32, block: int = 131_072
+    n: int, d: int, centres: int, seed: int, *, noise: float = 0.5, intrinsic: int = 32, block: int = 131_072
 ):
-    """float32 [n, d] rows: unit centres (in a random ``intrinsic``-dimensional subspace, so that neighbouring
-    centres are alike) plus noise, generated block by block (no second full-size buffer)."""
+    """float32 [n, d] rows and the centres [centres, d]: unit centres plus noise of norm ``noise``, both in a random
+    ``intrinsic``-dimensional subspace (embedding spaces have low intrinsic dimension; a full-dimensional noise would
+    leave every cluster isolated), plus a little full-dimensional noise. Generated block by block."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
-    basis = torch.linalg.qr(torch.randn(d, min(intrinsic, d), generator=gen)).Q  # (d, r) orthonormal
-    c = torch.nn.functional.normalize(torch.randn(centres, basis.shape[1], generator=gen) @ basis.T, dim=1)
+    basis = torch.linalg.qr(torch.randn(d, min(intrinsic, d), generator=gen)).Q.T.contiguous()  # (r, d) orthonormal
+    r = basis.shape[0]
+    c = torch.nn.functional.normalize(torch.randn(centres, r, generator=gen), dim=1)  # in subspace coordinates
     out = torch.empty(n, d)
     for lo in range(0, n, block):
         hi = min(n, lo + block)
         assign = torch.randint(0, centres, (hi - lo,), generator=gen)
-        out[lo:hi] = c[assign] + noise / d**0.5 * torch.randn(hi - lo, d, generator=gen)
-    return out, c
+        sub = c[assign] + noise / r**0.5 * torch.randn(hi - lo, r, generator=gen)
+        out[lo:hi] = sub @ basis + 0.05 / d**0.5 * torch.randn(hi - lo, d, generator=gen)
+    return out, (c, basis)
 
 
-def queries_near(c, q: int, seed: int, *, noise: float = 1.0):
+def queries_near(centres, q: int, seed: int, *, noise: float = 0.7):
+    """[q, d] queries: a centre plus in-subspace noise of norm ``noise``."""
     import torch
 
+    c, basis = centres
     gen = torch.Generator().manual_seed(seed + 1)
-    d = c.shape[1]
+    r = basis.shape[0]
     pick = torch.randint(0, c.shape[0], (q,), generator=gen)
-    return c[pick] + noise / d**0.5 * torch.randn(q, d, generator=gen)
+    return (c[pick] + noise / r**0.5 * torch.randn(q, r, generator=gen)) @ basis
 
 
 def _row(n: int, d: int, args: argparse.Namespace) -> dict[str, Any]:

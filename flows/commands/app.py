@@ -7,6 +7,7 @@ those) to whoever can reach the port, without authentication.
 from __future__ import annotations
 
 import argparse
+import logging
 
 from flows.commands._common import add_workspace
 
@@ -32,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # it logs each CPU variant it tries at import
     if not 0 < args.port < 65536:
         raise ValueError(f"--port {args.port} is not a TCP port (1-65535)")
     from flows.app import create_app, serve

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 
 from flows.commands._common import add_set_option, add_workspace, quiet_prefect
 
@@ -50,6 +51,7 @@ def index_config(args: argparse.Namespace):  # -> IndexConfig (import deferred: 
 
 
 def run(args: argparse.Namespace) -> int:
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # it logs each CPU variant it tries at import
     from storage.workspace import Workspace
 
     cfg = index_config(args)  # a bad option fails here, before Prefect starts

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 
 from flows.commands._common import add_workspace
@@ -48,6 +49,7 @@ def _span(seconds: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # it logs each CPU variant it tries at import
     from pipeline.search.search import Searcher
 
     if args.k < 1:

@@ -24,7 +24,7 @@ from pipeline.search.approx import ApproxIndex
 from pipeline.search.build import load_approximate, load_matrix, open_indexed_dataset, read_table
 from pipeline.search.config import MODALITIES, IndexConfig
 from pipeline.search.encode import QueryEncoder, checkpoint_sha256, load_model
-from pipeline.search.exact import exact_top_k
+from pipeline.search.exact import _has_faiss, exact_top_k
 from pipeline.search.layout import IndexFolder
 from storage.workspace import Workspace
 
@@ -87,6 +87,7 @@ class SearchIndex:
             if name in files
         }
         self._approx: dict[str, ApproxIndex | None] = {}
+        _has_faiss()  # import it now, not inside the first query's time
         self._columns = {
             name: self.clips.column(name).to_numpy(zero_copy_only=False) for name in self.clips.column_names
         }
@@ -217,7 +218,9 @@ class Searcher:
                 f"run {run_id}: checkpoint {index.info['checkpoint']} changed since index {dataset} was built; "
                 f"rebuild it with mmcaps index --model {run_id} --dataset {dataset}"
             )
-        return cls(index, QueryEncoder.for_run(run, model, device))
+        searcher = cls(index, QueryEncoder.for_run(run, model, device))
+        searcher.search(["warm up"], 1)  # first calls initialise torch kernels and worker threads: not a query's time
+        return searcher
 
     def search(
         self, texts: list[str], k: int = 10, *, modality: str | None = None, method: Method = "auto"
