@@ -127,7 +127,7 @@ def import_batch_task(jobs: list[dict[str, Any]], config: ImportConfig, root: st
     ws = Workspace(root)
 
     def extractor() -> Any:
-        return shared_extractor(config.recipe, ws)
+        return shared_extractor(config.text_recipe(), ws)
 
     return [import_one(ImportJob.from_dict(j), config, ws, extractor).to_dict() for j in jobs]
 

@@ -80,7 +80,7 @@ def _throughput(work: Path, n: int, seconds: float, flow: bool) -> dict[str, Any
     # extractor whose text path encodes captions) and the word vectors.
     t0 = time.perf_counter()
     cfg = ImportConfig(recipe={"text": {"word2vec": str(_word2vec(work / "w2v.txt"))}}).resolved()
-    extractor = default_extractor(cfg.recipe, ws)
+    extractor = default_extractor(cfg.text_recipe(), ws)
     _ = extractor.words
     startup_s = time.perf_counter() - t0
     t0 = time.perf_counter()

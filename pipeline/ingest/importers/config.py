@@ -87,6 +87,11 @@ class ImportConfig(FingerprintedConfig):
         # The shard folder: the streams together, and the recipe (evaluation extracts new videos by it).
         return {"streams": self.stream_fingerprints(), "recipe": self.recipe.fingerprint()}
 
+    def text_recipe(self) -> ExtractConfig:
+        """The recipe's text section alone: what encodes the captions (an extractor of it checks no backbone
+        weights, so an import never needs the video networks' files)."""
+        return ExtractConfig(text=self.recipe.text)
+
     def resolved(self) -> ImportConfig:
         """The recipe's ``auto`` precision made concrete (what extract-config.yaml records)."""
         return self.model_copy(update={"recipe": self.recipe.resolved()})

@@ -275,7 +275,7 @@ def import_one(
     input: a file that fails a check gives a failed record naming it, and nothing of the video is stored.
 
     ``extractor`` (or a zero-argument callable making one, called only when captions must be encoded) is an
-    extractor of ``cfg.recipe``: only its text path runs.
+    extractor of ``cfg.text_recipe()``: only its text path runs.
     """
     started = time.perf_counter()
     ejob = job.extract_job()
@@ -352,7 +352,7 @@ def _import_locked(
 
     def make() -> Extractor:
         if not made:
-            made.append(default_extractor(cfg.recipe, workspace))
+            made.append(default_extractor(cfg.text_recipe(), workspace))
         return made[0]
 
     records: list[ExtractRecord] = []
