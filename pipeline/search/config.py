@@ -38,7 +38,9 @@ class IndexConfig(FingerprintedConfig):
         250_000, ge=1, description="below this, exact search is fast enough (README: bench search)"
     )
     nlist: int | None = Field(None, ge=1, description="IVF lists; None: about sqrt(clips)")
-    target_recall: float = Field(0.95, gt=0, le=1, description="nprobe is the smallest power of 2 reaching it")
+    target_recall: float = Field(
+        0.95, gt=0, le=1, description="recall@10 vs exact the nprobe must reach (tuned with a margin, see approx)"
+    )
     recall_queries: int = Field(256, ge=2, description="caption texts sampled to measure recall@10 vs exact")
     seed: int = 0
 

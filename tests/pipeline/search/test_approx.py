@@ -24,7 +24,7 @@ def test_ivf_reaches_the_target_recall_and_reports_held_out_figures():
     index = build_ivf([rows], queries, query_source="synthetic", target_recall=0.95, seed=0)
     stats = index.stats
     assert stats.nlist == default_nlist(6000) and 1 <= stats.nprobe <= stats.nlist
-    assert stats.queries == 32 and stats.sweep[-1].recall >= 0.95
+    assert stats.queries == 32 and stats.sweep[-1].recall >= 0.975  # the tuning target has a margin
     # the reported recall is measured again here, on the held-out half, at the chosen nprobe
     held = queries[32:]
     _, found = index.search(held, 10)
