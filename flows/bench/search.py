@@ -186,7 +186,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     print(
         f"mmcaps bench search: threads={torch.get_num_threads()} repeats={args.repeats} (best reported), clustered "
-        f"float32 embeddings ({args.centres} centres), exact = blocked matmul + top-k in torch",
+        f"float32 embeddings ({args.centres} centres); exact: FAISS's brute-force scan for one query at D <= 1024, "
+        "blocked matmul + top-k in torch otherwise",
         flush=True,
     )
     rows = [_row(args.clips, args.dim, args)]

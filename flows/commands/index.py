@@ -52,13 +52,18 @@ def index_config(args: argparse.Namespace):  # -> IndexConfig (import deferred: 
 
 def run(args: argparse.Namespace) -> int:
     logging.getLogger("faiss").setLevel(logging.WARNING)  # it logs each CPU variant it tries at import
+    from pipeline.runs import RunFolder
+    from storage.dataset import open_dataset
     from storage.workspace import Workspace
 
-    cfg = index_config(args)  # a bad option fails here, before Prefect starts
+    cfg = index_config(args)  # a bad option, run or dataset fails here, in one line, before Prefect starts
+    ws = Workspace(args.workspace)
+    RunFolder(ws, args.model).checkpoint_path(cfg.checkpoint)
+    open_dataset(ws, args.dataset, cfg.extract_fingerprint)
     quiet_prefect()
     from flows.search import index_flow
 
-    summary = index_flow(args.model, args.dataset, cfg, Workspace(args.workspace).root, args.force)
+    summary = index_flow(args.model, args.dataset, cfg, ws.root, args.force)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0

@@ -105,3 +105,10 @@ def test_search_errors_are_one_line(trained_demo, capsys):
     assert "no index of dataset 'synthetic-train'" in err and "mmcaps index --model" in err
     assert main(["index", *common, "--dataset", "eval-synthetic", "--window", "2", "--stride", "3"]) == 2
     assert "gaps" in capsys.readouterr().err
+    ws = ["--workspace", str(trained_demo.workspace)]
+    assert main(["index", "--model", "no-such-run", "--dataset", "eval-synthetic", *ws]) == 2
+    assert "run no-such-run: no checkpoint final" in capsys.readouterr().err
+    assert main(["index", "--model", trained_demo.run_id, "--dataset", "no-such-data", *ws]) == 2
+    assert "dataset 'no-such-data': no manifest" in capsys.readouterr().err
+    assert main(["app", "--model", trained_demo.run_id, "--index", "no-such-data", *ws]) == 2
+    assert "no index of dataset 'no-such-data'" in capsys.readouterr().err  # before anything listens
