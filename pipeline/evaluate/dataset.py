@@ -26,9 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pipeline.ingest.sources import assign_ids, discover_videos
 from storage.sample import VideoFeatures
-
-VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".3gp")
 
 Localisation = Literal["crosstask", "mining"]
 
@@ -149,7 +148,9 @@ class EvalDataset:
 
 
 def index_videos(folder: str | Path) -> dict[str, Path]:
-    """Map file stem -> path for every video file under ``folder`` (recursive; first in sorted order wins).
+    """Map video id -> path for every video file under ``folder`` (recursive), by the same rules as a training
+    source (:func:`pipeline.ingest.sources.assign_ids`: the id is the file stem; two files with one id are an
+    error naming both).
 
     Benchmarks store videos flat (MSR-VTT) or in sub-folders (YouCook2 ``validation/<recipe>/<id>.mp4``);
     indexing by stem handles both.
@@ -157,11 +158,7 @@ def index_videos(folder: str | Path) -> dict[str, Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"video folder {folder} does not exist")
-    out: dict[str, Path] = {}
-    for path in sorted(folder.rglob("*")):
-        if path.suffix.lower() in VIDEO_EXTENSIONS and path.is_file():
-            out.setdefault(path.stem, path)
-    return out
+    return {vid: Path(path) for vid, path in assign_ids(discover_videos(str(folder), allow_empty=True))}
 
 
 def split_present(video_ids: Iterable[str], index: dict[str, Path]) -> tuple[dict[str, Path], list[str]]:

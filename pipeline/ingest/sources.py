@@ -24,7 +24,8 @@ from pipeline.extract.captions import find_subtitle, read_captions_csv, read_how
 from storage.sample import Captions
 from storage.workspace import safe_name
 
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
+# What a folder's video files end with: for training sources and benchmark video folders alike.
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".3gp")
 SUBTITLE_EXTENSIONS = (".vtt", ".srt")
 
 SourceLike = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
@@ -80,10 +81,11 @@ def _read_path_list(fs: fsspec.AbstractFileSystem, path: str, original: str) -> 
     return out
 
 
-def discover_videos(source: SourceLike) -> list[str]:
+def discover_videos(source: SourceLike, *, allow_empty: bool = False) -> list[str]:
     """Video paths or URLs in ``source`` (see module doc), sorted for folders, in given order for lists.
 
-    Raises FileNotFoundError naming the source when it does not exist, ValueError when it holds no video.
+    Raises FileNotFoundError naming the source when it does not exist, ValueError when a folder holds no video
+    (unless ``allow_empty``: a benchmark's folder may lack every video, which evaluation reports itself).
     """
     if isinstance(source, (list, tuple)):
         return [str(p) for p in source]
@@ -95,7 +97,7 @@ def discover_videos(source: SourceLike) -> list[str]:
         raise FileNotFoundError(f"source {original}: no such file or folder")
     if fs.isdir(path):
         found = sorted(p for p in fs.find(path) if _is_video(p))
-        if not found:
+        if not found and not allow_empty:
             raise ValueError(f"source {original}: no videos ({', '.join(VIDEO_EXTENSIONS)}) in the folder")
         return [_with_protocol(fs, original, p) for p in found]
     if _is_video(path):

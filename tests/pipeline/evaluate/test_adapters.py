@@ -458,3 +458,21 @@ def test_spec_parsing_and_dispatch(tmp_path, videos):
     write(tmp_path / "m.csv", MSRVTT)
     ds = load_spec(spec)
     assert ds.name == "msr1k" and ds.kind == "msrvtt" and len(ds.queries) == 3
+
+
+def test_benchmark_folders_follow_the_training_sources_id_rule(tmp_path):
+    """One rule for video files everywhere (pipeline.ingest.sources): the same extensions, the stem as the id, and two
+    files with one id an error naming both (a benchmark folder no longer keeps one of them silently)."""
+    from pipeline.evaluate.dataset import index_videos
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "vid1.mpg").write_bytes(b"x")
+    (tmp_path / "vid2.mp4").write_bytes(b"x")
+    (tmp_path / "notes.txt").write_text("x")
+    assert {k: v.name for k, v in index_videos(tmp_path).items()} == {"vid1": "vid1.mpg", "vid2": "vid2.mp4"}
+    (tmp_path / "vid2.webm").write_bytes(b"x")
+    with pytest.raises(ValueError, match=r"'vid2' is used by two files: .*vid2\.(mp4|webm) and .*vid2\.(webm|mp4)"):
+        index_videos(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert index_videos(empty) == {}  # evaluation reports a benchmark with no video itself
