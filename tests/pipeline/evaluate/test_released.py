@@ -5,6 +5,7 @@ reported without thumbnails (the report says so)."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import pickle
 from pathlib import Path
@@ -150,3 +151,17 @@ def test_released_spec_forms_parse_and_hostile_files_are_refused(tmp_path):
     bad.write_bytes(pickle.dumps([{"2d": np.zeros(1024, np.float32), "3d": np.zeros(2048), "caption": "x"}]))
     with pytest.raises(ValueError, match=r"clip 0: '2d' is float32 \[1024\], not a pooled \[2048\] vector"):
         prepare(f"youcook2-features={bad}")
+
+
+def test_mmcaps_evaluate_scores_released_features_through_the_flow(prefect_api, run, tmp_path, capsys):
+    from flows.cli import main
+
+    path = tmp_path / "youcook_val.pkl"
+    path.write_bytes(py2_pickle(_clips(5, 2, audio=False), 2))
+    argv = ["evaluate", "--model", run["run_id"], "--on", f"youcook2-features/yc={path}", "--workspace",
+            str(run["ws"].root), "--set", "chance_simulations=5", "--set", "figures=[recall]"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "== yc (youcook2-features)" in out and "5/5 videos present" in out and "R@1" in out
+    metrics = json.loads(Path(run["ws"].eval_dir(run["run_id"], "yc"), "metrics.json").read_text())
+    assert metrics["modalities_skipped"] == ["video+audio"] and metrics["video_dir"].startswith("none")
