@@ -195,9 +195,12 @@ def plan_import(
 
     ``layout`` may also be already discovered items (:func:`~pipeline.ingest.importers.layouts.discover`).
     """
-    if not isinstance(layout, (list, tuple)) and layout.name != cfg.layout:  # type: ignore[union-attr]
-        raise ValueError(f"the files are in the {layout.name} layout but the config imports {cfg.layout}")  # type: ignore[union-attr]
-    items = list(layout) if isinstance(layout, (list, tuple)) else discover(layout, captions)  # type: ignore[arg-type]
+    if isinstance(layout, (list, tuple)):
+        items = list(layout)
+    else:
+        if layout.name != cfg.layout:
+            raise ValueError(f"the files are in the {layout.name} layout but the config imports {cfg.layout}")
+        items = discover(layout, captions)
     fp, stream_fps = cfg.fingerprint(), cfg.stream_fingerprints()
     current = {r["video_id"]: r for r in Manifest(workspace, dataset).current(fp).to_pylist()}
     hashes = HashCache(workspace, read=not rehash)
@@ -206,8 +209,15 @@ def plan_import(
     unchanged: list[str] = []
     failed_before: list[str] = []
     for item in items:
-        present = {s: p for s, p in item.files.items() if os.path.isfile(p)}
-        sha_size = {s: hashes.sha256(p, p, fs) for s, p in present.items()}
+        sha_size: dict[str, tuple[str, int]] = {}
+        error = item.error
+        for stream, path in item.files.items():
+            if not os.path.isfile(path):
+                continue
+            try:
+                sha_size[stream] = hashes.sha256(path, path, fs)
+            except OSError as exc:  # unreadable: the video's failed row names the file
+                error = error or one_line(f"{path}: cannot read ({exc})")
         file_sha = {s: sha for s, (sha, _) in sha_size.items()}
         sha = video_key(file_sha, item.duration_s)
         reason = _reason(current.get(item.video_id), sha, item.captions, retry_failed)
@@ -229,7 +239,7 @@ def plan_import(
                 captions=item.captions,
                 duration_s=item.duration_s,
                 reason=reason,
-                error=item.error,
+                error=error,
             )
         )
     hashes.save()
