@@ -110,3 +110,9 @@ def test_target_ratios_are_read_from_the_rows_with_verdicts() -> None:
     assert "C=256 / C=32:                       time 7.50x, MACs 7.00x, memory 4.00x" in text
     assert "time per MAC 1.07x" in text and "arithmetic-bound" in text
     assert "NOT met" in bench.format_targets([{**rows[0]}, {**rows[1], "step_s": 0.5}], "cpu")
+
+
+def test_rounds_keep_each_configurations_fastest_successful_round() -> None:
+    a, b, err = {"step_s": 2.0}, {"step_s": 1.5}, {"error": "timed out"}
+    assert bench.faster(None, a) is a and bench.faster(a, b) is b and bench.faster(b, a) is b
+    assert bench.faster(err, a) is a and bench.faster(a, err) is a and bench.faster(None, err) is err
