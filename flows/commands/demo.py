@@ -48,9 +48,7 @@ def run(args: argparse.Namespace) -> int:
     ex, tr = result["extract"], result["train"]
     print(f"\nworkspace: {ws.root}")
     print(f"corpus: {corpus}")
-    print(
-        f"extract: dataset {ex.dataset}: {ex.videos} videos, {ex.hours * 60:.1f} min, {ex.captions} captions"
-    )
+    print(f"extract: dataset {ex.dataset}: {ex.videos} videos, {ex.hours * 60:.1f} min, {ex.captions} captions")
     losses = ", ".join(f"{k} {v:.3f}" for k, v in tr["final_losses"].items())
     print(f"train: run {tr['run_id']} ({tr['steps']} steps; final losses {losses}) in {tr['run_dir']}")
     print_metrics(result["evaluate"])
