@@ -30,7 +30,10 @@ pytestmark = pytest.mark.slow
 def exported(trained_demo, tmp_path_factory) -> Path:
     """The demo's extracted training set, exported with `mmcaps export --layout vfe` (read-only on the demo)."""
     out = tmp_path_factory.mktemp("export") / "vfe"
-    assert main(["export", "synthetic-train", str(out), "--layout", "vfe", "--workspace", str(trained_demo.workspace)]) == 0
+    assert (
+        main(["export", "synthetic-train", str(out), "--layout", "vfe", "--workspace", str(trained_demo.workspace)])
+        == 0
+    )
     return out
 
 
@@ -69,7 +72,9 @@ def test_export_then_import_gives_back_the_extracted_dataset(trained_demo, expor
 
 def _r_at(net: torch.nn.Module, videos, k: int) -> tuple[float, int]:
     """Text → clip R@k over every caption span of ``videos`` (one clip per caption)."""
-    video = np.stack([pool_video(v, s, e) for v in videos for s, e in zip(v.captions.start, v.captions.end, strict=True)])
+    video = np.stack(
+        [pool_video(v, s, e) for v in videos for s, e in zip(v.captions.start, v.captions.end, strict=True)]
+    )
     text = np.stack([pool_text(v.w2v[i : i + 1]) for v in videos for i in range(len(v.captions))])
     with torch.no_grad():
         sims = net.encode_text(torch.from_numpy(text)) @ net.encode_video(torch.from_numpy(video)).T
@@ -91,12 +96,20 @@ def test_imported_without_audio_trains_on_video_text_and_learns(exported, tmp_pa
     rows = RunFolder(Workspace(ws), result.run_id).metrics()
     # audio pairs are weighted 0: the total is the video-text loss alone, and it falls
     assert all(r["loss"] == pytest.approx(r["losses"]["video-text"], abs=1e-6) for r in rows)
-    first, last = rows[0]["losses"]["video-text"], np.mean([r["losses"]["video-text"] for r in rows[-3:]])
+    vt = [r["losses"]["video-text"] for r in rows]
+    first, last = np.mean(vt[:3]), np.mean(vt[-3:])
     net, _, _ = RunFolder(Workspace(ws), result.run_id).load_model()
     r5, n = _r_at(net, list(ds.iter_videos()), 5)
-    print(f"video-text loss {first:.3f} -> {last:.3f}; R@5 {r5:.3f} over {n} clips (chance {5 / n:.3f})")
-    assert last < 0.9 * first
-    assert r5 > 2 * 5 / n
+    # Learned, not lucky: twice chance, and a one-sided binomial test at chance rejects at p < 0.01. (How far the
+    # loss falls in 150 steps varies between CPUs by a few per cent; that it falls does not.)
+    from scipy.stats import binom
+
+    p_value = float(binom.sf(round(r5 * n) - 1, n, 5 / n))
+    print(
+        f"video-text loss {first:.3f} -> {last:.3f}; R@5 {r5:.3f} over {n} clips (chance {5 / n:.3f}, p {p_value:.1e})"
+    )
+    assert last < first
+    assert r5 > 2 * 5 / n and p_value < 0.01
 
 
 def _artifact(key: str):
