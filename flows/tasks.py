@@ -256,21 +256,24 @@ def train_task(
 def _score_key(context: Any, p: dict[str, Any]) -> str:
     def parts() -> tuple:
         ws = Workspace(p["root"])
-        final = RunFolder(ws, p["run_id"]).final_path
-        ckpt = file_signature([final]) if ws.is_local else []
+        which = p.get("checkpoint") or "final"
+        path = RunFolder(ws, p["run_id"]).checkpoint_path(which)
+        ckpt = file_signature([path]) if ws.is_local else []
         try:
             data_fp = open_dataset(ws, eval_dataset_name(p["dataset"].name)).fingerprint
         except (FileNotFoundError, KeyError, ValueError):
             data_fp = ""
-        return p["run_id"], ckpt, p["spec"], p["config"].fingerprint(), data_fp
+        return p["run_id"], which, ckpt, p["spec"], p["config"].fingerprint(), data_fp
 
     return _safe_key("score", parts)
 
 
 @task(name="score", cache_key_fn=_score_key, persist_result=True, result_serializer="json")
-def score_task(run_id: str, spec: str, dataset: Any, config: Any, root: str) -> dict[str, Any]:
+def score_task(
+    run_id: str, spec: str, dataset: Any, config: Any, root: str, checkpoint: str = "final"
+) -> dict[str, Any]:
     """Embed and score one extracted evaluation set (``dataset``: its prepared EvalDataset, ``spec`` what it was
-    prepared from), then write its figures and report.html."""
+    prepared from) with checkpoint ``checkpoint`` of the run, then write its figures and report.html."""
     ws = Workspace(root)
     bars: dict[str, Any] = {}
 
@@ -279,9 +282,9 @@ def score_task(run_id: str, spec: str, dataset: Any, config: Any, root: str) -> 
         bar.update(done - bar.n)
 
     try:
-        metrics = score(dataset, run_id, ws, config, progress=on_progress)
+        metrics = score(dataset, run_id, ws, config, checkpoint=checkpoint, progress=on_progress)
     finally:
         for bar in bars.values():
             bar.close()
-    metrics["report"] = report(run_id, dataset.name, ws, config)
+    metrics["report"] = report(run_id, dataset.name, ws, config, checkpoint=checkpoint)
     return metrics

@@ -21,15 +21,15 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import yaml
 
-from model import build_model
-from pipeline.train.checkpoint import load_checkpoint
 from pipeline.train.config import TrainConfig
 from storage.workspace import Workspace, safe_name
+
+if TYPE_CHECKING:
+    import torch
 
 _STEP = re.compile(r"^step-(\d+)$")
 
@@ -158,6 +158,9 @@ class RunFolder:
 
         ``info`` is run.json plus ``checkpoint`` (the path read), ``steps`` and ``final_losses`` of that checkpoint.
         """
+        from model import build_model  # torch only here: reading a run's files and checking arguments stay light
+        from pipeline.train.checkpoint import load_checkpoint
+
         path = self.checkpoint_path(which)
         ckpt = load_checkpoint(self.workspace, path, map_location=device)
         cfg = TrainConfig.model_validate(ckpt["config"])

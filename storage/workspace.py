@@ -80,8 +80,13 @@ class Workspace:
     def model_dir(self, run_id: str) -> str:
         return self.join("models", safe_name(run_id, what="run id"))
 
-    def eval_dir(self, run_id: str, eval_dataset: str) -> str:
-        return self.join("evals", safe_name(run_id, what="run id"), safe_name(eval_dataset, what="eval dataset"))
+    def eval_dir(self, run_id: str, eval_dataset: str, checkpoint: str = "final") -> str:
+        """``evals/<run>/<name>/`` for the run's final.pt, ``evals/<run>/@<checkpoint>/<name>/`` for another one
+        (``@`` cannot start a safe name, so a checkpoint folder never collides with a benchmark's)."""
+        parts = ["evals", safe_name(run_id, what="run id")]
+        if checkpoint != "final":
+            parts.append("@" + safe_name(checkpoint, what="checkpoint"))
+        return self.join(*parts, safe_name(eval_dataset, what="eval dataset"))
 
     def cache_dir(self, *parts: str) -> str:
         return self.join("cache", *[safe_name(p) for p in parts])

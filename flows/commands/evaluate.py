@@ -4,7 +4,6 @@ localisation of a trained run."""
 from __future__ import annotations
 
 import argparse
-import inspect
 from pathlib import Path
 
 from flows.commands._common import print_metrics, quiet_prefect
@@ -48,22 +47,14 @@ def run(args: argparse.Namespace) -> int:
         cfg = cfg.with_updates(parse_set_option(args.set))
 
     ws = Workspace(args.workspace)
-    extra = {}
-    if args.checkpoint != "final":
-        from pipeline.runs import RunFolder
+    from pipeline.runs import RunFolder
 
-        RunFolder(ws, args.model).checkpoint_path(args.checkpoint)  # a missing checkpoint fails here, naming the run
-        extra["checkpoint"] = args.checkpoint
+    # an unknown run or a missing checkpoint fails here, naming the run, before Prefect starts
+    RunFolder(ws, args.model).checkpoint_path(args.checkpoint)
 
     quiet_prefect()
     from flows.pipeline import evaluate_flow
 
-    if extra and "checkpoint" not in inspect.signature(evaluate_flow.fn).parameters:
-        # The flow chain (evaluate_flow → score_task → pipeline.evaluate.run.score) scores final.pt until it takes a
-        # checkpoint name; refuse rather than report final.pt's numbers under another checkpoint's name.
-        raise SystemExit(
-            f"mmcaps evaluate --checkpoint {args.checkpoint}: this build's evaluate flow scores final.pt only"
-        )
-    results = evaluate_flow(args.model, list(args.on), cfg, ws.root, args.force, **extra)
+    results = evaluate_flow(args.model, list(args.on), cfg, ws.root, args.force, args.checkpoint)
     print_metrics(results)
     return 0

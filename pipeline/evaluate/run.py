@@ -112,12 +112,13 @@ def score(
     workspace: Workspace,
     cfg: EvalConfig | None = None,
     *,
+    checkpoint: str = "final",
     progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
-    """Embed and score one extracted dataset with the run's model; write the metrics and tables; return the
-    metrics exactly as written to ``metrics.json``."""
+    """Embed and score one extracted dataset with checkpoint ``checkpoint`` (final, best, step-N) of the run;
+    write the metrics and tables; return the metrics exactly as written to ``metrics.json``."""
     cfg = cfg or EvalConfig()
-    net, train_cfg, info = RunFolder(workspace, run_id).load_model(device=cfg.device)
+    net, train_cfg, info = RunFolder(workspace, run_id).load_model(checkpoint, device=cfg.device)
     extract_cfg = ExtractConfig.model_validate(info.get("extract_config") or {})
     w2v_path = extract_cfg.text.word2vec
     if not w2v_path:
@@ -174,9 +175,11 @@ def score(
         "extract_fingerprint": extract_cfg.fingerprint(),
         "dataset_fingerprint": ds_fingerprint,
         "checkpoint": info.get("checkpoint"),
+        "checkpoint_name": checkpoint,
+        "steps": info.get("steps"),
         "videos_not_extracted": not_extracted,
     }
-    return write_results(workspace, workspace.eval_dir(run_id, dataset.name), result, header)
+    return write_results(workspace, workspace.eval_dir(run_id, dataset.name, checkpoint), result, header)
 
 
 def write_results(workspace: Workspace, out_dir: str, result: Scores, header: dict[str, Any]) -> dict[str, Any]:
@@ -200,9 +203,11 @@ def write_results(workspace: Workspace, out_dir: str, result: Scores, header: di
     return json.loads(text)
 
 
-def report(run_id: str, name: str, workspace: Workspace, cfg: EvalConfig | None = None) -> str:
+def report(
+    run_id: str, name: str, workspace: Workspace, cfg: EvalConfig | None = None, *, checkpoint: str = "final"
+) -> str:
     """Figures and ``report.html`` for a scored dataset; returns the report's path."""
-    return write_report(workspace, workspace.eval_dir(run_id, name), cfg or EvalConfig())
+    return write_report(workspace, workspace.eval_dir(run_id, name, checkpoint), cfg or EvalConfig())
 
 
 def evaluate(
@@ -211,17 +216,18 @@ def evaluate(
     workspace: Workspace,
     cfg: EvalConfig | None = None,
     *,
+    checkpoint: str = "final",
     progress: ProgressFn | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Evaluate a trained run on every spec; returns ``{name: metrics}`` (as in each ``metrics.json``, plus
-    ``report`` = the report's path)."""
+    """Evaluate checkpoint ``checkpoint`` of a trained run on every spec; returns ``{name: metrics}`` (as in each
+    ``metrics.json``, plus ``report`` = the report's path)."""
     cfg = cfg or EvalConfig()
     datasets = prepare_all(specs, cfg)
     extract_cfg = run_extract_config(workspace, run_id)
     out: dict[str, dict[str, Any]] = {}
     for ds in datasets:
         extract(ds, extract_cfg, workspace, progress=progress)
-        metrics = score(ds, run_id, workspace, cfg, progress=progress)
-        metrics["report"] = report(run_id, ds.name, workspace, cfg)
+        metrics = score(ds, run_id, workspace, cfg, checkpoint=checkpoint, progress=progress)
+        metrics["report"] = report(run_id, ds.name, workspace, cfg, checkpoint=checkpoint)
         out[ds.name] = metrics
     return out

@@ -1,5 +1,6 @@
 """`mmcaps train --validate-on` through the train flow, against `mmcaps evaluate` of the same run: the validation
-numbers of the last step equal the evaluation's metrics.json of final.pt.
+numbers of the last step equal the evaluation's metrics.json of final.pt, and of step 3 and best.pt those of
+`mmcaps evaluate --checkpoint step-3 | best`.
 
 Runs in a copy of the session's trained demo workspace (datasets synthetic-train and eval-synthetic already
 extracted), so nothing is extracted again: validation finds the evaluation set's features in the feature store.
@@ -41,3 +42,17 @@ def test_validation_while_training_equals_mmcaps_evaluate(trained_demo, tmp_path
     assert validated[-1]["validation"]["synthetic"] == expected
     table = expected["retrieval"]["video"]
     print(f"step 6: validation = evaluation: text->video R@1 {table['R@1']:.3f}, median rank {table['median_rank']}")
+
+    # and each validated step equals `mmcaps evaluate --checkpoint` of that step's file, under its own folder
+    best_step = run.info()["best"]["step"]
+    for which, step in (("step-3", 3), ("best", best_step)):
+        argv = ["evaluate", "--model", "validated", "--checkpoint", which, "--on", on, "--workspace", str(ws_root)]
+        assert main(argv) == 0
+        folder = ws_root / "evals" / "validated" / f"@{which}" / "synthetic"
+        scored = json.loads((folder / "metrics.json").read_text())
+        assert scored["checkpoint_name"] == which and scored["steps"] == step
+        (row,) = [r for r in validated if r["step"] == step]
+        assert row["validation"]["synthetic"] == {k: scored[k] for k in METRIC_TABLES if k in scored}
+        assert (folder / "report.html").exists()
+    assert main(["evaluate", "--model", "validated", "--checkpoint", "step-4", "--on", on, "--workspace", str(ws_root)])
+    assert "no checkpoint step-4" in capsys.readouterr().err
