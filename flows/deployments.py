@@ -6,6 +6,9 @@
   extracted (the extract flow is incremental).
 * ``train-<dataset>`` has a trigger: it starts when an extract run of that dataset completes with new videos
   (the extract flow emits ``mmcaps.extract.completed`` for the dataset's resource only then).
+* ``evaluate-<dataset>`` (when benchmarks are given) has a trigger too: it starts when a training run of that
+  dataset completes (``mmcaps.train.completed``, related to the dataset) and evaluates that run, whose id the
+  trigger passes from the event's payload.
 
 Each deployment runs one flow run at a time (``concurrency_limit=1``): an extraction that outlasts the interval
 makes the next scheduled one wait. ``mmcaps serve`` registers them (``apply``) and, unless ``--register-only``,
@@ -19,7 +22,9 @@ from typing import Any
 
 from prefect.events import DeploymentEventTrigger
 
-from flows.pipeline import EXTRACT_EVENT, dataset_resource, extract_flow, train_flow
+from flows.events import EXTRACT_EVENT, TRAIN_EVENT, dataset_resource
+from flows.pipeline import evaluate_flow, extract_flow, train_flow
+from pipeline.evaluate import EvalConfig
 from pipeline.extract import ExtractConfig
 from pipeline.train import TrainConfig
 
@@ -34,8 +39,12 @@ def build_deployments(
     captions: str | None = None,
     extract_config: ExtractConfig | None = None,
     train_config: TrainConfig | None = None,
+    evaluate_on: list[str] | None = None,
+    eval_config: EvalConfig | None = None,
 ) -> list[Any]:
-    """The extraction deployment (scheduled) and the training deployment (triggered by new videos)."""
+    """The extraction deployment (scheduled), the training deployment (triggered by new videos) and, with
+    ``evaluate_on`` (benchmark specs as ``mmcaps evaluate --on`` takes them), the evaluation deployment (triggered
+    by a finished training run)."""
     if (interval_s is None) == (cron is None):
         raise ValueError("give exactly one schedule: an interval in seconds or a cron expression")
     extract_cfg = extract_config or ExtractConfig()
@@ -70,4 +79,25 @@ def build_deployments(
         tags=["mmcaps", "train"],
         concurrency_limit=1,
     )
-    return [extract, train]
+    if not evaluate_on:
+        return [extract, train]
+    trained = DeploymentEventTrigger(
+        name=f"trained on {dataset}",
+        expect={TRAIN_EVENT},
+        match_related={"prefect.resource.id": dataset_resource(dataset), "prefect.resource.role": "dataset"},
+        # the automation renders this from the triggering event: the run that just finished
+        parameters={"run_id": "{{ event.payload.run_id }}"},
+    )
+    evaluate = evaluate_flow.to_deployment(
+        name=f"evaluate-{dataset}",
+        description=f"evaluate each run trained on {dataset} when its training completes",
+        parameters={
+            "specs": list(evaluate_on),
+            "config": (eval_config or EvalConfig()).model_dump(mode="json"),
+            "workspace": workspace,
+        },
+        triggers=[trained],
+        tags=["mmcaps", "evaluate"],
+        concurrency_limit=1,
+    )
+    return [extract, train, evaluate]

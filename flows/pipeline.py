@@ -18,6 +18,7 @@ from prefect.events import emit_event
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import artifacts
+from flows.events import EXTRACT_EVENT, TRAIN_EVENT, dataset_resource, train_event_fields
 from flows.tasks import (
     extract_video_task,
     plan_from_dict,
@@ -44,13 +45,6 @@ from pipeline.ingest.engine import new_run_id
 from pipeline.train import TrainConfig
 from storage import Workspace
 from storage.locks import dataset_lock
-
-EXTRACT_EVENT = "mmcaps.extract.completed"
-
-
-def dataset_resource(dataset: str) -> str:
-    """The event resource id of a dataset (deployment triggers match on it)."""
-    return f"mmcaps.dataset.{dataset}"
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:
@@ -182,13 +176,19 @@ def train_flow(
     ws = Workspace(workspace)
     store = result_storage(ws)
     key = artifacts.artifact_key("train", *datasets)
-    result = train_task.with_options(result_storage=store, refresh_cache=force)(
-        list(datasets), config, ws.root, run_id, resume, f"{key}-progress"
+    state = train_task.with_options(result_storage=store, refresh_cache=force)(
+        list(datasets), config, ws.root, run_id, resume, f"{key}-progress", return_state=True
     )
+    result = state.result()
     if not ws.exists(result["final_checkpoint"]):  # a cached record of a run folder since deleted
-        result = train_task.with_options(result_storage=store, refresh_cache=True)(
-            list(datasets), config, ws.root, run_id, resume, f"{key}-progress"
+        state = train_task.with_options(result_storage=store, refresh_cache=True)(
+            list(datasets), config, ws.root, run_id, resume, f"{key}-progress", return_state=True
         )
+        result = state.result()
+    if result.get("trained") and state.name != "Cached":
+        # trained to its end by this call (a cached record keeps the first call's "trained"): an evaluation
+        # deployment may be waiting for it
+        emit_event(event=TRAIN_EVENT, **train_event_fields(result, list(datasets), ws.root))
     losses = result["final_losses"]
     artifacts.markdown(
         key,
@@ -217,10 +217,12 @@ def evaluate_flow(
     config: EvalConfig = EvalConfig(),
     workspace: str | None = None,
     force: bool = False,
+    checkpoint: str = "final",
 ) -> dict[str, dict[str, Any]]:
-    """Evaluate a trained run zero-shot on each benchmark spec (``KIND=ANNOTATIONS:VIDEO_DIR`` or
-    ``synthetic=CORPUS_DIR``): extract its videos the way the run's training data was extracted (same cache),
-    score, and write metrics, tables, figures and ``report.html``. Returns ``{name: metrics}``."""
+    """Evaluate checkpoint ``checkpoint`` (final, best, step-N) of a trained run zero-shot on each benchmark spec
+    (``KIND=ANNOTATIONS:VIDEO_DIR`` or ``synthetic=CORPUS_DIR``): extract its videos the way the run's training data
+    was extracted (same cache), score, and write metrics, tables, figures and ``report.html`` (under
+    ``evals/<run>/@<checkpoint>/`` for a checkpoint other than final). Returns ``{name: metrics}``."""
     log = _logger()
     ws = Workspace(workspace)
     store = result_storage(ws)
@@ -233,15 +235,16 @@ def evaluate_flow(
         if paths:
             extract_flow(paths, eval_dataset_name(dataset.name), extract_cfg, None, ws.root, False, force)
         metrics = score_task.with_options(result_storage=store, refresh_cache=force)(
-            run_id, spec, dataset, config, ws.root
+            run_id, spec, dataset, config, ws.root, checkpoint
         )
         out[dataset.name] = metrics
-        key = artifacts.artifact_key("eval", run_id, dataset.name)
+        of = run_id if checkpoint == "final" else f"{run_id} ({checkpoint})"
+        key = artifacts.artifact_key("eval", run_id, *([] if checkpoint == "final" else [checkpoint]), dataset.name)
         rows = artifacts.metric_rows(dataset.name, metrics)
-        artifacts.table(key, rows, f"{dataset.name}: metrics of run {run_id}, chance beside")
+        artifacts.table(key, rows, f"{dataset.name}: metrics of run {of}, chance beside")
         artifacts.markdown(
             f"{key}-summary",
-            artifacts.metrics_markdown(f"{dataset.name} — run {run_id}", rows, metrics.get("report")),
+            artifacts.metrics_markdown(f"{dataset.name} — run {of}", rows, metrics.get("report")),
             "",
         )
         if metrics.get("report"):

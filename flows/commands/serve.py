@@ -1,4 +1,5 @@
-"""``mmcaps serve``: register deployments with schedules and a training trigger, then serve them."""
+"""``mmcaps serve``: register deployments with schedules, a training trigger and (with ``--evaluate-on``) an
+evaluation trigger, then serve them."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "serve",
         help="re-scan a video source on a schedule and train when new videos arrive (needs `mmcaps server`)",
         description="Registers two deployments against the Prefect API in PREFECT_API_URL: extract-<dataset> on an "
-        "interval or cron schedule, and train-<dataset>, triggered when an extraction completes with new videos. "
+        "interval or cron schedule; train-<dataset>, triggered when an extraction completes with new videos; with "
+        "--evaluate-on, evaluate-<dataset>, triggered when a training run of the dataset completes. "
         "Then serves them in this process until interrupted.",
     )
     p.add_argument("--source", required=True, help="the video folder (or list file, or fsspec URL) to watch")
@@ -23,6 +25,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--captions", default=None, help="HowTo100M caption.json or CSV for the source")
     p.add_argument("--train-preset", default="demo", help="preset for the triggered training (default demo)")
     add_set_option(p, "train override")
+    p.add_argument(
+        "--evaluate-on",
+        action="append",
+        default=[],
+        metavar="KIND=FILES",
+        help="evaluate every finished training run on this benchmark (as mmcaps evaluate --on; repeatable)",
+    )
     add_extract_config(p, flag="--extract-set", dest="extract_set")
     p.add_argument("--register-only", action="store_true", help="register the deployments and exit")
     add_workspace(p)
@@ -35,9 +44,12 @@ def run(args: argparse.Namespace) -> int:
 
     from flows.commands._common import extract_config, parse_set_option, say_stand_ins
     from flows.deployments import build_deployments
+    from pipeline.evaluate import EvalSpec
     from pipeline.train import TrainConfig
     from storage import Workspace
 
+    for spec in args.evaluate_on:  # a bad spec fails here, before anything is registered
+        EvalSpec.parse(spec)
     extract_cfg = extract_config(args.config, parse_set_option(args.extract_set))
     say_stand_ins(extract_cfg)
     interval = args.interval if args.interval is not None or args.cron else 3600.0
@@ -50,13 +62,14 @@ def run(args: argparse.Namespace) -> int:
         captions=args.captions,
         extract_config=extract_cfg,
         train_config=TrainConfig.from_preset(args.train_preset, parse_set_option(args.overrides)),
+        evaluate_on=list(args.evaluate_on),
     )
     if args.register_only:
         for d in deployments:
             d.apply()
     for d in deployments:
         when = f"every {interval:g} s" if args.cron is None else f"cron {args.cron}"
-        what = when if d.name.startswith("extract-") else f"on event {d.triggers[0].expect} for {args.dataset}"
+        what = when if d.name.startswith("extract-") else f"on event {sorted(d.triggers[0].expect)} for {args.dataset}"
         print(f"deployment {d.flow_name}/{d.name}: {what}")
     if args.register_only:
         return 0

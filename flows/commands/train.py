@@ -19,10 +19,6 @@ from typing import Any
 
 from flows.commands._common import add_set_option, add_workspace, quiet_prefect
 
-# Emitted for the run's resource (``mmcaps.run.<run id>``, related to each dataset's ``mmcaps.dataset.<name>``) when
-# a call trained a run to its end; an evaluation deployment's trigger listens for it.
-TRAIN_EVENT = "mmcaps.train.completed"
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -113,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def emit_train_completed(result: dict[str, Any], datasets: list[str], workspace_root: str) -> None:
-    """Emit :data:`TRAIN_EVENT` for a run that this call trained to its end, when a Prefect API is configured (without
+    """Emit ``flows.events.TRAIN_EVENT`` for a run that this call trained to its end, when a Prefect API is configured (without
     one there is no deployment to trigger, and Prefect would start a throwaway server just to drop the event)."""
     from prefect.settings import PREFECT_API_URL
 
@@ -121,21 +117,6 @@ def emit_train_completed(result: dict[str, Any], datasets: list[str], workspace_
         return
     from prefect.events import emit_event
 
+    from flows.events import TRAIN_EVENT, train_event_fields
+
     emit_event(event=TRAIN_EVENT, **train_event_fields(result, datasets, workspace_root))
-
-
-def train_event_fields(result: dict[str, Any], datasets: list[str], workspace_root: str) -> dict[str, Any]:
-    """The resource, related resources and payload of :data:`TRAIN_EVENT` (also for ``train_flow`` to emit)."""
-    return {
-        "resource": {"prefect.resource.id": f"mmcaps.run.{result['run_id']}", "mmcaps.workspace": workspace_root},
-        "related": [
-            {"prefect.resource.id": f"mmcaps.dataset.{d}", "prefect.resource.role": "dataset"} for d in datasets
-        ],
-        "payload": {
-            "run_id": result["run_id"],
-            "run_dir": result["run_dir"],
-            "datasets": list(datasets),
-            "steps": result["steps"],
-            "final_checkpoint": result["final_checkpoint"],
-        },
-    }

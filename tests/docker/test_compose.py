@@ -318,6 +318,16 @@ def test_prefect_yaml_passes_prefects_own_validation(prefect_project):
     assert trigger["expect"] == ["mmcaps.extract.completed"]
     dataset = raw["train"]["parameters"]["datasets"][0]
     assert trigger["match"]["prefect.resource.id"] == f"mmcaps.dataset.{dataset}" == "mmcaps.dataset.videos"
+    # and evaluate triggered by a finished training run of that dataset, on the run the event names
+    from prefect.events import DeploymentEventTrigger
+
+    (raw_trigger,) = raw["evaluate"]["triggers"]
+    evaluated = DeploymentEventTrigger.model_validate({k: v for k, v in raw_trigger.items() if k != "type"})
+    assert evaluated.expect == {"mmcaps.train.completed"}
+    assert evaluated.parameters == {"run_id": "{{ event.payload.run_id }}"}
+    related = evaluated.match_related[0] if isinstance(evaluated.match_related, list) else evaluated.match_related
+    assert related.root == {"prefect.resource.id": f"mmcaps.dataset.{dataset}", "prefect.resource.role": "dataset"}
+    assert raw["evaluate"]["concurrency_limit"] == 1
     assert all(d.work_pool is not None and d.work_pool.name == "mmcaps-process" for d in model.deployments)
 
 

@@ -6,6 +6,7 @@ The tiny demo is run once per session (tests/conftest.py: trained_demo) and shar
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import time
@@ -87,29 +88,76 @@ def _printed(out: str, task: str, modality: str, metric: str) -> tuple[float, fl
 
 
 def test_demo_completes_and_beats_chance(trained_demo):
-    """Trained on the synthetic train split, evaluated zero-shot on held-out videos: well above chance (what the
-    session's demo run printed)."""
+    """Trained on the synthetic train split, evaluated zero-shot on held-out videos: retrieval well above chance.
+
+    The tiny demo has 24 held-out queries, so "above chance" is a one-sided binomial test at p < 0.01 on text ->
+    video+audio R@10 (the demo's strongest figure), plus text -> video's median rank below chance's. Localisation
+    is computed and reported beside its chance but not asserted to beat it here: with three segments a video its
+    recall's chance is 0.69, and 24 steps cannot tell a real gain from luck (150-step runs measured 0.58-0.83 across
+    machines and seeds; the full demo, 0.77 vs 0.61 chance). Its arithmetic is tested against naive references in
+    tests/pipeline/evaluate."""
+    from scipy.stats import binom
+
     out = trained_demo.output
-    r5_va, chance5 = _printed(out, "retrieval", "video+audio", "R@5")
-    r10_v, chance10 = _printed(out, "retrieval", "video", "R@10")
+    r10_va, chance10 = _printed(out, "retrieval", "video+audio", "R@10")
     med_v, chance_med = _printed(out, "retrieval", "video", "median_rank")
-    loc_va, chance_loc = _printed(out, "localisation", "video+audio", "recall")
-    print(
-        f"held-out synthetic: text->video+audio R@5 {r5_va:.3f} (chance {chance5:.3f}); text->video R@10 "
-        f"{r10_v:.3f} (chance {chance10:.3f}), median rank {med_v} (chance {chance_med}); localisation recall "
-        f"{loc_va:.3f} (chance {chance_loc:.3f})"
-    )
-    assert r5_va >= 2 * chance5, out
-    assert r10_v > chance10 and med_v < chance_med, out
-    assert loc_va > chance_loc, out
     report = Path(re.findall(r"report: (\S+)", out)[0])
+    metrics = json.loads((report.parent / "metrics.json").read_text())
+    n = metrics["retrieval"]["video+audio"]["n_queries"]
+    assert n == metrics["retrieval"]["video+audio"]["n_candidates"] == 24  # 8 held-out videos x 3 segments
+    p_value = float(binom.sf(round(r10_va * n) - 1, n, chance10))
+    print(
+        f"held-out synthetic: text->video+audio R@10 {r10_va:.3f} (chance {chance10:.3f}, binomial p {p_value:.1e}); "
+        f"text->video median rank {med_v} (chance {chance_med})"
+    )
+    assert p_value < 0.01, out
+    assert med_v < chance_med, out
+    for modality in ("video", "video+audio"):
+        for metric in ("recall", "iou", "iod"):
+            value, chance = _printed(out, "localisation", modality, metric)
+            assert 0 <= value <= 1 and 0 < chance < 1, (modality, metric)
     assert report.exists() and report.stat().st_size > 0
 
 
-def test_second_run_is_cached_throughout(demo_run):
+def _train_events(run_id: str) -> list[dict]:
+    """The ``mmcaps.train.completed`` events the API holds for run ``run_id`` (what an evaluation trigger sees)."""
+    import asyncio
+
+    from prefect import get_client
+    from prefect.events.worker import EventsWorker
+
+    EventsWorker.drain_all()  # events go out from a background worker
+
+    async def read() -> list[dict]:
+        body = {
+            "filter": {"event": {"name": ["mmcaps.train.completed"]}, "occurred": {"since": "2020-01-01T00:00:00Z"}}
+        }
+        async with get_client() as client:
+            response = await client._client.post("/events/filter", json=body)
+        return [e for e in response.json()["events"] if e["resource"]["prefect.resource.id"] == f"mmcaps.run.{run_id}"]
+
+    return asyncio.run(read())
+
+
+def test_a_trained_run_emits_one_completion_event(trained_demo):
+    """The train flow announces a run it trained to its end (an evaluation deployment's trigger listens for it)."""
+    for _ in range(20):  # the API stores events a moment after they arrive
+        events = _train_events(trained_demo.run_id)
+        if events:
+            break
+        time.sleep(0.5)
+    (event,) = events
+    assert event["payload"]["run_id"] == trained_demo.run_id and event["payload"]["steps"] == 150
+    assert {"prefect.resource.id": "mmcaps.dataset.synthetic-train", "prefect.resource.role": "dataset"} in event[
+        "related"
+    ]
+
+
+def test_second_run_is_cached_throughout(demo_run, trained_demo):
     ws_root, _, argv = demo_run
     shards = _files(ws_root, "*.tar")
     checkpoints = _files(ws_root, "*.pt")
+    events = len(_train_events(trained_demo.run_id))
     started = time.time()
     assert main(argv) == 0
     runs = _task_runs_since(started - 1)
@@ -118,6 +166,8 @@ def test_second_run_is_cached_throughout(demo_run):
     assert all(r.state.name == "Cached" for r in runs), states
     assert _files(ws_root, "*.tar") == shards
     assert _files(ws_root, "*.pt") == checkpoints
+    time.sleep(2)
+    assert len(_train_events(trained_demo.run_id)) == events, "a cached training announced itself as new"
 
 
 def test_train_and_evaluate_commands_reuse_the_demo_run(demo_run, capsys):
@@ -281,21 +331,43 @@ def test_serve_registers_schedules_and_trigger(prefect_api, tmp_path, capsys):
 
     src = tmp_path / "videos"
     src.mkdir()
+    on = f"synthetic={tmp_path / 'bench'}"
     argv = ["serve", "--source", str(src), "--dataset", "lab", "--interval", "900", "--register-only"]
-    assert main([*argv, "--workspace", str(tmp_path / "ws")]) == 0
+    assert main([*argv, "--evaluate-on", on, "--workspace", str(tmp_path / "ws")]) == 0
     out = capsys.readouterr().out
-    assert "extract-lab" in out and "train-lab" in out
+    assert "extract-lab" in out and "train-lab" in out and "evaluate-lab" in out
 
     async def read():
         async with get_client() as client:
             extract = await client.read_deployment_by_name("extract/extract-lab")
             train = await client.read_deployment_by_name("train/train-lab")
+            evaluate = await client.read_deployment_by_name("evaluate/evaluate-lab")
             automations = await client.read_automations_by_name(name="new videos in lab")
-            return extract, train, automations
+            trained = await client.read_automations_by_name(name="trained on lab")
+            return extract, train, evaluate, automations, trained
 
     import asyncio
 
-    extract, train, automations = asyncio.run(read())
+    extract, train, evaluate, automations, trained = asyncio.run(read())
+    # The evaluation trigger: a training run of this dataset completing starts evaluate-lab on that run.
+    assert evaluate.parameters["specs"] == [on] and evaluate.global_concurrency_limit.limit == 1
+    assert trained, "the evaluation trigger was not registered"
+    (action,) = trained[0].actions
+    assert action.deployment_id == evaluate.id and action.parameters == {"run_id": "{{ event.payload.run_id }}"}
+    import uuid
+    from datetime import datetime, timezone
+
+    from prefect.server.events.schemas.automations import EventTrigger
+    from prefect.server.events.schemas.events import ReceivedEvent
+
+    from flows.events import TRAIN_EVENT, train_event_fields
+
+    server_trigger = EventTrigger.model_validate(trained[0].trigger.model_dump())
+    result = {"run_id": "lab-1", "run_dir": "/r", "steps": 3, "final_checkpoint": "/r/final.pt"}
+    for datasets, covered in ((["lab"], True), (["lab", "other"], True), (["other"], False)):
+        fields = train_event_fields(result, datasets, str(tmp_path))
+        event = ReceivedEvent(id=uuid.uuid4(), occurred=datetime.now(timezone.utc), event=TRAIN_EVENT, **fields)
+        assert server_trigger.covers(event) is covered, datasets
     assert len(extract.schedules) == 1
     assert extract.schedules[0].schedule.interval.total_seconds() == 900
     assert extract.parameters["source"] == str(src) and extract.parameters["dataset"] == "lab"
