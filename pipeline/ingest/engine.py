@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import numpy as np
 
@@ -73,8 +73,25 @@ class Extractor(Protocol):
 
 
 # -- records -----------------------------------------------------------------------------------------------------
+class JobDict:
+    """``to_dict``/``from_dict`` of a job dataclass with a ``captions`` field: plain JSON for Prefect to pass (the
+    captions as :meth:`Captions.to_json`)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)  # type: ignore[call-overload]
+        data["captions"] = self.captions.to_json() if self.captions is not None else None  # type: ignore[attr-defined]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        data = dict(data)
+        if data.get("captions") is not None:
+            data["captions"] = Captions.from_json(data["captions"])
+        return cls(**data)
+
+
 @dataclass(frozen=True)
-class ExtractJob:
+class ExtractJob(JobDict):
     """One video to extract. Small and picklable (Prefect passes it to workers)."""
 
     video_id: str
@@ -96,17 +113,6 @@ class ExtractJob:
         """The feature store key of each stream: the file's sha256, the captions' digest for text."""
         return {s: (self.captions_sha256 if s == "text" else self.sha256) for s in STREAMS}
 
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["captions"] = self.captions.to_json() if self.captions is not None else None
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ExtractJob:
-        data = dict(data)
-        if data.get("captions") is not None:
-            data["captions"] = Captions.from_json(data["captions"])
-        return cls(**data)
 
 
 @dataclass

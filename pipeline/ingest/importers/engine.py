@@ -40,6 +40,7 @@ from pipeline.ingest.engine import (
     Extractor,
     ExtractRecord,
     ExtractSummary,
+    JobDict,
     default_extractor,
     extract_one,
     failed_record,
@@ -71,7 +72,7 @@ def video_key(file_sha256: dict[str, str], duration_s: float | None) -> str:
 
 
 @dataclass(frozen=True)
-class ImportJob:
+class ImportJob(JobDict):
     """One video to import. Small and picklable (Prefect passes it to workers as a dict)."""
 
     video_id: str
@@ -104,17 +105,6 @@ class ImportJob:
             error=self.error,
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["captions"] = self.captions.to_json() if self.captions is not None else None
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ImportJob:
-        data = dict(data)
-        if data.get("captions") is not None:
-            data["captions"] = Captions.from_json(data["captions"])
-        return cls(**data)
 
 
 @dataclass
