@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from flows.commands._common import extract_config, parse_set_option, say_stand_ins
     from pipeline.evaluate.config import EvalConfig, EvalSpec
     from pipeline.ingest.sources import discover_videos
-    from pipeline.train.config import TrainConfig
+    from pipeline.runs.config import TrainConfig
     from storage.workspace import safe_name
 
     # The whole invocation is checked before Prefect starts: names, configs, the source, every benchmark spec.

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     # Imported here, not at the top: the light ones first, so that a bad invocation fails in a second; torch
     # (the run folder reader, the loop) only when it is needed.
     from flows.commands._common import parse_set_option
-    from pipeline.train.config import TrainConfig
+    from pipeline.runs.config import TrainConfig
     from storage.dataset import open_dataset
     from storage.workspace import Workspace
 

@@ -114,7 +114,6 @@ class ExtractJob(JobDict):
         return {s: (self.captions_sha256 if s == "text" else self.sha256) for s in STREAMS}
 
 
-
 @dataclass
 class ExtractRecord:
     """The outcome of one extraction: a manifest row to be. Its arrays are in the feature store."""

@@ -24,8 +24,8 @@ from pipeline.evaluate.dataset import ClipRef, EvalDataset
 from pipeline.evaluate.embed import embed_dataset
 from pipeline.extract.text import WordVectors, tokenize
 from pipeline.runs import RunFolder
+from pipeline.runs.config import TrainConfig
 from pipeline.search.clips import ClipSpan
-from pipeline.train.config import TrainConfig
 from storage.hashing import sha256_file, sha256_local
 from storage.sample import VideoFeatures
 

@@ -12,7 +12,7 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "TrainConfig": "pipeline.train.config",
+    "TrainConfig": "pipeline.runs.config",
     **dict.fromkeys(("TrainData", "TrainResult", "default_run_id", "load_run", "train"), "pipeline.train.loop"),
 }
 

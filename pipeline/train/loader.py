@@ -66,7 +66,7 @@ class LoaderSpec:
 
     @classmethod
     def for_config(cls, cfg: Any, shards: Sequence[str], epoch: int, skip_batches: int = 0) -> LoaderSpec:
-        """The spec of one epoch of a :class:`~pipeline.train.config.TrainConfig`'s stream over ``shards``."""
+        """The spec of one epoch of a :class:`~pipeline.runs.config.TrainConfig`'s stream over ``shards``."""
         return cls(
             shards=tuple(shards),
             seed=cfg.seed,

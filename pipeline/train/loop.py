@@ -42,7 +42,7 @@ from tqdm import tqdm
 from model import build_model, mms_loss
 from model.encoders import load_avlnet_audio, sync_batchnorm
 from pipeline.runs import RunFolder
-from pipeline.train.checkpoint import (
+from pipeline.runs.checkpoint import (
     FORMAT,
     capture_rng,
     latest_checkpoint,
@@ -50,7 +50,7 @@ from pipeline.train.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from pipeline.train.config import TrainConfig
+from pipeline.runs.config import TrainConfig
 from pipeline.train.distributed import DistInfo, barrier, gather_flags, gather_rows, loss_scale, setup_distributed
 from pipeline.train.loader import LoaderSpec, count_clip_videos, derive_seed, epoch_batches
 from storage.dataset import Dataset, open_dataset

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.train.config import LOWER_IS_BETTER
+from pipeline.runs.config import LOWER_IS_BETTER
 from storage.sample import VideoFeatures
 from storage.workspace import Workspace
 

@@ -106,7 +106,6 @@ class ImportJob(JobDict):
         )
 
 
-
 @dataclass
 class ImportPlan:
     """As :class:`pipeline.ingest.engine.ExtractPlan` (``summarise`` reads it), with import jobs."""

@@ -16,8 +16,8 @@ import torch
 from train_data_helpers import make_videos, tiny_config, write_train_data
 
 from pipeline.runs import RunFolder
+from pipeline.runs.checkpoint import latest_checkpoint, list_step_checkpoints, load_checkpoint
 from pipeline.train import TrainConfig, load_run, train
-from pipeline.train.checkpoint import latest_checkpoint, list_step_checkpoints, load_checkpoint
 from pipeline.train.loop import WarmupCosine
 from storage.workspace import Workspace
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from pipeline.train.config import TrainConfig
+from pipeline.runs.config import TrainConfig
 from storage.workspace import Workspace, safe_name
 
 if TYPE_CHECKING:
@@ -159,7 +159,7 @@ class RunFolder:
         ``info`` is run.json plus ``checkpoint`` (the path read), ``steps`` and ``final_losses`` of that checkpoint.
         """
         from model import build_model  # torch only here: reading a run's files and checking arguments stay light
-        from pipeline.train.checkpoint import load_checkpoint
+        from pipeline.runs.checkpoint import load_checkpoint
 
         path = self.checkpoint_path(which)
         ckpt = load_checkpoint(self.workspace, path, map_location=device)
