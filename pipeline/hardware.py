@@ -15,8 +15,10 @@ the same way (the resolved precision is fingerprinted).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -220,3 +222,35 @@ __all__ = [
     "resolve_device",
     "resolve_precision",
 ]
+
+
+def intra_op_threads() -> int:
+    """torch's configured intra-op thread count, as a fresh thread sees it.
+
+    The calling thread's own count can differ: a library that calls ``omp_set_num_threads`` (faiss does) changes it
+    for that thread alone, through the OpenMP runtime torch shares."""
+    import threading
+
+    import torch
+
+    seen: list[int] = []
+    probe = threading.Thread(target=lambda: seen.append(torch.get_num_threads()), name="mmcaps-threads")
+    probe.start()
+    probe.join()
+    return seen[0]
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` intra-op threads in this thread, then restore torch's configured count.
+
+    Network outputs depend on it in the last bits (oneDNN splits reductions by thread count), so whatever computes
+    features sets it instead of inheriting the calling thread's state."""
+    import torch
+
+    before = intra_op_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -139,6 +139,12 @@ class ExtractConfig(ResolvesPrecision, FingerprintedConfig):
     compile: bool = runtime_field(
         False, description="torch.compile the backbones: faster after 10-30 s of compilation; for long extractions"
     )
+    threads: int | None = runtime_field(
+        None,
+        ge=1,
+        description="intra-op threads of the backbones; unset: torch's configured count (the cores). Features depend "
+        "on it in the last bit of a few values; each sample's meta.json records it",
+    )
     queue_chunks: int = runtime_field(4, ge=1, description="decoded chunks buffered ahead of the networks")
     timeout_s: float = runtime_field(120.0, gt=0, description="longest ffmpeg may go without output, seconds")
     download: bool = runtime_field(False, description="let torchvision download named weights into $TORCH_HOME")

@@ -35,7 +35,7 @@ from pipeline.extract.ffmpeg import FrameSpec, FrameStreams, VideoInfo, decode_a
 from pipeline.extract.recipes import IMAGENET_MEAN, IMAGENET_STD, RECIPES_3D
 from pipeline.extract.runner import NetRunner
 from pipeline.extract.text import WordVectors
-from pipeline.hardware import resolve_device, resolve_precision
+from pipeline.hardware import intra_op_threads, resolve_device, resolve_precision, torch_threads
 from storage.features import STREAMS, StreamArrays
 from storage.sample import Captions, VideoFeatures
 
@@ -174,6 +174,9 @@ class Extractor:
         if cfg.text.word2vec and not Path(cfg.text.word2vec).expanduser().is_file():
             raise FileNotFoundError(f"{cfg.text.word2vec}: word2vec file not found")
         self.cache_dir = str(cache_dir) if cache_dir is not None else None
+        # Chosen once and set around every network pass, so the drivers (the main thread, a flow's worker thread,
+        # a thread whose OpenMP count another library changed) all compute the same bytes.
+        self.threads = cfg.threads or intra_op_threads()
         self.recipe3d = RECIPES_3D[cfg.rgb3d.arch]
         self._weights: dict[str, str] = {}  # weights id of each backbone, once built
         self._dims: dict[str, int] = {}
@@ -309,13 +312,19 @@ class Extractor:
             if "audio" in want and info.has_audio and cfg.audio.enabled:
                 audio = _AudioJob(path, info, cfg, self.ffmpeg.path)
             try:
-                rows = self._frames(path, info, want & {"rgb2d", "rgb3d"}, timing)
+                with torch_threads(self.threads):
+                    rows = self._frames(path, info, want & {"rgb2d", "rgb3d"}, timing)
                 mel = audio.result() if audio is not None else np.zeros((cfg.audio.n_mels, 0), np.float32)
             finally:
                 if audio is not None:
                     audio._thread.join()
                     timing["audio"] = audio.seconds
-            visual = {"precision": self.precision.precision, "ffmpeg": self.ffmpeg.version, "probe": probed}
+            visual = {
+                "precision": self.precision.precision,
+                "threads": self.threads,
+                "ffmpeg": self.ffmpeg.version,
+                "probe": probed,
+            }
             for name, arr in rows.items():
                 meta = {**visual, "weights": self._weights[name], "rows": len(arr)}
                 if name == "rgb3d":

@@ -133,13 +133,10 @@ def _scan_top_k(
     n = int(parts[0].shape[0])
     qn = np.ascontiguousarray(q.numpy(), dtype=np.float32)
     bounds = [(lo, min(n, lo + block_rows)) for lo in range(0, n, block_rows)]
-    if threads <= 1 or len(bounds) == 1:
-        import faiss
-
-        faiss.omp_set_num_threads(1)
-        found = [_scan_block(qn, parts, lo, hi, k) for lo, hi in bounds]
-    else:
-        found = list(_pool(threads).map(lambda b: _scan_block(qn, parts, b[0], b[1], k), bounds))
+    # Always in the pool's threads: faiss.omp_set_num_threads changes the calling thread's OpenMP count, which torch
+    # shares, and a caller that goes on to run networks (a test process, the app) must keep its own.
+    pool = _pool(1 if threads <= 1 or len(bounds) == 1 else threads)
+    found = list(pool.map(lambda b: _scan_block(qn, parts, b[0], b[1], k), bounds))
     scores = torch.from_numpy(np.concatenate([s for s, _ in found], axis=1))
     idx = torch.from_numpy(np.concatenate([i for _, i in found], axis=1))
     best = scores.topk(k, dim=1)

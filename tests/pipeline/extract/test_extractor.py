@@ -118,6 +118,38 @@ def test_missing_pretrained_weights_fail_at_once():
         Extractor(ExtractConfig(rgb3d={"weights": "/nowhere/resnext-101-kinetics.pth"}))
 
 
+def test_the_calling_threads_openmp_count_does_not_reach_the_features(extractor, videos):
+    """The backbones run with the extractor's own thread count (recorded in the sample), whatever the calling thread
+    inherited: faiss sets the calling thread's OpenMP count through the runtime torch shares (as a search in the same
+    process did before a plain extraction), fp32 convolutions split their sums by thread count, and the main thread
+    and a flow's worker thread must compute the same bytes."""
+    import threading
+
+    import faiss
+
+    expected = extractor.extract(videos["odd"], None, "odd")
+    assert (
+        expected.meta["streams"]["rgb2d"]["threads"]
+        == extractor.threads
+        == expected.meta["streams"]["rgb3d"]["threads"]
+    )
+    configured = torch.get_num_threads()
+    faiss.omp_set_num_threads(extractor.threads + 1)
+    try:
+        assert torch.get_num_threads() == extractor.threads + 1  # the state that used to leak into the features
+        changed = extractor.extract(videos["odd"], None, "odd")
+        assert torch.get_num_threads() == configured  # and extraction leaves torch's configured count
+    finally:
+        torch.set_num_threads(configured)
+    other: dict[str, VideoFeatures] = {}
+    worker = threading.Thread(target=lambda: other.setdefault("f", extractor.extract(videos["odd"], None, "odd")))
+    worker.start()
+    worker.join()
+    for stream in ("rgb2d", "rgb3d"):
+        want = getattr(expected, stream).tobytes()
+        assert getattr(changed, stream).tobytes() == want and getattr(other["f"], stream).tobytes() == want, stream
+
+
 def test_same_video_twice_gives_byte_identical_shards(extractor, extract_cache, videos, tmp_path):
     """A fresh extractor (backbones rebuilt from the cache) on the same file and config: the same shard bytes, and
     the sample records the ffmpeg build and the precision that made it."""

@@ -60,3 +60,16 @@ def test_shape_errors():
 
 def test_recall_at_k_by_hand():
     assert recall_at_k(np.array([[1, 2, 3], [4, 5, 6]]), np.array([[3, 2, 9], [7, 8, 9]])) == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.skipif(not _has_faiss(), reason="faiss-cpu missing")
+def test_the_scan_leaves_the_callers_thread_count(threads):
+    """faiss.omp_set_num_threads acts on the calling thread through the OpenMP runtime torch shares: the scan sets
+    it only in its own pool's threads, so a process that searches and then runs networks keeps its count."""
+    before = torch.get_num_threads()
+    gen = torch.Generator().manual_seed(4)
+    exact_top_k(
+        torch.randn(1, 8, generator=gen), [torch.randn(300, 8, generator=gen)], 5, backend="scan", threads=threads
+    )
+    assert torch.get_num_threads() == before
