@@ -69,7 +69,7 @@ def test_concept_caption_ranks_a_clip_of_that_concept_first(indexed, trained_dem
     """Each eval segment's concept, asked as its canonical caption: is the top clip (windows and captions, all 8
     held-out videos) one of that concept? Chance: the fraction of clips of that concept, averaged like the hits.
 
-    Pooled over the index's three modalities (72 trials): which modality the 150-step tiny model learns best varies
+    Pooled over the index's three modalities (72 trials): which modality the tiny demo model learns best varies
     with the training config (video 0.08-0.58, video+audio 0.25-0.50 top-1, chance 0.13, measured), the pooled rate
     does not. A clear margin: twice chance, and a one-sided binomial test at chance rejects at p < 0.01.
     """
