@@ -520,7 +520,9 @@ def write_dataset(
     rows: list[dict[str, Any]] = []
     written: list[str] = []
     by_fp: dict[str, list[ExtractRecord]] = {}
-    for rec in latest.values():
+    # In video order, not in the order extractions finished (which a flow's concurrent tasks make a matter of
+    # timing): the same records give the same shard and manifest bytes whichever driver ran them.
+    for rec in sorted(latest.values(), key=lambda r: (r.key, r.extract_fingerprint)):
         by_fp.setdefault(rec.extract_fingerprint, []).append(rec)
     for fp, group in by_fp.items():
         rows += [rec.manifest_row("") for rec in group if rec.status != "ok"]
