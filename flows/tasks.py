@@ -21,6 +21,7 @@ from typing import Any
 
 from prefect import task
 
+from flows import artifacts
 from flows.artifacts import Progress, terminal_bar
 from pipeline.evaluate.run import eval_dataset_name, report, score
 from pipeline.extract import ExtractConfig
@@ -241,11 +242,30 @@ def train_task(
 ) -> dict[str, Any]:
     """Train (or return the finished run with the same inputs); returns the run's id, folder and final losses."""
     progress = Progress(progress_key, "training steps")
+    validated: list[dict[str, Any]] = []
 
     def on_step(step: int, total: int, losses: dict[str, float]) -> None:
         progress.update(step, total)
 
-    result = train(datasets, config, Workspace(root), run_id=run_id, resume=resume, progress=on_step)
+    def on_validation(step: int, results: dict[str, Any]) -> None:
+        # One table for the run, rewritten with every validation so far (each write is a new artifact version).
+        for name, metrics in results.items():
+            for modality, table in (metrics.get("retrieval") or {}).items():
+                validated.append(
+                    {"step": step, "benchmark": name, "modality": modality}
+                    | {k: table.get(k) for k in ("R@1", "R@5", "R@10", "median_rank")}
+                )
+        artifacts.table(f"{progress_key.removesuffix('-progress')}-validation", validated, "validation while training")
+
+    result = train(
+        datasets,
+        config,
+        Workspace(root),
+        run_id=run_id,
+        resume=resume,
+        progress=on_step,
+        on_validation=on_validation,
+    )
     progress.update(1, 1)
     out = asdict(result)
     out["final_losses"] = {k: float(v) for k, v in result.final_losses.items()}

@@ -21,6 +21,25 @@ from storage import Workspace
 pytestmark = pytest.mark.slow
 
 
+def _latest_table(key: str) -> list[dict]:
+    """The rows of the newest version of table artifact ``key`` in the session's Prefect API."""
+    import asyncio
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    async def read():
+        async with get_client() as client:
+            found = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), sort=ArtifactSort.CREATED_DESC
+            )
+            return found[0].data
+
+    data = asyncio.run(read())
+    return json.loads(data) if isinstance(data, str) else data
+
+
 def test_validation_while_training_equals_mmcaps_evaluate(trained_demo, tmp_path, capsys):
     ws_root = tmp_path / "ws"
     shutil.copytree(trained_demo.workspace, ws_root)
@@ -34,6 +53,14 @@ def test_validation_while_training_equals_mmcaps_evaluate(trained_demo, tmp_path
     assert run.info()["best"]["metric"] == "retrieval/video/R@10"
     assert (ws_root / "models" / "validated" / "checkpoints" / "step-3.pt").exists()
     capsys.readouterr()
+    # and the flow's table artifact holds the same numbers, a row per validated step and modality
+    table = _latest_table("train-synthetic-train-validation")
+    assert [(r["step"], r["modality"]) for r in table] == [
+        (r["step"], m) for r in validated for m in r["validation"]["synthetic"]["retrieval"]
+    ]
+    for r in table:
+        (row,) = [v for v in validated if v["step"] == r["step"]]
+        assert r["R@10"] == row["validation"]["synthetic"]["retrieval"][r["modality"]]["R@10"]
 
     assert main(["evaluate", "--model", "validated", "--on", on, "--workspace", str(ws_root)]) == 0
     written = json.loads((ws_root / "evals" / "validated" / "synthetic" / "metrics.json").read_text())
