@@ -15,7 +15,7 @@ import pytest
 from gensim.models import KeyedVectors
 
 from pipeline.extract.ffmpeg import ffmpeg_exe
-from pipeline.synthetic import COLOURS, CorpusInfo, SynthConfig, generate_corpus, load_corpus
+from pipeline.synthetic import COLOURS, CorpusInfo, SynthConfig, generate_corpus, load_corpus, plan_tasks
 
 
 def decode_frames(path: Path, width: int, height: int) -> np.ndarray:
@@ -310,8 +310,6 @@ def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="even"):
         SynthConfig(width=127)
     with pytest.raises(ValueError, match="hold out"):
-        from pipeline.synthetic import plan_tasks
-
         plan_tasks(SynthConfig.tiny(colours=("red",), shapes=("circle", "square"), holdout_combinations=True))
     assert SynthConfig.tiny().fingerprint() != SynthConfig.demo().fingerprint()
     assert SynthConfig.tiny(workers=2).fingerprint() == SynthConfig.tiny().fingerprint()

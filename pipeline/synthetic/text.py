@@ -141,7 +141,7 @@ def word_vectors(words: list[str], *, seed: int, synonym_noise: float) -> np.nda
 
 def write_word2vec(path: Path, words: list[str], vectors: np.ndarray) -> None:
     """Write GoogleNews-format binary word2vec (gensim ``save_word2vec_format(binary=True)``)."""
-    from gensim.models import KeyedVectors
+    from gensim.models import KeyedVectors  # noqa: PLC0415  deferred: gensim
 
     kv = KeyedVectors(vector_size=vectors.shape[1], dtype=np.float32)
     kv.add_vectors(words, vectors)

@@ -1,4 +1,4 @@
-"""Pixels and samples of the synthetic corpus, and the ffmpeg call that muxes them (helpers of ``synthetic.py``).
+"""Pixels and samples of the synthetic corpus, and the ffmpeg call that muxes them (used by :mod:`.corpus`).
 
 Everything here is a pure function of its arguments: a :class:`SegmentPlan` fixes where the shape is at every
 instant, so rendering is deterministic and a test can recompute the shape's centre from the stored plan.
