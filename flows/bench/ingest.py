@@ -22,6 +22,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from pipeline.extract import ExtractConfig, Extractor
+from pipeline.extract.ffmpeg import ffmpeg_exe
+from pipeline.ingest import run_extract
+from storage.workspace import Workspace
+
 TARGET_S = 10.0
 VTT = "WEBVTT\n\n00:00:00.000 --> 00:00:00.500\nclip {i} first words\n\n00:00:00.500 --> 00:00:01.000\nmore words\n"
 
@@ -34,8 +39,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _make_clip(path: Path, pattern: str, freq: int) -> None:
-    from pipeline.extract.ffmpeg import ffmpeg_exe
-
     args = [ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i"]
     args += [f"{pattern}=size=64x48:rate=10:duration=1", "-f", "lavfi", "-i", f"sine=frequency={freq}:duration=1"]
     args += ["-c:a", "aac", "-shortest", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path)]
@@ -43,10 +46,6 @@ def _make_clip(path: Path, pattern: str, freq: int) -> None:
 
 
 def _bench(work: Path, n_videos: int, repeats: int) -> dict[str, float | int | str]:
-    from pipeline.extract import ExtractConfig, Extractor
-    from pipeline.ingest import run_extract
-    from storage.workspace import Workspace
-
     clips = work / "clips"
     clips.mkdir(parents=True, exist_ok=True)
     bases = []

@@ -43,7 +43,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+from flows.bench._reference_dynamic import ReferenceDynamicRouting
 from flows.commands._common import add_set_option, parse_set_option
+from model import CapsuleConfig, build_model, mms_loss
+from model.network import build_routing
 
 # Paper table 3 (C=64, d1=d2=16) and table 4 (d1=32, d2=256): (memory GB, seconds per batch of 4096, 4 V100s).
 PAPER_TABLE3 = {
@@ -141,8 +147,6 @@ def _run_worker(spec: dict[str, Any], timeout: int) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch  # only here, so `mmcaps --help` stays fast
-
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     batch = args.batch_size or DEFAULT_BATCH[args.part]
     base = {**(SIZES[args.size] if args.part == "step" else {}), **parse_set_option(args.overrides)}
@@ -322,11 +326,7 @@ def _rss_bytes() -> int:
 
 def make_bench_router(name: str, cfg: Any) -> Any:
     """The router a configuration measures: the model's (``build_routing``) or the bench-only reference one."""
-    from model.network import build_routing
-
     if name == REFERENCE_DYNAMIC:
-        from flows.bench._reference_dynamic import ReferenceDynamicRouting
-
         return ReferenceDynamicRouting(
             num_capsules=cfg.num_capsules, d1=cfg.d1, d2=cfg.d2, iterations=cfg.routing_iterations
         )
@@ -335,8 +335,6 @@ def make_bench_router(name: str, cfg: Any) -> Any:
 
 def _flop_counter() -> Any:
     """``FlopCounterMode`` that also counts CPU flash attention (torch counts only the CUDA kernels)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
     def fwd(query, key, value, *args, out_shape=None, **kwargs):
         return sdpa_flop_count(query, key, value)
@@ -354,10 +352,6 @@ def _flop_counter() -> Any:
 
 def _setup(spec: dict[str, Any], cfg: Any, batch: int) -> tuple[Any, Any]:
     """(module, step): the measured module and one training step of it (forward, loss, backward, Adam update)."""
-    import torch
-
-    from model import build_model, mms_loss
-
     device = torch.device(spec["device"])
     router_name = spec.get("router") or cfg.routing
     if spec.get("part", "step") == "routing":
@@ -398,10 +392,6 @@ def _setup(spec: dict[str, Any], cfg: Any, batch: int) -> tuple[Any, Any]:
 
 def _worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Build one configuration, time its training steps and measure its memory peak (run in a fresh process)."""
-    import torch
-
-    from model import CapsuleConfig
-
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
     device = torch.device(spec["device"])

@@ -21,6 +21,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
+from pipeline.search.approx import build_ivf
+from pipeline.search.exact import exact_top_k
+
 TARGET_RATIO = 1.5
 TARGET_RECALL = 0.95
 
@@ -73,8 +78,6 @@ def clustered(
     """float32 [n, d] rows and the centres [centres, d]: unit centres plus noise of norm ``noise``, both in a random
     ``intrinsic``-dimensional subspace (embedding spaces have low intrinsic dimension; a full-dimensional noise would
     leave every cluster isolated), plus a little full-dimensional noise. Generated block by block."""
-    import torch
-
     gen = torch.Generator().manual_seed(seed)
     basis = torch.linalg.qr(torch.randn(d, min(intrinsic, d), generator=gen)).Q.T.contiguous()  # (r, d) orthonormal
     r = basis.shape[0]
@@ -90,8 +93,6 @@ def clustered(
 
 def queries_near(centres, q: int, seed: int, *, noise: float = 0.7):
     """[q, d] queries: a centre plus in-subspace noise of norm ``noise``."""
-    import torch
-
     c, basis = centres
     gen = torch.Generator().manual_seed(seed + 1)
     r = basis.shape[0]
@@ -100,8 +101,6 @@ def queries_near(centres, q: int, seed: int, *, noise: float = 0.7):
 
 
 def _row(n: int, d: int, args: argparse.Namespace) -> dict[str, Any]:
-    from pipeline.search.exact import exact_top_k
-
     matrix, centres = clustered(n, d, args.centres, args.seed, noise=args.noise, intrinsic=args.intrinsic_dim)
     q1 = queries_near(centres, 1, args.seed, noise=args.query_noise)
     qb = queries_near(centres, args.batch, args.seed + 7, noise=args.query_noise)
@@ -136,8 +135,6 @@ def _row(n: int, d: int, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _approximate(matrix, centres, args: argparse.Namespace) -> dict[str, Any]:
-    from pipeline.search.approx import build_ivf
-
     queries = queries_near(centres, args.recall_queries, args.seed + 13, noise=args.query_noise)
     index = build_ivf([matrix.numpy()], queries.numpy(), query_source="synthetic", target_recall=TARGET_RECALL)
     s = index.stats
@@ -180,8 +177,6 @@ def _print(row: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch  # only here, so `mmcaps --help` stays fast
-
     if args.threads:
         torch.set_num_threads(args.threads)
     print(

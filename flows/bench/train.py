@@ -31,8 +31,17 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+import torch
 
-from flows.commands._common import add_set_option
+from flows.commands._common import add_set_option, parse_set_option
+from model import build_model
+from pipeline.train import TrainConfig
+from pipeline.train.clips import ClipBuffers, clips_to_arrays, sample_clips, write_clips
+from pipeline.train.loader import LoaderSpec, _has_captions, derive_seed, epoch_batches
+from pipeline.train.loop import _pick_device, forward_loss
+from storage.sample import Captions, VideoFeatures
+from storage.shards import ShardWriter, iter_shard
+from storage.workspace import Workspace
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,10 +66,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def write_random_shards(folder: str, n_videos: int, seconds: float, seed: int = 0) -> list[str]:
     """Random float16 features of ``n_videos`` videos of ``seconds`` (captions every 3 s) as tar shards."""
-    from storage.sample import Captions, VideoFeatures
-    from storage.shards import ShardWriter
-    from storage.workspace import Workspace
-
     rng = np.random.default_rng(seed)
     ws = Workspace(folder)
     writer = ShardWriter(ws.join("shards"), "bench", max_count=16, workspace=ws)
@@ -104,8 +109,6 @@ def _load() -> str:
 
 def loader_rate(cfg: Any, shards: list[str], workers: int, batches: int, pin_memory: bool) -> tuple[float, int]:
     """(clips/s, batches timed) of ``epoch_batches`` with ``workers`` loader workers; the first batch is not timed."""
-    from pipeline.train.loader import LoaderSpec, epoch_batches
-
     spec = LoaderSpec.for_config(cfg.with_updates({"num_workers": workers}), shards, epoch=0)
     it = epoch_batches(spec, batches + 1, pin_memory=pin_memory)
     next(it)
@@ -119,12 +122,6 @@ def profile_stages(cfg: Any, shards: list[str]) -> dict[str, dict[str, float]]:
 
     Returns ``{"reference": {stage: s}, "loader": {stage: s}, "videos": {"n": count}}``.
     """
-    import torch
-
-    from pipeline.train.clips import clips_to_arrays, sample_clips, write_clips
-    from pipeline.train.loader import _has_captions, derive_seed
-    from storage.sample import VideoFeatures
-    from storage.shards import iter_shard
 
     def timed(t: collections.Counter, stage: str, fn: Callable[..., Any], *args: Any) -> Any:
         t0 = time.perf_counter()
@@ -186,16 +183,12 @@ def profile_stages(cfg: Any, shards: list[str]) -> dict[str, dict[str, float]]:
 
 def _concatenate(items: list[dict]) -> dict[str, Any]:
     """The reference collation: per-video arrays concatenated into the batch's tensors."""
-    import torch
-
     names = ("video", "text", "audio", "audio_lengths", "has_audio")
     return {n: torch.from_numpy(np.concatenate([it[n] for it in items])) for n in names}
 
 
 def _shared_buffers(clips: int, audio_frames: int) -> Any:
     """The loader's batch as a worker allocates it (in shared memory)."""
-    from pipeline.train.clips import ClipBuffers
-
     return ClipBuffers.allocate(clips, audio_frames, shared=True)
 
 
@@ -215,13 +208,6 @@ def format_profile(prof: dict[str, dict[str, float]], n_pair: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from flows.commands._common import parse_set_option
-    from model import build_model
-    from pipeline.train import TrainConfig
-    from pipeline.train.loop import _pick_device, forward_loss
-
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = TrainConfig.from_preset(args.preset, parse_set_option(args.overrides))
@@ -249,64 +235,72 @@ def run(args: argparse.Namespace) -> int:
             f"({time.perf_counter() - t0:.1f} s to write)"
         )
         batches = args.batches or steps_available - 1
-
         if args.profile:
             print("\nwhere one loader worker's time goes (one process, every video once, per video):\n")
             print(format_profile(profile_stages(cfg, shards), cfg.n_pair))
-
         worker_counts = args.workers if args.workers is not None else [cfg.num_workers]
-        print(f"\nloader alone ({batches} timed batches of {cfg.clips_per_step} clips each):\n")
-        print("| workers | clips/s | clips/s per worker |\n|---:|---:|---:|")
-        loader_best = 0.0
-        for workers in worker_counts:
-            rate, _ = loader_rate(cfg, shards, workers, batches, pin)
-            loader_best = max(loader_best, rate)
-            per = f"{rate / workers:.0f}" if workers else f"{rate:.0f} (in process)"
-            print(f"| {workers} | {rate:.0f} | {per} |", flush=True)
-
+        loader_best = _loader_table(cfg, shards, worker_counts, batches, pin)
         if not args.no_model:
-            torch.manual_seed(cfg.seed)
-            net = build_model(cfg.model).to(device)
-            opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-
-            def step(batch: dict) -> None:
-                loss, _ = forward_loss(net, batch, cfg, device)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-
-            from pipeline.train.loader import LoaderSpec, epoch_batches
-
-            spec = LoaderSpec.for_config(cfg, shards, epoch=0)
-            first = next(epoch_batches(spec, 1))
-            step(first)
-            _sync(device)
-            t0 = time.perf_counter()
-            for _ in range(args.steps):
-                step(first)
-            _sync(device)
-            model_rate = args.steps * cfg.clips_per_step / (time.perf_counter() - t0)
-            print(f"\nmodel step alone: {model_rate:10.1f} clips/s ({args.steps} steps)")
-
-            n_both = min(args.steps, steps_available - 1)
-            it = epoch_batches(spec, n_both + 1, pin_memory=pin)
-            step(next(it))
-            _sync(device)
-            t0 = time.perf_counter()
-            for batch in itertools.islice(it, n_both):
-                step(batch)
-            _sync(device)
-            both_rate = n_both * cfg.clips_per_step / (time.perf_counter() - t0)
-            print(f"loader ({cfg.num_workers} workers) + model: {both_rate:10.1f} clips/s ({n_both} steps)")
-            ratio = loader_best / model_rate
-            verdict = "keeps up" if ratio >= 5 else "below the 5x target"
-            print(f"best loader / model = {ratio:.1f}x ({verdict}); both / model = {both_rate / model_rate:.2f}")
+            _model_rates(cfg, shards, device, pin, args.steps, steps_available - 1, loader_best)
     print(f"\nload average at the end {_load()}")
     return 0
 
 
-def _sync(device: Any) -> None:
-    import torch
+def _loader_table(cfg: TrainConfig, shards: list[str], worker_counts: list[int], batches: int, pin: bool) -> float:
+    """Print the loader's clips/s for each worker count; returns the best."""
+    print(f"\nloader alone ({batches} timed batches of {cfg.clips_per_step} clips each):\n")
+    print("| workers | clips/s | clips/s per worker |\n|---:|---:|---:|")
+    loader_best = 0.0
+    for workers in worker_counts:
+        rate, _ = loader_rate(cfg, shards, workers, batches, pin)
+        loader_best = max(loader_best, rate)
+        per = f"{rate / workers:.0f}" if workers else f"{rate:.0f} (in process)"
+        print(f"| {workers} | {rate:.0f} | {per} |", flush=True)
+    return loader_best
 
+
+def _train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict, cfg: TrainConfig, device: Any) -> None:
+    """Forward, MMS loss, backward and an Adam step on one batch (as training runs it)."""
+    loss, _ = forward_loss(net, batch, cfg, device)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def _model_rates(
+    cfg: TrainConfig, shards: list[str], device: Any, pin: bool, steps: int, max_fed_steps: int, loader_best: float
+) -> None:
+    """Print the model step's clips/s alone (``steps`` steps on one batch) and fed by the loader (at most
+    ``max_fed_steps``), and the ratio of the best loader rate to the model's."""
+    torch.manual_seed(cfg.seed)
+    net = build_model(cfg.model).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    spec = LoaderSpec.for_config(cfg, shards, epoch=0)
+    first = next(epoch_batches(spec, 1))
+    _train_step(net, opt, first, cfg, device)
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        _train_step(net, opt, first, cfg, device)
+    _sync(device)
+    model_rate = steps * cfg.clips_per_step / (time.perf_counter() - t0)
+    print(f"\nmodel step alone: {model_rate:10.1f} clips/s ({steps} steps)")
+
+    n_both = min(steps, max_fed_steps)
+    it = epoch_batches(spec, n_both + 1, pin_memory=pin)
+    _train_step(net, opt, next(it), cfg, device)
+    _sync(device)
+    t0 = time.perf_counter()
+    for batch in itertools.islice(it, n_both):
+        _train_step(net, opt, batch, cfg, device)
+    _sync(device)
+    both_rate = n_both * cfg.clips_per_step / (time.perf_counter() - t0)
+    print(f"loader ({cfg.num_workers} workers) + model: {both_rate:10.1f} clips/s ({n_both} steps)")
+    ratio = loader_best / model_rate
+    verdict = "keeps up" if ratio >= 5 else "below the 5x target"
+    print(f"best loader / model = {ratio:.1f}x ({verdict}); both / model = {both_rate / model_rate:.2f}")
+
+
+def _sync(device: Any) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -28,7 +28,7 @@ K_RECALL = 10
 
 def _faiss() -> Any:
     try:
-        import faiss
+        import faiss  # noqa: PLC0415  deferred: faiss
     except ImportError as exc:  # pragma: no cover - declared in pyproject; only a broken install lacks it
         raise ImportError("the approximate index needs faiss (pip install faiss-cpu)") from exc
     faiss.omp_set_num_threads(max(1, torch.get_num_threads()))

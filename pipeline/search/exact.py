@@ -100,7 +100,7 @@ def exact_top_k(
 
 def _has_faiss() -> bool:
     try:
-        import faiss  # noqa: F401  (declared dependency; a broken install falls back to torch)
+        import faiss  # noqa: F401, PLC0415  deferred: faiss (declared dependency; a broken install falls back to torch)
     except ImportError:
         return False
     return True
@@ -109,7 +109,7 @@ def _has_faiss() -> bool:
 def _pool(threads: int) -> ThreadPoolExecutor:
     """Worker threads of one OpenMP thread each (the OpenMP thread count is per calling thread): parallelism comes
     from the blocks, not from OpenMP teams, whose barriers stall on a busy machine."""
-    import faiss
+    import faiss  # noqa: PLC0415  deferred: faiss
 
     with _POOL_LOCK:
         if threads not in _POOLS:
@@ -120,7 +120,7 @@ def _pool(threads: int) -> ThreadPoolExecutor:
 
 
 def _scan_block(q: np.ndarray, parts: Sequence[np.ndarray | torch.Tensor], lo: int, hi: int, k: int):
-    import faiss
+    import faiss  # noqa: PLC0415  deferred: faiss
 
     block = np.ascontiguousarray(_block(parts, lo, hi).numpy())  # a view of a float32 part; a sum otherwise
     scores, idx = faiss.knn(q, block, min(k, hi - lo), metric=faiss.METRIC_INNER_PRODUCT)
