@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+import pyarrow.parquet as pq
 
 from pipeline.evaluate.config import EvalConfig
 from pipeline.evaluate.metrics import recall_curve
@@ -213,10 +214,29 @@ def _annotations_html(e: Any, ann: dict[str, Any] | None) -> list[str]:
 
 
 def render_html(metrics: dict[str, Any], figures: list[str], files: list[str]) -> str:
+    """``report.html`` of one evaluation: every number read from its ``metrics.json`` (``metrics``), then the
+    ``figures`` (PNG names beside it) and links to its ``files``."""
     e = html.escape
-    similarity = metrics["similarity"]
+    parts = [*_head_html(metrics), *_videos_html(metrics)]
+    if "retrieval" in metrics:
+        parts.extend(_retrieval_html(metrics))
+    if "localisation" in metrics:
+        parts.extend(_localisation_html(metrics))
+    parts.extend(_annotations_html(e, metrics.get("annotations")))
+    if figures:
+        parts.append("<h2>Figures</h2>")
+        parts.extend(f"<p><a href='{e(f)}'><img src='{e(f)}' alt='{e(f)}'></a></p>" for f in figures)
+    parts.append("<h2>Files</h2><ul>")
+    parts.extend(f"<li><a href='{e(f)}'>{e(f)}</a></li>" for f in files)
+    parts.append("</ul></body></html>")
+    return "\n".join(parts)
+
+
+def _head_html(metrics: dict[str, Any]) -> list[str]:
+    """The page's head and title, and what was evaluated: run, dataset, similarity, fingerprints."""
+    e = html.escape
     rule = metrics.get("similarity_rule")
-    parts = [
+    return [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>mmcaps evaluation: {e(metrics['run_id'])} on {e(metrics['dataset'])}</title>",
         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
@@ -225,14 +245,19 @@ def render_html(metrics: dict[str, Any], figures: list[str], files: list[str]) -
         f"<h1>{e(metrics['dataset'])} ({e(metrics['kind'])}) — model run {e(metrics['run_id'])}</h1>",
         f"<p>Evaluation {e(metrics['evaluation_id'])}, written {e(metrics['created'])}. Annotations: "
         f"<code>{e(metrics['source'])}</code>; videos: <code>{e(str(metrics.get('video_dir')))}</code>. "
-        f"<b>Similarity: {e(similarity)}</b>{' (' + e(rule) + ')' if rule else ''}. Eval config "
+        f"<b>Similarity: {e(metrics['similarity'])}</b>{' (' + e(rule) + ')' if rule else ''}. Eval config "
         f"{e(metrics['eval_fingerprint'])}, extract config {e(str(metrics.get('extract_fingerprint')))}, "
         f"evaluation dataset {e(str(metrics.get('dataset_fingerprint')))}.</p>",
     ]
+
+
+def _videos_html(metrics: dict[str, Any]) -> list[str]:
+    """Videos needed, present and missing; the two protocols; the modalities skipped."""
+    e = html.escape
     v = metrics["videos"]
-    parts.append(
+    parts = [
         f"<p>Videos: {v['needed']} needed, {v['present']} present, <b>{v['missing']} missing</b> — {e(v['note'])}.</p>"
-    )
+    ]
     if v["missing_ids"]:
         shown = ", ".join(e(x) for x in v["missing_ids"][:50])
         more = f" … and {len(v['missing_ids']) - 50} more" if len(v["missing_ids"]) > 50 else ""
@@ -245,61 +270,66 @@ def render_html(metrics: dict[str, Any], figures: list[str], files: list[str]) -
         )
     if metrics.get("modalities_skipped"):
         parts.append(f"<p>Skipped (model has no audio branch): {e(', '.join(metrics['modalities_skipped']))}</p>")
-    if "retrieval" in metrics:
-        keys = [k for k in next(iter(metrics["retrieval"].values())) if not k.startswith("n_")]
-        parts.append("<h2>Text → video retrieval</h2>")
-        parts.extend(
-            _protocol_table(
-                e, f"similarity: {similarity}", metrics["retrieval"], metrics.get("retrieval_reference", {}),
-                metrics["retrieval_chance"], metrics.get("retrieval_reference_chance", {}), keys,
-                [("n_queries", "queries counted"), ("n_ranked", "queries ranked"), ("n_candidates", "candidates")],
-            )
-        )  # fmt: skip
-        q = metrics["retrieval_queries"]
-        no_audio = "; ".join(
-            f"{n} queries' clips have no audio (a miss in the {e(m)} row, as AVLnet counts them)"
-            for m, n in (q.get("no_audio") or {}).items()
+    return parts
+
+
+def _retrieval_html(metrics: dict[str, Any]) -> list[str]:
+    """The text → video retrieval table (both protocols, chance beside) and what its rows count."""
+    e = html.escape
+    keys = [k for k in next(iter(metrics["retrieval"].values())) if not k.startswith("n_")]
+    parts = ["<h2>Text → video retrieval</h2>"]
+    parts.extend(
+        _protocol_table(
+            e, f"similarity: {metrics['similarity']}", metrics["retrieval"], metrics.get("retrieval_reference", {}),
+            metrics["retrieval_chance"], metrics.get("retrieval_reference_chance", {}), keys,
+            [("n_queries", "queries counted"), ("n_ranked", "queries ranked"), ("n_candidates", "candidates")],
         )
-        parts.append(
-            f"<p>Rows are queries. {e(metrics['tie_rule'])}. {q['video_missing']} of {q['total']} queries "
-            f"have a missing video; {q['no_in_vocab_word']} have no in-vocabulary word (zero text vector)"
-            f"{'; ' + no_audio if no_audio else ''}.</p>"
+    )  # fmt: skip
+    q = metrics["retrieval_queries"]
+    no_audio = "; ".join(
+        f"{n} queries' clips have no audio (a miss in the {e(m)} row, as AVLnet counts them)"
+        for m, n in (q.get("no_audio") or {}).items()
+    )
+    parts.append(
+        f"<p>Rows are queries. {e(metrics['tie_rule'])}. {q['video_missing']} of {q['total']} queries "
+        f"have a missing video; {q['no_in_vocab_word']} have no in-vocabulary word (zero text vector)"
+        f"{'; ' + no_audio if no_audio else ''}.</p>"
+    )
+    return parts
+
+
+def _localisation_html(metrics: dict[str, Any]) -> list[str]:
+    """The step localisation table (both protocols, chance beside), its rule, its metrics' definitions and the
+    strict recall per task."""
+    e = html.escape
+    first = next(iter(metrics["localisation"].values()))
+    keys = [k for k in ("recall", "recall_per_video", "iou", "iod") if k in first]
+    parts = ["<h2>Step localisation</h2>"]
+    parts.extend(
+        _protocol_table(
+            e, f"similarity: {metrics['similarity']}", metrics["localisation"],
+            metrics.get("localisation_reference", {}), metrics["localisation_chance"],
+            metrics.get("localisation_reference_chance", {}), keys,
+            [("n_videos", "videos"), ("n_videos_without_audio", "videos without audio")],
         )
-    if "localisation" in metrics:
-        first = next(iter(metrics["localisation"].values()))
-        keys = [k for k in ("recall", "recall_per_video", "iou", "iod") if k in first]
-        parts.append("<h2>Step localisation</h2>")
-        parts.extend(
-            _protocol_table(
-                e, f"similarity: {similarity}", metrics["localisation"], metrics.get("localisation_reference", {}),
-                metrics["localisation_chance"], metrics.get("localisation_reference_chance", {}), keys,
-                [("n_videos", "videos"), ("n_videos_without_audio", "videos without audio")],
-            )
-        )  # fmt: skip
-        parts.append(f"<p>{e(metrics['localisation_rule'])}.</p>")
-        definitions = metrics.get("localisation_metrics") or {}
-        if definitions:
-            parts.append("<ul>")
-            parts.extend(f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in definitions.items())
-            parts.append("</ul>")
-        chance = metrics["localisation_chance"]
-        chance = chance.get(next(iter(metrics["localisation"])), chance)
-        parts.append("<details><summary>recall per task (strict)</summary><table><tr><th>task</th>")
-        parts.extend(f"<th>{e(m)}</th>" for m in metrics["localisation"])
-        parts.append("<th>chance</th></tr>")
-        for task in first["per_task_recall"]:
-            parts.append(f"<tr><th>{e(task)}</th>")
-            parts.extend(f"<td>{_fmt(m['per_task_recall'].get(task))}</td>" for m in metrics["localisation"].values())
-            parts.append(f"<td>{_fmt(chance['per_task_recall'].get(task))}</td></tr>")
-        parts.append("</table></details>")
-    parts.extend(_annotations_html(e, metrics.get("annotations")))
-    if figures:
-        parts.append("<h2>Figures</h2>")
-        parts.extend(f"<p><a href='{e(f)}'><img src='{e(f)}' alt='{e(f)}'></a></p>" for f in figures)
-    parts.append("<h2>Files</h2><ul>")
-    parts.extend(f"<li><a href='{e(f)}'>{e(f)}</a></li>" for f in files)
-    parts.append("</ul></body></html>")
-    return "\n".join(parts)
+    )  # fmt: skip
+    parts.append(f"<p>{e(metrics['localisation_rule'])}.</p>")
+    definitions = metrics.get("localisation_metrics") or {}
+    if definitions:
+        parts.append("<ul>")
+        parts.extend(f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in definitions.items())
+        parts.append("</ul>")
+    chance = metrics["localisation_chance"]
+    chance = chance.get(next(iter(metrics["localisation"])), chance)
+    parts.append("<details><summary>recall per task (strict)</summary><table><tr><th>task</th>")
+    parts.extend(f"<th>{e(m)}</th>" for m in metrics["localisation"])
+    parts.append("<th>chance</th></tr>")
+    for task in first["per_task_recall"]:
+        parts.append(f"<tr><th>{e(task)}</th>")
+        parts.extend(f"<td>{_fmt(m['per_task_recall'].get(task))}</td>" for m in metrics["localisation"].values())
+        parts.append(f"<td>{_fmt(chance['per_task_recall'].get(task))}</td></tr>")
+    parts.append("</table></details>")
+    return parts
 
 
 def _ranks_from_table(
@@ -307,8 +337,6 @@ def _ranks_from_table(
 ) -> tuple[dict[str, np.ndarray], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Per modality: the strict ranks and the reference protocol's (counted, ranked) masks from per_query.parquet.
     A table without the ``in_reference``/``status`` columns counts the queries of present videos as ranked."""
-    import pyarrow.parquet as pq
-
     with workspace.fs.open(f"{out_dir}/per_query.parquet", "rb") as fh:
         table = pq.read_table(fh).to_pydict()
     mods = np.array(table["modality"])

@@ -26,7 +26,7 @@ def grab_frame(path: str | Path | None, t: float, width: int = 160, timeout_s: f
         return None
     if proc.returncode != 0 or not proc.stdout:
         return None
-    import matplotlib.image
+    import matplotlib.image  # noqa: PLC0415  deferred: matplotlib
 
     try:
         img = matplotlib.image.imread(io.BytesIO(proc.stdout), format="png")

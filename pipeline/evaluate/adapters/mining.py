@@ -23,6 +23,7 @@ What the release holds and how each quirk is read (:data:`RULES`, also written t
 
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,8 +110,6 @@ def find_beside(srt_dir: Path, names: tuple[str, ...], *, folder: bool = False) 
 
 
 def _fold_accents(text: str) -> str:
-    import unicodedata
-
     return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
 
 
@@ -278,73 +277,12 @@ def load_mining(
     if not files:
         raise FileNotFoundError(f"no .srt annotation files under {srt_dir}")
     log = ReadLog(facts={"rules": dict(RULES)})
-    dict_path = Path(dictionary) if dictionary else find_beside(srt_dir, (DICTIONARY_FILE,))
-    if dict_path is not None:
-        names = read_dictionary(dict_path)
-        log.facts["dictionary"] = {"path": str(dict_path), "classes": len([n for n in names if n != BACKGROUND])}
-    else:
-        names = None
-        log.facts["dictionary"] = None
-        log.warn(srt_dir, f"no {DICTIONARY_FILE} given or beside the annotations: the classes are the raw SRT "
-                 "labels, not the paper's 512 (pass mining_dictionary=PATH)")  # fmt: skip
-    mapper = LabelMapper(names)
-    gt_dir = Path(ground_truth) if ground_truth else find_beside(srt_dir, GROUND_TRUTH_DIRS, folder=True)
-    tr_dir = find_beside(gt_dir, TRANSCRIPT_DIRS, folder=True) if gt_dir is not None else None
-    log.facts["frame_truth"] = str(gt_dir) if gt_dir is not None else None
-
-    step_videos: list[StepVideo] = []
-    for path in files:
-        log.counts["files"] += 1
-        entries = read_srt_entries(path, log)
-        kept: list[tuple[str, float, float]] = []
-        for e in entries:
-            cls = mapper(e.label, at=f"{path}:{e.label_line}")
-            if cls is None:
-                log.counts["entries_unknown_label"] += 1
-                continue
-            kept.append((cls, e.start, e.end))
-        frame_truth = None
-        if gt_dir is not None and (gt_dir / f"{path.stem}.txt").is_file():
-            frame_truth = tuple(
-                (mapper(x) or BACKGROUND) if x and x != BACKGROUND else BACKGROUND
-                for x in read_class_lines(gt_dir / f"{path.stem}.txt")
-            )
-            log.counts["videos_with_frame_truth"] += 1
-        order = [c for c, _, _ in kept]
-        if tr_dir is not None and (tr_dir / f"{path.stem}.txt").is_file():
-            order = [m for m in (mapper(x) for x in read_class_lines(tr_dir / f"{path.stem}.txt") if x) if m]
-            order = [c for c in order if c != BACKGROUND]
-        if not order:
-            log.counts["videos_without_classes"] += 1
-            log.warn(path, "no entry with a dictionary class: the video has nothing to align and is left out")
-            continue
-        task = path.parent.relative_to(srt_dir).as_posix() if path.parent != srt_dir else ""
-        step_videos.append(
-            StepVideo(
-                video_id=path.stem,
-                task=task,
-                steps=tuple(class_text(c) for c in order),
-                labels=tuple(order),
-                segments=tuple(kept),
-                frame_truth=frame_truth,
-            )
-        )
-    labels = mapper.summary()
-    for raw in mapper.entries:
-        if mapper.tiers[raw] == "unknown":
-            first = mapper.first_seen[raw]
-            log.warn(first, f"label {raw.strip()!r} is not a dictionary class ({mapper.entries[raw]} entries, this the "
-                     "first): its time is background")  # fmt: skip
-    log.facts["labels"] = labels
-    listed = find_beside(srt_dir, ("videos_test.txt",))
-    if listed is not None:
-        ids = {ln.strip() for ln in read_text(listed).split("\n") if ln.strip()}
-        annotated = {p.stem for p in files}
-        log.facts["video_list"] = {
-            "path": str(listed),
-            "annotated_not_listed": sorted(annotated - ids),  # -1okAudsnAc in the release: evaluated all the same
-            "listed_not_annotated": sorted(ids - annotated),
-        }
+    sources = _find_sources(srt_dir, dictionary, ground_truth, log)
+    read = (_read_step_video(path, srt_dir, sources, log) for path in files)
+    step_videos = [sv for sv in read if sv is not None]  # a file without a dictionary class is left out
+    _warn_unknown_labels(sources.mapper, log)
+    log.facts["labels"] = sources.mapper.summary()
+    _compare_video_list(srt_dir, files, log)
     if not step_videos:
         raise AnnotationError(srt_dir, "no annotation file has an entry with a dictionary class")
     present, missing = split_present((sv.video_id for sv in step_videos), index_videos(videos))
@@ -359,3 +297,93 @@ def load_mining(
         localisation="mining",
         log=log,
     )
+
+
+@dataclass(frozen=True)
+class _Sources:
+    """Where a Mining YouTube release's pieces beside the SRT files were found."""
+
+    mapper: LabelMapper  # raw label -> dictionary class (the raw labels themselves without a dictionary)
+    ground_truth: Path | None  # groundTruth/ folder: one class per frame, per video
+    transcripts: Path | None  # transcripts/ folder beside it: the classes in their order, per video
+
+
+def _find_sources(
+    srt_dir: Path, dictionary: str | Path | None, ground_truth: str | Path | None, log: ReadLog
+) -> _Sources:
+    """The class dictionary, frame-level ground truth and transcripts: as given, else found beside ``srt_dir``."""
+    dict_path = Path(dictionary) if dictionary else find_beside(srt_dir, (DICTIONARY_FILE,))
+    if dict_path is not None:
+        names = read_dictionary(dict_path)
+        log.facts["dictionary"] = {"path": str(dict_path), "classes": len([n for n in names if n != BACKGROUND])}
+    else:
+        names = None
+        log.facts["dictionary"] = None
+        log.warn(srt_dir, f"no {DICTIONARY_FILE} given or beside the annotations: the classes are the raw SRT "
+                 "labels, not the paper's 512 (pass mining_dictionary=PATH)")  # fmt: skip
+    gt_dir = Path(ground_truth) if ground_truth else find_beside(srt_dir, GROUND_TRUTH_DIRS, folder=True)
+    tr_dir = find_beside(gt_dir, TRANSCRIPT_DIRS, folder=True) if gt_dir is not None else None
+    log.facts["frame_truth"] = str(gt_dir) if gt_dir is not None else None
+    return _Sources(LabelMapper(names), gt_dir, tr_dir)
+
+
+def _read_step_video(path: Path, srt_dir: Path, sources: _Sources, log: ReadLog) -> StepVideo | None:
+    """One annotation file as a step video: its entries with a dictionary class, its frame-level ground truth and
+    transcript when the release has them. None (with a warning) when no entry names a class."""
+    mapper = sources.mapper
+    log.counts["files"] += 1
+    kept: list[tuple[str, float, float]] = []
+    for e in read_srt_entries(path, log):
+        cls = mapper(e.label, at=f"{path}:{e.label_line}")
+        if cls is None:
+            log.counts["entries_unknown_label"] += 1
+            continue
+        kept.append((cls, e.start, e.end))
+    frame_truth = None
+    gt_dir, tr_dir = sources.ground_truth, sources.transcripts
+    if gt_dir is not None and (gt_dir / f"{path.stem}.txt").is_file():
+        frame_truth = tuple(
+            (mapper(x) or BACKGROUND) if x and x != BACKGROUND else BACKGROUND
+            for x in read_class_lines(gt_dir / f"{path.stem}.txt")
+        )
+        log.counts["videos_with_frame_truth"] += 1
+    order = [c for c, _, _ in kept]
+    if tr_dir is not None and (tr_dir / f"{path.stem}.txt").is_file():
+        order = [m for m in (mapper(x) for x in read_class_lines(tr_dir / f"{path.stem}.txt") if x) if m]
+        order = [c for c in order if c != BACKGROUND]
+    if not order:
+        log.counts["videos_without_classes"] += 1
+        log.warn(path, "no entry with a dictionary class: the video has nothing to align and is left out")
+        return None
+    task = path.parent.relative_to(srt_dir).as_posix() if path.parent != srt_dir else ""
+    return StepVideo(
+        video_id=path.stem,
+        task=task,
+        steps=tuple(class_text(c) for c in order),
+        labels=tuple(order),
+        segments=tuple(kept),
+        frame_truth=frame_truth,
+    )
+
+
+def _warn_unknown_labels(mapper: LabelMapper, log: ReadLog) -> None:
+    """One warning per label outside the dictionary, at its first entry."""
+    for raw in mapper.entries:
+        if mapper.tiers[raw] == "unknown":
+            first = mapper.first_seen[raw]
+            log.warn(first, f"label {raw.strip()!r} is not a dictionary class ({mapper.entries[raw]} entries, this the "
+                     "first): its time is background")  # fmt: skip
+
+
+def _compare_video_list(srt_dir: Path, files: list[Path], log: ReadLog) -> None:
+    """The release's ``videos_test.txt`` (when beside the annotations) against the annotated videos."""
+    listed = find_beside(srt_dir, ("videos_test.txt",))
+    if listed is None:
+        return
+    ids = {ln.strip() for ln in read_text(listed).split("\n") if ln.strip()}
+    annotated = {p.stem for p in files}
+    log.facts["video_list"] = {
+        "path": str(listed),
+        "annotated_not_listed": sorted(annotated - ids),  # -1okAudsnAc in the release: evaluated all the same
+        "listed_not_annotated": sorted(ids - annotated),
+    }
