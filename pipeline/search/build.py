@@ -13,6 +13,7 @@ Shapes: N clips, D joint dimension, C capsules.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import logging
 from collections.abc import Callable
@@ -26,7 +27,7 @@ import pyarrow.parquet as pq
 
 from pipeline.extract import ExtractConfig
 from pipeline.runs import RunFolder
-from pipeline.search.approx import ApproxIndex, build_ivf
+from pipeline.search.approx import ApproxIndex, ApproxStats, build_ivf
 from pipeline.search.capsules import top_clips_per_capsule
 from pipeline.search.clips import plan_clips
 from pipeline.search.config import IndexConfig
@@ -112,8 +113,6 @@ class IndexSummary:
 
 
 def _approx_line(stats: dict[str, Any]) -> str:
-    from pipeline.search.approx import ApproxStats
-
     return ApproxStats.from_json(stats).line()
 
 
@@ -299,8 +298,6 @@ def load_matrix(ws: Any, path: str, *, mmap: bool = True) -> np.ndarray:
     """A stored matrix: memory-mapped (copy-on-write, so torch can wrap it) on a local workspace, read otherwise."""
     if ws.is_local and mmap:
         return np.load(path, mmap_mode="c", allow_pickle=False)
-    import io
-
     return np.load(io.BytesIO(ws.read_bytes(path)), allow_pickle=False)
 
 
@@ -331,91 +328,201 @@ def merge_index(
     ):
         return _summary(previous, new_videos=0, reused=previous["videos"], unchanged=True)
 
+    target = _MergeTarget(ws, folder, plan, cfg)
     ds, _ = open_indexed_dataset(run, dataset, cfg)
     model = load_model(run, cfg.checkpoint, cfg.device)
     manifest = ds.manifest.select(["video_id", "sha256", "source"]).to_pylist()
-    current = {(r["video_id"], r["sha256"]): r["source"] for r in manifest}
+    sources = {(r["video_id"], r["sha256"]): r["source"] for r in manifest}
+    old = None if force else _reusable_generation(target, previous)
+    rows = _merge_rows(target, [(r["video_id"], r["sha256"]) for r in manifest], sources, old)
+    first = (rows.new[0], _read_part(ws, target.part_path(rows.new[0]))) if rows.new else None
+    widths = _widths(int(model.net.cfg.embed_dim), first[1] if first is not None else None, old)
+    clip_table = _write_rows(target, rows, _RowSource(target, old, sources, first), widths, progress)
+    files = _generation_files(target, clip_table, widths)
+    approximate: dict[str, dict[str, Any]] = {}
+    if cfg.approximate == "always" or (cfg.approximate == "auto" and rows.n >= cfg.approximate_min_clips):
+        approximate, faiss_files = _build_approximate(run, ws, target.gen, widths.modalities, clip_table, model, cfg)
+        files.update(faiss_files)
+    info = _index_info(target, model, rows, clip_table, widths, files, approximate)
+    ws.write_text(f"{target.gen}/index.json", json.dumps(info, indent=2))
+    ws.write_text(folder.info_path, json.dumps(info, indent=2))  # last: readers switch to the new generation here
+    _drop_other_generations(ws, folder, plan.fingerprint)
+    return _summary(info, new_videos=len(rows.new), reused=len(rows.kept), unchanged=False)
 
-    # Rows of the previous generation that stay: same parts key (checkpoint, extraction, clip plan), same dtype.
-    old_rows: dict[tuple[str, str], tuple[int, int]] = {}
-    old_order: list[tuple[str, str]] = []
-    old_gen = None
-    if (
-        not force
-        and previous
-        and previous.get("parts_key") == plan.parts_key
-        and previous.get("dtype") == cfg.dtype
+
+VideoKey = tuple[str, str]  # (video_id, sha256): a video's rows, as a part file and a generation name them
+
+
+@dataclass(frozen=True)
+class _MergeTarget:
+    """The generation a merge writes (``plan.fingerprint``) and where its parts are."""
+
+    ws: Any
+    folder: IndexFolder
+    plan: IndexPlan
+    cfg: IndexConfig
+
+    @property
+    def gen(self) -> str:
+        return self.folder.generation_dir(self.plan.fingerprint)
+
+    def part_path(self, key: VideoKey) -> str:
+        return self.folder.part_path(self.plan.parts_key, *key)
+
+
+@dataclass(frozen=True)
+class _OldGeneration:
+    """The previous generation, when its rows may be copied (same parts key, same dtype)."""
+
+    path: str
+    rows: dict[VideoKey, tuple[int, int]]  # a video's rows [lo, hi) in its matrices and clip table
+    order: list[VideoKey]  # its videos in row order
+    matrices: dict[str, np.ndarray]  # name (MATRICES) -> [N_old, width], memory-mapped where local
+    clips: pa.Table  # its clip table (CLIP_SCHEMA)
+
+
+def _reusable_generation(target: _MergeTarget, previous: dict[str, Any] | None) -> _OldGeneration | None:
+    """The previous generation's rows that stay valid: same parts key (checkpoint, extraction, clip plan), same dtype."""
+    ws, folder = target.ws, target.folder
+    if not (
+        previous
+        and previous.get("parts_key") == target.plan.parts_key
+        and previous.get("dtype") == target.cfg.dtype
         and ws.exists(f"{folder.generation_dir(previous['fingerprint'])}/clips.parquet")
     ):
-        old_gen = folder.generation_dir(previous["fingerprint"])
-        old_clips = read_table(ws, f"{old_gen}/clips.parquet").select(["video_id", "sha256"]).to_pylist()
-        for i, r in enumerate(old_clips):
-            k = (r["video_id"], r["sha256"])
-            lo, _ = old_rows.get(k, (i, i))
-            if k not in old_rows:
-                old_order.append(k)
-            old_rows[k] = (lo, i + 1)
-    kept = [k for k in old_order if k in current]
-    new = [(r["video_id"], r["sha256"]) for r in manifest if (r["video_id"], r["sha256"]) not in old_rows]
-    order = kept + new
+        return None
+    path = folder.generation_dir(previous["fingerprint"])
+    clips = read_table(ws, f"{path}/clips.parquet")
+    rows: dict[VideoKey, tuple[int, int]] = {}
+    order: list[VideoKey] = []
+    for i, r in enumerate(clips.select(["video_id", "sha256"]).to_pylist()):
+        k = (r["video_id"], r["sha256"])
+        lo, _ = rows.get(k, (i, i))
+        if k not in rows:
+            order.append(k)
+        rows[k] = (lo, i + 1)
+    matrices = {name: load_matrix(ws, f"{path}/{name}.npy") for name in MATRICES if ws.exists(f"{path}/{name}.npy")}
+    return _OldGeneration(path, rows, order, matrices, clips)
 
-    dim = int(model.net.cfg.embed_dim)
-    counts: dict[tuple[str, str], int] = {}
-    for k in kept:
-        counts[k] = old_rows[k][1] - old_rows[k][0]
+
+@dataclass(frozen=True)
+class _MergeRows:
+    """The videos of the new generation in row order: the previous generation's still-current videos in their old
+    order (their clip ids do not move), then the new ones in manifest order."""
+
+    kept: list[VideoKey]
+    new: list[VideoKey]
+    counts: dict[VideoKey, int]  # clip rows per video
+
+    @property
+    def order(self) -> list[VideoKey]:
+        return self.kept + self.new
+
+    @property
+    def n(self) -> int:
+        return sum(self.counts.values())
+
+
+def _merge_rows(
+    target: _MergeTarget, manifest: list[VideoKey], sources: dict[VideoKey, str], old: _OldGeneration | None
+) -> _MergeRows:
+    old_rows = old.rows if old is not None else {}
+    kept = [k for k in (old.order if old is not None else []) if k in sources]
+    new = [k for k in manifest if k not in old_rows]
+    counts = {k: old_rows[k][1] - old_rows[k][0] for k in kept}
     for k in new:
-        path = folder.part_path(plan.parts_key, *k)
-        with ws.fs.open(path, "rb") as fh:
+        with target.ws.fs.open(target.part_path(k), "rb") as fh:
             counts[k] = pq.ParquetFile(fh).metadata.num_rows
-    n = sum(counts.values())
-    old_mats = {}
-    if old_gen is not None:
-        for name in MATRICES:
-            path = f"{old_gen}/{name}.npy"
-            if ws.exists(path):
-                old_mats[name] = load_matrix(ws, path)
-        old_clip_table = read_table(ws, f"{old_gen}/clips.parquet")
-    first_part = _read_part(ws, folder.part_path(plan.parts_key, *new[0])) if new else None
+    return _MergeRows(kept, new, counts)
+
+
+@dataclass(frozen=True)
+class _Widths:
+    """The matrices' widths: D of the joint space, audio or not, C capsules (0: none)."""
+
+    dim: int
+    with_audio: bool
+    capsules: int
+
+    @property
+    def shapes(self) -> dict[str, int]:
+        return {"video": self.dim, "audio": self.dim if self.with_audio else 0, "activations": self.capsules}
+
+    @property
+    def modalities(self) -> list[str]:
+        return ["video", *(["audio", "video+audio"] if self.with_audio else [])]
+
+
+def _widths(dim: int, first_part: pa.Table | None, old: _OldGeneration | None) -> _Widths:
+    """What the first new part holds, else what the previous generation held."""
+    old_mats = old.matrices if old is not None else {}
     have = set(first_part.schema.names) if first_part is not None else set(old_mats)
-    with_audio = "audio" in have
     capsules = (
         first_part.schema.field("activations").type.list_size
         if first_part is not None and "activations" in have
         else (int(old_mats["activations"].shape[1]) if "activations" in old_mats else 0)
     )
-    shapes = {"video": dim, "audio": dim if with_audio else 0, "activations": capsules}
-    gen = folder.generation_dir(plan.fingerprint)
+    return _Widths(dim, "audio" in have, capsules)
+
+
+class _RowSource:
+    """A video's rows for the new generation: copied from the previous generation, else read from its part."""
+
+    def __init__(
+        self,
+        target: _MergeTarget,
+        old: _OldGeneration | None,
+        sources: dict[VideoKey, str],
+        first: tuple[VideoKey, pa.Table] | None,
+    ) -> None:
+        self.target, self.old, self.sources = target, old, sources
+        self.first = first  # the first new video's part, read already (its schema gave the widths)
+
+    def rows(self, key: VideoKey, shapes: dict[str, int]) -> tuple[dict[str, np.ndarray], pa.Table]:
+        """The video's block of each matrix named in ``shapes`` (name -> width) and its clip rows (CLIP_SCHEMA
+        without ``clip``)."""
+        if self.old is not None and key in self.old.rows:
+            lo, hi = self.old.rows[key]
+            blocks = {name: self.old.matrices[name][lo:hi] for name in shapes}
+            return blocks, self.old.clips.slice(lo, hi - lo).drop_columns(["clip"])
+        if self.first is not None and key == self.first[0]:
+            part = self.first[1]
+        else:
+            part = _read_part(self.target.ws, self.target.part_path(key))
+        blocks = {name: _matrix(part, name) if part.num_rows else np.zeros((0, w)) for name, w in shapes.items()}
+        clips = part.select(["video_id", "kind", "start", "end", "text", "has_audio"])
+        clips = clips.set_column(0, "video_id", pa.array([key[0]] * part.num_rows, pa.string()))
+        clips = clips.append_column("sha256", pa.array([key[1]] * part.num_rows, pa.string()))
+        clips = clips.append_column("source", pa.array([self.sources[key]] * part.num_rows, pa.string()))
+        return blocks, clips
+
+
+def _write_rows(
+    target: _MergeTarget, rows: _MergeRows, source: _RowSource, widths: _Widths, progress: ProgressFn | None
+) -> pa.Table:
+    """Stream every video's rows into the generation's matrices (row block by row block) and write its clip table
+    (``clip`` = the row number); returns the clip table."""
+    ws, gen, cfg = target.ws, target.gen, target.cfg
+    shapes = widths.shapes
     tables: list[pa.Table] = []
     with (
         ws.atomic_open(f"{gen}/video.npy") as fv,
-        _maybe_open(ws, f"{gen}/audio.npy", with_audio) as fa,
-        _maybe_open(ws, f"{gen}/activations.npy", bool(capsules)) as fc,
+        _maybe_open(ws, f"{gen}/audio.npy", widths.with_audio) as fa,
+        _maybe_open(ws, f"{gen}/activations.npy", bool(widths.capsules)) as fc,
     ):
         dtypes = {"video": cfg.dtype, "audio": cfg.dtype, "activations": "float32"}
         handles = {"video": fv, "audio": fa, "activations": fc}
         writers = {
-            name: _NpyWriter(handles[name], (n, shapes[name]), dtypes[name])
+            name: _NpyWriter(handles[name], (rows.n, shapes[name]), dtypes[name])
             for name in MATRICES
             if handles[name] is not None
         }
-        row = 0
+        order = rows.order
         for done, k in enumerate(order, start=1):
-            if k in old_rows and old_gen is not None:
-                lo, hi = old_rows[k]
-                for name, w in writers.items():
-                    w.write(old_mats[name][lo:hi])
-                rows = old_clip_table.slice(lo, hi - lo).drop_columns(["clip"])
-            else:
-                part = first_part if first_part is not None and k == new[0] else None
-                part = part if part is not None else _read_part(ws, folder.part_path(plan.parts_key, *k))
-                for name, w in writers.items():
-                    w.write(_matrix(part, name) if part.num_rows else np.zeros((0, shapes[name])))
-                rows = part.select(["video_id", "kind", "start", "end", "text", "has_audio"])
-                rows = rows.set_column(0, "video_id", pa.array([k[0]] * part.num_rows, pa.string()))
-                rows = rows.append_column("sha256", pa.array([k[1]] * part.num_rows, pa.string()))
-                rows = rows.append_column("source", pa.array([current[k]] * part.num_rows, pa.string()))
-            tables.append(rows.select([f for f in CLIP_SCHEMA.names if f != "clip"]))
-            row += rows.num_rows
+            blocks, clips = source.rows(k, {name: shapes[name] for name in writers})
+            for name, w in writers.items():
+                w.write(blocks[name])
+            tables.append(clips.select([f for f in CLIP_SCHEMA.names if f != "clip"]))
             if progress is not None:
                 progress("merge index", done, len(order))
     clip_table = (
@@ -426,27 +533,39 @@ def merge_index(
     clip_table = clip_table.add_column(0, "clip", pa.array(np.arange(clip_table.num_rows, dtype=np.int64)))
     with ws.atomic_open(f"{gen}/clips.parquet") as fh:
         pq.write_table(clip_table.cast(CLIP_SCHEMA), fh, compression="zstd")
+    return clip_table
 
+
+def _generation_files(target: _MergeTarget, clip_table: pa.Table, widths: _Widths) -> dict[str, str]:
+    """The generation's files by role; writes the capsules table (the clips that activate each capsule most)."""
     files = {"clips": "clips.parquet", "video": "video.npy"}
-    if with_audio:
+    if widths.with_audio:
         files["audio"] = "audio.npy"
-    if capsules:
+    if widths.capsules:
         files["activations"] = "activations.npy"
-        acts = load_matrix(ws, f"{gen}/activations.npy")
-        _write_capsules(ws, f"{gen}/capsules.parquet", acts, clip_table.column("video_id").to_numpy(), cfg)
+        acts = load_matrix(target.ws, f"{target.gen}/activations.npy")
+        video_ids = clip_table.column("video_id").to_numpy()
+        _write_capsules(target.ws, f"{target.gen}/capsules.parquet", acts, video_ids, target.cfg)
         files["capsules"] = "capsules.parquet"
-    modalities = ["video", *(["audio", "video+audio"] if with_audio else [])]
+    return files
 
-    approximate: dict[str, dict[str, Any]] = {}
-    if cfg.approximate == "always" or (cfg.approximate == "auto" and n >= cfg.approximate_min_clips):
-        approximate, faiss_files = _build_approximate(run, ws, gen, modalities, clip_table, model, cfg)
-        files.update(faiss_files)
 
-    info = {
+def _index_info(
+    target: _MergeTarget,
+    model: Any,
+    rows: _MergeRows,
+    clip_table: pa.Table,
+    widths: _Widths,
+    files: dict[str, str],
+    approximate: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """What ``index.json`` says of the generation."""
+    run, plan, cfg = target.folder.run, target.plan, target.cfg
+    return {
         "format": INDEX_FORMAT,
         "run_id": run.run_id,
-        "dataset": dataset,
-        "path": folder.path,
+        "dataset": target.folder.dataset,
+        "path": target.folder.path,
         "fingerprint": plan.fingerprint,
         "parts_key": plan.parts_key,
         "checkpoint": plan.checkpoint,
@@ -457,23 +576,19 @@ def merge_index(
         "dataset_fingerprint": plan.dataset_fingerprint,
         "config": cfg.model_dump(mode="json"),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "videos": len(order),
-        "clips": n,
+        "videos": len(rows.order),
+        "clips": rows.n,
         "windows": int(pc.sum(pc.equal(clip_table.column("kind"), "window")).as_py() or 0),
-        "dim": dim,
-        "capsules": capsules,
+        "dim": widths.dim,
+        "capsules": widths.capsules,
         "dtype": cfg.dtype,
-        "modalities": modalities,
+        "modalities": widths.modalities,
         "files": files,
         "approximate": approximate,
         "notes": plan.notes,
-        "new_videos": len(new),
-        "reused_videos": len(kept),
+        "new_videos": len(rows.new),
+        "reused_videos": len(rows.kept),
     }
-    ws.write_text(f"{gen}/index.json", json.dumps(info, indent=2))
-    ws.write_text(folder.info_path, json.dumps(info, indent=2))  # last: readers switch to the new generation here
-    _drop_other_generations(ws, folder, plan.fingerprint)
-    return _summary(info, new_videos=len(new), reused=len(kept), unchanged=False)
 
 
 class _Null:
@@ -548,8 +663,6 @@ def _build_approximate(
 
 def load_approximate(ws: Any, gen: str, info: dict[str, Any], modality: str) -> ApproxIndex | None:
     """The approximate index of ``modality`` in a generation, or None when none was built."""
-    from pipeline.search.approx import ApproxStats
-
     name = (info.get("files") or {}).get(f"faiss:{modality}")
     if not name:
         return None
