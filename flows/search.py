@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger, task
 from flows import artifacts
 from flows.tasks import digest, result_storage
 from pipeline.runs import RunFolder
-from pipeline.search.build import embed_videos, merge_index, plan_index
+from pipeline.search.build import IndexPlan, embed_videos, merge_index, plan_index
 from pipeline.search.config import IndexConfig
 from pipeline.search.layout import IndexFolder
 from storage import Workspace
@@ -87,20 +87,31 @@ def index_flow(
     log = _logger()
     ws = Workspace(workspace)
     store = result_storage(ws)
-    run = RunFolder(ws, run_id)
-    plan = plan_index(run, dataset, config, force=force)
+    plan = plan_index(RunFolder(ws, run_id), dataset, config, force=force)
     for note in plan.notes:
         log.warning(note)
     print(
         f"index {dataset} with run {run_id} ({plan.checkpoint}, sha256 {plan.checkpoint_sha256[:12]}): "
         f"{plan.videos} videos, {plan.pending} to embed in {len(plan.groups)} tasks, {plan.embedded} already embedded"
     )
-    embed = embed_task.with_options(result_storage=store, refresh_cache=force)
     progress = artifacts.Progress(artifacts.artifact_key("index", run_id, dataset, "progress"), f"indexing {dataset}")
+    rows = _embed_groups(plan, config, ws, store, force, progress)
+    summary = _merge(plan, config, ws, store, force)
+    progress.update(1, 1)
+    _publish(run_id, dataset, rows, summary)
+    summary["embedded_now"] = sum(r["status"] == "new" for r in rows)
+    return summary
+
+
+def _embed_groups(
+    plan: IndexPlan, config: IndexConfig, ws: Workspace, store: Any, force: bool, progress: artifacts.Progress
+) -> list[dict[str, Any]]:
+    """One ``index-videos`` task per group of the plan; a row per video (video, clips, status new or cached)."""
+    embed = embed_task.with_options(result_storage=store, refresh_cache=force)
     rows: list[dict[str, Any]] = []
     for done, group in enumerate(plan.groups, start=1):
         label = f"{len(group) - 1}" if len(group) > 1 else "0"
-        args = (run_id, dataset, config, ws.root, plan.parts_key, group, label)
+        args = (plan.run_id, plan.dataset, config, ws.root, plan.parts_key, group, label)
         state = embed(*args, return_state=True)
         records = state.result()
         status = "cached" if state.name == "Cached" else "new"
@@ -109,17 +120,25 @@ def index_flow(
             status = "new"
         rows += [{"video": r["video_id"], "clips": r["clips"], "status": status} for r in records]
         progress.update(done, len(plan.groups))
+    return rows
 
+
+def _merge(plan: IndexPlan, config: IndexConfig, ws: Workspace, store: Any, force: bool) -> dict[str, Any]:
+    """The ``merge-index`` task: the IndexSummary as a dict (a cached one says that nothing was added now)."""
     merge = merge_task.with_options(result_storage=store, refresh_cache=force)
-    margs = (run_id, dataset, config, ws.root, plan.fingerprint, force)
+    margs = (plan.run_id, plan.dataset, config, ws.root, plan.fingerprint, force)
     state = merge(*margs, return_state=True)
     summary = state.result()
-    if not _index_is(ws, run_id, dataset, plan.fingerprint):  # the cached generation was deleted since
+    if not _index_is(ws, plan.run_id, plan.dataset, plan.fingerprint):  # the cached generation was deleted since
         summary = merge.with_options(refresh_cache=True)(*margs)
     elif state.name == "Cached":  # the record is of the run that wrote this generation: nothing was added now
         summary.update(unchanged=True, new_videos=0, reused_videos=summary["videos"])
-    progress.update(1, 1)
+    return summary
 
+
+def _publish(run_id: str, dataset: str, rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    """The flow's artifacts: a table of the videos embedded now, and the index's summary with its approximate
+    indexes."""
     key = artifacts.artifact_key("index", run_id, dataset)
     artifacts.table(
         key,
@@ -132,30 +151,20 @@ def index_flow(
         f"{s['exact_ms_per_query']:.2f} |"
         for m, s in (summary.get("approximate") or {}).items()
     ]
-    artifacts.markdown(
-        f"{key}-summary",
-        "\n".join(
-            [
-                f"### Index `{dataset}` of run `{run_id}`",
-                f"{summary['videos']} videos, {summary['clips']} clips, D={summary['dim']}, "
-                f"{summary['capsules']} capsules, modalities {', '.join(summary['modalities'])}; "
-                f"fingerprint `{summary['fingerprint']}`; folder `{summary['path']}`",
-                "",
-                *(
-                    [
-                        "| modality | nlist | nprobe | recall@10 vs exact | ms/query | exact ms/query |",
-                        "|---|---:|---:|---:|---:|---:|",
-                        *approx,
-                    ]
-                    if approx
-                    else ["exact search only (below approximate_min_clips)"]
-                ),
-            ]
-        ),
-        f"index {dataset}",
-    )
-    summary["embedded_now"] = sum(r["status"] == "new" for r in rows)
-    return summary
+    header = [
+        "| modality | nlist | nprobe | recall@10 vs exact | ms/query | exact ms/query |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    table = [*header, *approx] if approx else ["exact search only (below approximate_min_clips)"]
+    lines = [
+        f"### Index `{dataset}` of run `{run_id}`",
+        f"{summary['videos']} videos, {summary['clips']} clips, D={summary['dim']}, "
+        f"{summary['capsules']} capsules, modalities {', '.join(summary['modalities'])}; "
+        f"fingerprint `{summary['fingerprint']}`; folder `{summary['path']}`",
+        "",
+        *table,
+    ]
+    artifacts.markdown(f"{key}-summary", "\n".join(lines), f"index {dataset}")
 
 
 __all__ = ["index_flow"]

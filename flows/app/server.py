@@ -16,6 +16,7 @@ Search and thumbnails run in FastAPI's thread pool (plain ``def`` endpoints): to
 
 from __future__ import annotations
 
+import io
 import mimetypes
 import threading
 import time
@@ -28,6 +29,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from flows.app.media import MediaRefused, MediaRoot
+from pipeline.evaluate.thumbnails import clip_midpoint, grab_frame
 from pipeline.search.search import Searcher
 
 STATIC = Path(__file__).parent / "static"
@@ -36,11 +38,7 @@ MAX_K = 200
 
 def _thumb_png(path: str, t: float, width: int) -> bytes | None:
     """PNG bytes of the frame at ``t`` seconds, ``width`` pixels wide, or None when it cannot be decoded."""
-    import io
-
-    import matplotlib.image
-
-    from pipeline.evaluate.thumbnails import grab_frame
+    import matplotlib.image  # noqa: PLC0415  deferred: matplotlib
 
     frame = grab_frame(path, t, width=width)
     if frame is None:
@@ -52,37 +50,55 @@ def _thumb_png(path: str, t: float, width: int) -> bytes | None:
 
 def create_app(searcher: Searcher, *, thumb_width: int = 192) -> FastAPI:
     """The app serving ``searcher``'s index; files only from the index's media root (:class:`MediaRoot`)."""
-    index = searcher.index
-    info = index.info
-    media = MediaRoot(index.clips.column("source").to_pylist())
-    ws = index.folder.workspace
-    thumb_dir = Path(ws.cache_dir("thumbnails")) if ws.is_local else None
-    notes = index.staleness()
+    api = _IndexApi(searcher, thumb_width)
     app = FastAPI(title="mmcaps search", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.searcher = searcher
-    app.state.media = media
+    app.state.media = api.media
+    app.middleware("http")(_security_headers)
+    app.get("/", include_in_schema=False)(api.page)
+    app.get("/api/info")(api.api_info)
+    app.get("/api/search")(api.api_search)
+    app.get("/api/capsules")(api.api_capsules)
+    app.get("/thumb/{clip}.png", include_in_schema=False)(api.thumb)
+    app.get("/media/{path:path}", include_in_schema=False)(api.media_file)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
 
-    def clip_json(row: dict[str, Any]) -> dict[str, Any]:
-        url = media.url_path(row["source"])
+
+async def _security_headers(request: Request, call_next: Any) -> Response:
+    response = await call_next(request)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    return response
+
+
+class _IndexApi:
+    """The endpoints over one searcher's index (module doc); :func:`create_app` routes each to a method."""
+
+    def __init__(self, searcher: Searcher, thumb_width: int) -> None:
+        self.searcher = searcher
+        self.index = searcher.index
+        self.info = self.index.info
+        self.media = MediaRoot(self.index.clips.column("source").to_pylist())
+        ws = self.index.folder.workspace
+        self.thumb_dir = Path(ws.cache_dir("thumbnails")) if ws.is_local else None
+        self.thumb_width = thumb_width
+        self.notes = self.index.staleness()
+
+    def clip_json(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A clip row as the page gets it: without source and sha256, with the URLs of its video and thumbnail."""
+        url = self.media.url_path(row["source"])
         return {
             **{k: v for k, v in row.items() if k not in ("source", "sha256")},
             "media": f"/media/{url}" if url else None,
             "thumb": f"/thumb/{row['clip']}.png" if url else None,
         }
 
-    @app.middleware("http")
-    async def _headers(request: Request, call_next: Any) -> Response:
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        return response
-
-    @app.get("/", include_in_schema=False)
-    def page() -> FileResponse:
+    def page(self) -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
-    @app.get("/api/info")
-    def api_info() -> dict[str, Any]:
+    def api_info(self) -> dict[str, Any]:
+        info, index = self.info, self.index
         cfg = info["config"]
         return {
             "run_id": info["run_id"],
@@ -110,54 +126,54 @@ def create_app(searcher: Searcher, *, thumb_width: int = 192) -> FastAPI:
                 }
                 for m, s in (info.get("approximate") or {}).items()
             },
-            "media_served": media.root is not None,
-            "notes": [*info.get("notes", []), *notes],
+            "media_served": self.media.root is not None,
+            "notes": [*info.get("notes", []), *self.notes],
         }
 
-    @app.get("/api/search")
     def api_search(
+        self,
         q: str = Query(..., min_length=1, max_length=1000),
         k: int = Query(10, ge=1, le=MAX_K),
         modality: str | None = None,
         method: str = "auto",
     ) -> dict[str, Any]:
+        index = self.index
         if method not in ("auto", "exact", "approximate"):
             raise HTTPException(422, f"method must be auto, exact or approximate, got {method!r}")
         if modality is not None and modality not in index.modalities:
             raise HTTPException(422, f"modality must be one of {index.modalities}, got {modality!r}")
         try:
-            (result,) = searcher.search([q], k, modality=modality, method=method)  # type: ignore[arg-type]
+            (result,) = self.searcher.search([q], k, modality=modality, method=method)  # type: ignore[arg-type]
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from exc
         out = result.to_json()
-        out["hits"] = [{**clip_json(index.row(h["clip"])), "rank": h["rank"], "score": h["score"]} for h in out["hits"]]
+        out["hits"] = [
+            {**self.clip_json(index.row(h["clip"])), "rank": h["rank"], "score": h["score"]} for h in out["hits"]
+        ]
         return out
 
-    @app.get("/api/capsules")
-    def api_capsules(n: int = Query(16, ge=1, le=1024), top: int = Query(6, ge=1, le=100)) -> dict[str, Any]:
-        caps = index.capsules(n, top)
+    def api_capsules(self, n: int = Query(16, ge=1, le=1024), top: int = Query(6, ge=1, le=100)) -> dict[str, Any]:
+        caps = self.index.capsules(n, top)
         return {
             "capsules": [
-                {**c, "clips": [{**clip_json(r), "activation": r["activation"]} for r in c["clips"]]} for c in caps
+                {**c, "clips": [{**self.clip_json(r), "activation": r["activation"]} for r in c["clips"]]} for c in caps
             ],
-            "total": info["capsules"],
+            "total": self.info["capsules"],
         }
 
-    @app.get("/thumb/{clip}.png", include_in_schema=False)
-    def thumb(clip: int) -> Response:
-        if not 0 <= clip < len(index):
+    def thumb(self, clip: int) -> Response:
+        if not 0 <= clip < len(self.index):
             raise HTTPException(404, "no such clip")
-        row = index.row(clip)
-        path = media.file_of(row["source"])
+        row = self.index.row(clip)
+        path = self.media.file_of(row["source"])
         if path is None:
             raise HTTPException(404, "the clip's video is not served")
-        from pipeline.evaluate.thumbnails import clip_midpoint
-
         t = clip_midpoint(row["start"], row["end"])
-        cached = thumb_dir / f"{row['sha256'][:16]}-{round(t * 1000)}-{thumb_width}.png" if thumb_dir else None
+        width = self.thumb_width
+        cached = self.thumb_dir / f"{row['sha256'][:16]}-{round(t * 1000)}-{width}.png" if self.thumb_dir else None
         if cached is not None and cached.is_file():
             return Response(cached.read_bytes(), media_type="image/png", headers={"Cache-Control": "max-age=86400"})
-        png = _thumb_png(path, t, thumb_width)
+        png = _thumb_png(path, t, width)
         if png is None:
             raise HTTPException(404, "no frame could be decoded there")
         if cached is not None:
@@ -167,19 +183,15 @@ def create_app(searcher: Searcher, *, thumb_width: int = 192) -> FastAPI:
             tmp.replace(cached)
         return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=86400"})
 
-    @app.get("/media/{path:path}", include_in_schema=False)
-    def media_file(path: str, request: Request) -> Response:
+    def media_file(self, path: str, request: Request) -> Response:
         raw = request.scope.get("raw_path", b"").decode("latin-1")
         raw = raw.split("/media/", 1)[1] if "/media/" in raw else raw
         try:
-            real = media.resolve(path, raw)
+            real = self.media.resolve(path, raw)
         except MediaRefused as exc:
             return JSONResponse({"detail": exc.reason}, status_code=exc.status)
         kind = mimetypes.guess_type(real)[0] or "application/octet-stream"
         return FileResponse(real, media_type=kind)  # Starlette answers Range / If-Range with 206 / 416
-
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    return app
 
 
 def serve(app: FastAPI, *, host: str = "127.0.0.1", port: int = 8000) -> None:
