@@ -1,8 +1,10 @@
 """``mmcaps train``: train a network on extracted datasets of the workspace, as the Prefect ``train`` flow.
 
 Under ``torchrun`` (WORLD_SIZE > 1) every process calls the library directly instead: one flow run per process
-would only duplicate the bookkeeping, and only rank 0 writes anyway. Rank 0 then emits the event the flow would
-(``mmcaps.train.completed``, :func:`emit_train_completed`) when a Prefect API is configured.
+would only duplicate the bookkeeping, and only rank 0 writes anyway. Rank 0 builds the validator and emits the
+event the flow would (``mmcaps.train.completed``, :func:`flows.events.emit_train_completed`) when a Prefect API is
+configured. What to train (datasets, config, run id, resume) is :func:`pipeline.runs.request.resolve_training`'s
+answer either way.
 
     mmcaps train --dataset NAME [--dataset NAME2] --preset demo|paper|PATH [--set key=value ...]
                  [--validate-on KIND=... [--validate-every N]] [--resume RUN] [--workspace ROOT] [--run-id ID]
@@ -17,18 +19,20 @@ import os
 from dataclasses import asdict
 from typing import Any
 
-from flows.commands._common import add_set_option, add_workspace, quiet_prefect
+from flows.commands._common import add_set_option, add_workspace, parse_set_option
+from flows.events import emit_train_completed
+from pipeline.evaluate.config import EvalSpec
+from pipeline.evaluate.validation import validator_for_training
+from pipeline.runs.request import TrainRequest, resolve_training
+from pipeline.train import train
+from storage.workspace import Workspace
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "train",
-        help="train a network on extracted datasets (resumable; DDP under torchrun)",
-        description=(
-            "Train the capsule network on one or more extracted datasets. The run id defaults to a hash of the "
-            "config and the datasets' fingerprints, so the same command returns a finished run without training "
-            "again. --resume RUN continues RUN from its newest valid checkpoint with its own config."
-        ),
+def configure(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Train the capsule network on one or more extracted datasets. The run id defaults to a hash of the "
+        "config and the datasets' fingerprints, so the same command returns a finished run without training "
+        "again. --resume RUN continues RUN from its newest valid checkpoint with its own config."
     )
     p.add_argument(
         "--dataset", dest="datasets", action="append", default=[], metavar="NAME", help="training dataset (repeatable)"
@@ -50,57 +54,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-id", default=None, help="name of the run folder (default: derived from config and data)")
     p.add_argument("--force", action="store_true", help="ignore the cached task record")
     add_workspace(p)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    # Imported here, not at the top: the light ones first, so that a bad invocation fails in a second; torch
-    # (the run folder reader, the loop) only when it is needed.
-    from flows.commands._common import parse_set_option
-    from pipeline.runs.config import TrainConfig
-    from storage.dataset import open_dataset
-    from storage.workspace import Workspace
-
     ws = Workspace(args.workspace)
     overrides = parse_set_option(args.overrides)
     if args.validate_on:
-        from pipeline.evaluate.config import EvalSpec
-
         for spec in args.validate_on:  # a bad form fails here, before anything starts
             EvalSpec.parse(spec)
         overrides["validate_on"] = list(args.validate_on)
     if args.validate_every is not None:
         overrides["validate_every"] = args.validate_every
-    datasets = list(args.datasets)
-    run_id = args.run_id
-    if args.resume:
-        if run_id and run_id != args.resume:
-            raise ValueError(f"--resume {args.resume} and --run-id {run_id} name different runs")
-        run_id = args.resume
-        from pipeline.runs import RunFolder
-
-        run = RunFolder(ws, run_id)
-        cfg = TrainConfig.from_preset(args.preset, overrides) if args.preset else run.train_config()
-        cfg = cfg.with_updates(overrides) if overrides and not args.preset else cfg
-        datasets = datasets or [d["name"] for d in run.info().get("datasets", [])]
-    else:
-        cfg = TrainConfig.from_preset(args.preset or "demo", overrides)
-    if not datasets:
-        raise ValueError("name at least one --dataset")
-    for name in datasets:  # a missing dataset fails here, in a second, before Prefect starts
-        open_dataset(ws, name)
-
+    request = resolve_training(
+        ws, datasets=args.datasets, preset=args.preset, overrides=overrides, run_id=args.run_id, resume=args.resume
+    )
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from pipeline.train import train
-
-        result = asdict(train(datasets, cfg, ws, run_id=run_id, resume=bool(args.resume)))
-        if int(os.environ.get("RANK", "0")) == 0 and result["trained"]:
-            emit_train_completed(result, datasets, ws.root)
+        result = _train_ranks(request, ws)
     else:
-        quiet_prefect()
-        from flows.pipeline import train_flow
+        from flows.pipeline import train_flow  # noqa: PLC0415  deferred: prefect, after the arguments are checked
 
-        result = train_flow(datasets, cfg, ws.root, run_id, bool(args.resume), args.force)
+        result = train_flow(request.datasets, request.config, ws.root, request.run_id, request.resume, args.force)
     losses = ", ".join(f"{k} {v:.4f}" for k, v in sorted(result["final_losses"].items()))
     state = "trained" if result.get("trained", True) else "already finished"
     print(f"run {result['run_id']} ({state}, {result['steps']} steps; final losses {losses})")
@@ -108,15 +81,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def emit_train_completed(result: dict[str, Any], datasets: list[str], workspace_root: str) -> None:
-    """Emit ``flows.events.TRAIN_EVENT`` for a run that this call trained to its end, when a Prefect API is configured (without
-    one there is no deployment to trigger, and Prefect would start a throwaway server just to drop the event)."""
-    from prefect.settings import PREFECT_API_URL
+def _train_ranks(request: TrainRequest, ws: Workspace) -> dict[str, Any]:
+    """This torchrun process's share of the run: rank 0 builds the validator (the sets must be extracted already)
+    and emits the train-completed event, as the train flow does in one process."""
 
-    if not PREFECT_API_URL.value():
-        return
-    from prefect.events import emit_event
-
-    from flows.events import TRAIN_EVENT, train_event_fields
-
-    emit_event(event=TRAIN_EVENT, **train_event_fields(result, datasets, workspace_root))
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    validator = (
+        validator_for_training(request.config, ws, request.datasets, extract_missing=False) if main_rank else None
+    )
+    trained = train(
+        request.datasets, request.config, ws, run_id=request.run_id, resume=request.resume, validator=validator
+    )
+    result = asdict(trained)
+    if main_rank and result["trained"]:
+        emit_train_completed(result, request.datasets, ws.root)
+    return result

@@ -2,7 +2,8 @@
 
 Glossary used across ``pipeline/evaluate``:
 
-- a *clip* (:class:`ClipRef`) is a time span of one video; retrieval candidates are clips;
+- a *clip* (:class:`~pipeline.embed.request.ClipRef`, the embedding stage's type) is a time span of one video;
+  retrieval candidates are clips;
 - a retrieval *query* (:class:`Query`) is a sentence whose correct answer is one clip;
 - a *step video* (:class:`StepVideo`) is one video of a localisation benchmark: its ordered step texts and
   the ground-truth spans of each step (CrossTask: the task's steps; Mining YouTube: the transcript's classes).
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pipeline.embed.request import ClipRef, EmbedRequest, StepTexts
 from pipeline.ingest.sources import assign_ids, discover_videos
 from storage.sample import VideoFeatures
 
@@ -78,15 +80,6 @@ class ReadLog:
             "n_warnings": len(self.warnings),
             "warnings": self.warnings[:max_warnings],
         }
-
-
-@dataclass(frozen=True)
-class ClipRef:
-    """A span of one video in seconds; ``end=None`` means up to the end of the video (whole-video clips)."""
-
-    video_id: str
-    start: float = 0.0
-    end: float | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +138,16 @@ class EvalDataset:
         for sv in self.step_videos:
             seen.setdefault(sv.video_id, None)
         return list(seen)
+
+    def embed_request(self) -> EmbedRequest:
+        """What the embedding stage embeds for this dataset: its clips, query texts and step videos, reading the
+        present videos and the clips that come as features."""
+        return EmbedRequest(
+            clips=tuple(self.clips),
+            queries=tuple(q.text for q in self.queries),
+            step_videos=tuple(StepTexts(sv.video_id, sv.steps) for sv in self.step_videos),
+            video_ids=frozenset(self.videos) | frozenset(self.clip_features),
+        )
 
 
 def index_videos(folder: str | Path) -> dict[str, Path]:

@@ -1,101 +1,38 @@
-"""Embedding the evaluation clips and queries with a trained network, pooled exactly as training pools.
+"""Evaluation's use of the embedding stage: a benchmark dataset embedded with a trained network, then scored.
 
-Clip inputs come from :mod:`pipeline.pooling` (``pool_video``, ``crop_audio`` with the run's
-``audio_frames``); query texts go through the word vectors of the run's extract config
-(:class:`pipeline.extract.text.WordVectors`: max over in-vocabulary words, as captions are encoded). The
-network maps them with ``forward``/``encode_text`` (eval mode, no gradients). Videos are streamed from the
-dataset one at a time, so only pooled vectors and embeddings stay in memory.
+:func:`embed_dataset` hands an :class:`EvalDataset` to :func:`pipeline.embed.embed_request` (clips pooled exactly as
+training pools them, queries through the run's word vectors). :func:`embed_and_score` is the one step that
+``mmcaps evaluate`` (:func:`pipeline.evaluate.run.score`) and validation while training
+(:mod:`pipeline.evaluate.validation`) share: embed with the run's ``audio_frames`` and ``use_audio`` and the
+EvalConfig's batch size, device and audio window, move the videos that were not extracted to ``missing``, score.
 
-Shapes: N clips, Q queries, D joint dimension, C capsules, T seconds of one video, K steps.
+Shapes: N clips, Q queries, D joint dimension.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 
+from pipeline.embed.stage import Embeddings, ProgressFn, SentenceFn, embed_request
+from pipeline.evaluate.config import EvalConfig
 from pipeline.evaluate.dataset import EvalDataset
-from pipeline.evaluate.localisation import audio_window
-from pipeline.pooling import N_MELS, TEXT_DIM, VIDEO_DIM, crop_audio, pool_video
+from pipeline.evaluate.score import Scores, score_dataset
 from storage.sample import VideoFeatures
 
-ProgressFn = Callable[[str, int, int], None]
-_SECOND = 1.0 - 1e-6  # a one-second span [t, t+1) that does not reach into row t+1 of the 1 fps stream
-
-
-@dataclass
-class StepVideoInputs:
-    """Per-second embeddings of one localisation video: video [T, D], audio [T, D] or None."""
-
-    video: torch.Tensor
-    audio: torch.Tensor | None
-
-
-@dataclass
-class Embeddings:
-    """Everything scoring needs. Rows of clip arrays follow ``EvalDataset.clips``; absent clips are zeros."""
-
-    clip_video: torch.Tensor  # [N, D]
-    clip_audio: torch.Tensor | None  # [N, D]; zeros where the clip has no audio
-    clip_has_audio: np.ndarray  # bool [N]
-    clip_present: np.ndarray  # bool [N]: the clip's video was extracted
-    clip_activations: np.ndarray | None  # [N, C] video secondary-capsule activations (capsule nets only)
-    query_text: torch.Tensor  # [Q, D]
-    query_in_vocab: np.ndarray  # int [Q] in-vocabulary words per query (0: the query is a zero vector)
-    steps: dict[int, StepVideoInputs] = field(default_factory=dict)  # index into step_videos -> inputs
-    step_text: dict[int, torch.Tensor] = field(default_factory=dict)  # index into step_videos -> [K, D]
-    durations: dict[str, float] = field(default_factory=dict)  # video id -> seconds (from meta)
-    with_audio: bool = False  # audio embeddings were computed (clip_audio / StepVideoInputs.audio set)
-    audio_window_s: float | None = None  # seconds of audio per localisation second (MCN: 8); None: that second
-
-
-class _Batcher:
-    """Collects model inputs and runs the network on ``batch_size`` rows at a time."""
-
-    def __init__(self, net: torch.nn.Module, device: torch.device, batch_size: int, with_audio: bool) -> None:
-        self.net, self.device, self.batch_size, self.with_audio = net, device, batch_size, with_audio
-
-    @torch.no_grad()
-    def video(self, video: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """video [n, 4096] -> (embeddings [n, D], activations [n, C] or None)."""
-        embs, acts = [], []
-        for i in range(0, len(video), self.batch_size):
-            out = self.net(video=torch.from_numpy(video[i : i + self.batch_size]).to(self.device))
-            embs.append(out.embeddings["video"].float().cpu())
-            if "video" in out.activations:
-                acts.append(out.activations["video"].float().cpu())
-        return torch.cat(embs), (torch.cat(acts) if acts else None)
-
-    @torch.no_grad()
-    def audio(self, mel: np.ndarray, lengths: np.ndarray) -> torch.Tensor:
-        """mel [n, 40, F] (float16 or 32), lengths [n] -> [n, D]; rows with length 0 (no audio) are zeros."""
-        parts = []
-        for i in range(0, len(mel), self.batch_size):
-            lens = torch.from_numpy(np.maximum(lengths[i : i + self.batch_size], 1)).long().to(self.device)
-            block = torch.from_numpy(mel[i : i + self.batch_size].astype(np.float32)).to(self.device)
-            emb = self.net.encode_audio(block, lens)
-            parts.append(emb.float().cpu())
-        out = torch.cat(parts)
-        out[torch.from_numpy(lengths == 0)] = 0.0
-        return out
-
-    @torch.no_grad()
-    def text(self, vectors: np.ndarray) -> torch.Tensor:
-        """word2vec sentence vectors [n, 300] -> [n, D]."""
-        parts = []
-        for i in range(0, len(vectors), self.batch_size):
-            parts.append(self.net.encode_text(torch.from_numpy(vectors[i : i + self.batch_size]).to(self.device)))
-        return torch.cat(parts).float().cpu() if parts else torch.zeros(0)
+RELEASED_NOTE = (
+    "clips come as released features: those the file lacks are missing (the strict protocol counts their queries as "
+    "failures, the reference protocol leaves them out)"
+)
 
 
 def embed_dataset(
     dataset: EvalDataset,
     videos: Iterable[VideoFeatures],
     net: torch.nn.Module,
-    encode_sentences: Callable[[list[str]], tuple[np.ndarray, np.ndarray]],
+    encode_sentences: SentenceFn,
     *,
     audio_frames: int,
     with_audio: bool,
@@ -104,87 +41,75 @@ def embed_dataset(
     progress: ProgressFn | None = None,
     audio_window_s: float | None = None,
 ) -> Embeddings:
-    """Embed the dataset's clips, queries and per-second localisation inputs.
-
-    ``videos`` yields the extracted features (any order; videos not needed are skipped);
-    ``encode_sentences(texts) -> (vectors [n, 300], in_vocab_counts [n])``. ``audio_window_s``: the audio that
-    stands for each localisation second (:func:`pipeline.evaluate.localisation.audio_window`; None: the second).
-    """
-    dev = torch.device(device)
-    batcher = _Batcher(net, dev, batch_size, with_audio)
-    clips_of: dict[str, list[int]] = {}
-    for i, clip in enumerate(dataset.clips):
-        clips_of.setdefault(clip.video_id, []).append(i)
-    steps_of: dict[str, list[int]] = {}
-    for i, sv in enumerate(dataset.step_videos):
-        steps_of.setdefault(sv.video_id, []).append(i)
-
-    n = len(dataset.clips)
-    pooled = np.zeros((n, VIDEO_DIM), dtype=np.float32)
-    mel = np.zeros((n, N_MELS, audio_frames), dtype=np.float16) if with_audio and n else None
-    mel_len = np.zeros(n, dtype=np.int64)
-    present = np.zeros(n, dtype=bool)
-    out_steps: dict[int, StepVideoInputs] = {}
-    durations: dict[str, float] = {}
-    wanted = set(dataset.videos) | set(dataset.clip_features)
-    done = 0
-    for feats in videos:
-        vid = feats.video_id
-        if vid not in wanted:
-            continue
-        duration = float(feats.meta.get("duration_s") or feats.rgb2d.shape[0])
-        durations[vid] = duration
-        for i in clips_of.get(vid, []):
-            clip = dataset.clips[i]
-            end = clip.end if clip.end is not None else duration
-            pooled[i] = pool_video(feats, clip.start, end)
-            if mel is not None:
-                crop, valid = crop_audio(feats, clip.start, end, audio_frames)
-                mel[i], mel_len[i] = crop, valid
-            present[i] = True
-        for j in steps_of.get(vid, []):
-            n_t = feats.rgb2d.shape[0]
-            per_second = np.stack([pool_video(feats, t, t + _SECOND) for t in range(n_t)]) if n_t else None
-            if per_second is None:
-                continue
-            v_emb, _ = batcher.video(per_second)
-            a_emb = None
-            if with_audio:
-                spans = [audio_window(t, n_t, audio_window_s) if audio_window_s else (t, t + 1) for t in range(n_t)]
-                crops = [crop_audio(feats, a, b, audio_frames) for a, b in spans]
-                a_emb = batcher.audio(np.stack([c for c, _ in crops]), np.array([v for _, v in crops]))
-            out_steps[j] = StepVideoInputs(v_emb, a_emb)
-        done += 1
-        if progress is not None:
-            progress("embed videos", done, len(wanted))
-
-    if n:
-        clip_video, acts = batcher.video(pooled)
-        clip_audio = batcher.audio(mel, mel_len) if mel is not None else None
-        clip_video[torch.from_numpy(~present)] = 0.0
-        if clip_audio is not None:
-            clip_audio[torch.from_numpy(~present)] = 0.0
-    else:
-        clip_video, acts, clip_audio = torch.zeros(0, 1), None, None
-
-    texts = [q.text for q in dataset.queries]
-    vectors, in_vocab = encode_sentences(texts) if texts else (np.zeros((0, TEXT_DIM), np.float32), np.zeros(0, int))
-    query_text = batcher.text(vectors.astype(np.float32))
-    step_text: dict[int, torch.Tensor] = {}
-    for j, sv in enumerate(dataset.step_videos):
-        vec, _ = encode_sentences(list(sv.steps))
-        step_text[j] = batcher.text(vec.astype(np.float32))
-    return Embeddings(
-        clip_video=clip_video,
-        clip_audio=clip_audio,
-        clip_has_audio=mel_len > 0,
-        clip_present=present,
-        clip_activations=acts.numpy() if acts is not None else None,
-        query_text=query_text,
-        query_in_vocab=np.asarray(in_vocab, dtype=np.int64),
-        steps=out_steps,
-        step_text=step_text,
-        durations=durations,
+    """Embed the dataset's clips, queries and per-second localisation inputs (:meth:`EvalDataset.embed_request`;
+    the arguments as :func:`pipeline.embed.embed_request` takes them). Rows follow ``dataset.clips``."""
+    return embed_request(
+        dataset.embed_request(),
+        videos,
+        net,
+        encode_sentences,
+        audio_frames=audio_frames,
         with_audio=with_audio,
-        audio_window_s=audio_window_s if with_audio else None,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+        audio_window_s=audio_window_s,
     )
+
+
+@dataclass
+class Scored:
+    """:func:`embed_and_score`'s result: the scores, and the present videos that had no extracted features."""
+
+    scores: Scores
+    not_extracted: list[str]
+
+
+def embed_and_score(
+    dataset: EvalDataset,
+    extracted: Callable[[], Iterable[VideoFeatures]] | None,
+    net: torch.nn.Module,
+    encode_sentences: SentenceFn,
+    *,
+    audio_frames: int,
+    use_audio: bool,
+    cfg: EvalConfig,
+    progress: ProgressFn | None = None,
+) -> Scored:
+    """Embed ``dataset`` with ``net`` (the run's ``audio_frames`` and ``use_audio``) and score it under ``cfg``.
+
+    The features are the dataset's own ``clip_features`` (released features), else ``extracted()`` (a fresh stream
+    of its extracted videos) when it has present videos. ``video+audio`` is embedded when the run has audio, ``cfg``
+    asks for it and the features carry some. Present videos the engine could not extract move from ``videos`` to
+    ``missing`` of ``dataset`` (in place), so both protocols count them as the missing ones.
+    """
+    with_audio = use_audio and "video+audio" in cfg.modalities
+    videos: Iterable[VideoFeatures] = []
+    if dataset.clip_features:  # released features: the clips are in the file, nothing was extracted
+        videos = list(dataset.clip_features.values())
+        if not any(f.has_audio for f in videos):
+            with_audio = False  # released features without audio (howto100m's): text -> video+audio does not apply
+    elif dataset.videos and extracted is not None:
+        videos = extracted()
+    emb = embed_dataset(
+        dataset,
+        videos,
+        net,
+        encode_sentences,
+        audio_frames=audio_frames,
+        with_audio=with_audio,
+        batch_size=cfg.batch_size,
+        device=cfg.device,
+        progress=progress,
+        audio_window_s=cfg.localisation_audio_window_s,
+    )
+    not_extracted = sorted(set(dataset.videos) - set(emb.durations))
+    if not_extracted:
+        # present on disk but the engine could not extract them (status failed): failures, like missing ones
+        dataset.missing = [*dataset.missing, *not_extracted]
+        for vid in not_extracted:
+            dataset.videos.pop(vid)
+    scores = score_dataset(dataset, emb, cfg)
+    if dataset.clip_features:
+        scores.metrics["videos"].update(present=len(dataset.clip_features), note=RELEASED_NOTE)
+    return Scored(scores, not_extracted)

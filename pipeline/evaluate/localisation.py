@@ -36,24 +36,10 @@ from typing import Any
 import numpy as np
 from scipy.special import gammaln
 
+from pipeline.embed.pooling import audio_window  # noqa: F401  (moved to the embedding stage; re-exported)
+
 BACKGROUND = -1
 Segment = tuple[Any, float, float]  # (class label, start s, end s)
-
-
-# -- Audio per second ---------------------------------------------------------------------------------------------
-def audio_window(t: int, n_t: int, window_s: float) -> tuple[float, float]:
-    """The audio span (seconds) that stands for second ``t`` of an ``n_t``-second video: ``window_s`` seconds
-    centred on t's start, shifted (not shrunk) to stay inside [0, n_t), as MCN's ``cvpr19_dataloader.py``
-    (8 s: [t-4, t+4), [0, 8) for t < 4, [n_t-8, n_t) for t > n_t-4); a video shorter than the window gets all
-    of it."""
-    half = window_s / 2
-    if t < half:
-        start, end = 0.0, window_s
-    elif t > n_t - half:
-        start, end = n_t - window_s, float(n_t)
-    else:
-        start, end = t - half, t + half
-    return max(0.0, float(start)), min(float(n_t), float(end))
 
 
 # -- CrossTask: one second per step ------------------------------------------------------------------------

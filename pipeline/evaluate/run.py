@@ -25,14 +25,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.embed.stage import ProgressFn
+from pipeline.embed.text import sentence_encoder
 from pipeline.evaluate.adapters import load_spec
 from pipeline.evaluate.config import EvalConfig, EvalSpec
 from pipeline.evaluate.dataset import EvalDataset
-from pipeline.evaluate.embed import ProgressFn, embed_dataset
+from pipeline.evaluate.embed import embed_and_score
 from pipeline.evaluate.report import write_report
-from pipeline.evaluate.score import PER_QUERY_SCHEMA, PER_STEP_SCHEMA, PER_VIDEO_SCHEMA, Scores, score_dataset
+from pipeline.evaluate.score import PER_QUERY_SCHEMA, PER_STEP_SCHEMA, PER_VIDEO_SCHEMA, Scores
 from pipeline.extract import ExtractConfig
-from pipeline.extract.text import WordVectors
 from pipeline.ingest import run_extract
 from pipeline.runs import RunFolder
 from storage.dataset import open_dataset
@@ -120,54 +121,23 @@ def score(
     cfg = cfg or EvalConfig()
     net, train_cfg, info = RunFolder(workspace, run_id).load_model(checkpoint, device=cfg.device)
     extract_cfg = ExtractConfig.model_validate(info.get("extract_config") or {})
-    w2v_path = extract_cfg.text.word2vec
-    if not w2v_path:
-        raise ValueError(f"run {run_id}: its extract config names no word2vec file; query texts cannot be encoded")
-    cache = workspace.cache_dir("word2vec")
-    words = WordVectors.load(w2v_path, cache_dir=cache if workspace.is_local else None)
-
-    def encode_sentences(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        pairs = [words.encode(t) for t in texts]
-        vectors = np.stack([v for v, _ in pairs]) if pairs else np.zeros((0, words.dim), np.float32)
-        return vectors, np.array([n for _, n in pairs], dtype=np.int64)
-
-    with_audio = train_cfg.use_audio and "video+audio" in cfg.modalities
-    if dataset.clip_features and not any(f.has_audio for f in dataset.clip_features.values()):
-        with_audio = False  # released features without audio (howto100m's): text -> video+audio does not apply
-    ds_fingerprint = None
-    videos: Any = []
+    encode = sentence_encoder(workspace, extract_cfg, owner=f"run {run_id}")
+    ds_fingerprint, stored = None, None
     if dataset.clip_features:  # released features: the clips are in the file, nothing was extracted
         ds_fingerprint = dataset.log.facts.get("features_sha256")
-        videos = list(dataset.clip_features.values())
     elif dataset.videos:
         stored = open_dataset(workspace, eval_dataset_name(dataset.name), extract_fp=extract_cfg.fingerprint())
         ds_fingerprint = stored.fingerprint
-        videos = stored.iter_videos()
-    emb = embed_dataset(
+    scored = embed_and_score(
         dataset,
-        videos,
+        stored.iter_videos if stored is not None else None,
         net,
-        encode_sentences,
+        encode,
         audio_frames=train_cfg.audio_frames,
-        with_audio=with_audio,
-        batch_size=cfg.batch_size,
-        device=cfg.device,
+        use_audio=train_cfg.use_audio,
+        cfg=cfg,
         progress=progress,
-        audio_window_s=cfg.localisation_audio_window_s,
     )
-    not_extracted = sorted(set(dataset.videos) - set(emb.durations))
-    if not_extracted:
-        # present on disk but the engine could not extract them (status failed): failures, like missing ones
-        dataset.missing = [*dataset.missing, *not_extracted]
-        for vid in not_extracted:
-            dataset.videos.pop(vid)
-    result = score_dataset(dataset, emb, cfg)
-    if dataset.clip_features:
-        result.metrics["videos"].update(
-            present=len(dataset.clip_features),
-            note="clips come as released features: those the file lacks are missing (the strict protocol counts "
-            "their queries as failures, the reference protocol leaves them out)",
-        )
     header = {
         "run_id": run_id,
         "eval_fingerprint": cfg.fingerprint(),
@@ -177,9 +147,9 @@ def score(
         "checkpoint": info.get("checkpoint"),
         "checkpoint_name": checkpoint,
         "steps": info.get("steps"),
-        "videos_not_extracted": not_extracted,
+        "videos_not_extracted": scored.not_extracted,
     }
-    return write_results(workspace, workspace.eval_dir(run_id, dataset.name, checkpoint), result, header)
+    return write_results(workspace, workspace.eval_dir(run_id, dataset.name, checkpoint), scored.scores, header)
 
 
 def write_results(workspace: Workspace, out_dir: str, result: Scores, header: dict[str, Any]) -> dict[str, Any]:

@@ -20,9 +20,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from pipeline.embed.stage import Embeddings
 from pipeline.evaluate.config import EvalConfig
 from pipeline.evaluate.dataset import EvalDataset, StepVideo, no_candidate
-from pipeline.evaluate.embed import Embeddings
 from pipeline.evaluate.localisation import (
     Segment,
     VideoScore,

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from model import build_model
+from pipeline.runs.config import TrainConfig
 from storage.workspace import TMP_MARKER, Workspace
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,18 @@ def save_checkpoint(workspace: Workspace, path: str, payload: dict[str, Any]) ->
     buf = io.BytesIO()
     torch.save(payload, buf)
     workspace.write_bytes(path, buf.getvalue())
+
+
+def load_network(
+    workspace: Workspace, path: str, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, TrainConfig, dict[str, Any]]:
+    """The network saved in checkpoint ``path`` (eval mode, on ``device``), its TrainConfig and the checkpoint."""
+    ckpt = load_checkpoint(workspace, path, map_location=device)
+    cfg = TrainConfig.model_validate(ckpt["config"])
+    net = build_model(cfg.model)
+    net.load_state_dict(ckpt["model"])
+    net.to(device).eval()
+    return net, cfg, ckpt
 
 
 def load_checkpoint(workspace: Workspace, path: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -158,15 +158,11 @@ class RunFolder:
 
         ``info`` is run.json plus ``checkpoint`` (the path read), ``steps`` and ``final_losses`` of that checkpoint.
         """
-        from model import build_model  # torch only here: reading a run's files and checking arguments stay light
-        from pipeline.runs.checkpoint import load_checkpoint
+        # torch only here: reading a run's files and checking arguments stay light
+        from pipeline.runs.checkpoint import load_network  # noqa: PLC0415  deferred: torch
 
         path = self.checkpoint_path(which)
-        ckpt = load_checkpoint(self.workspace, path, map_location=device)
-        cfg = TrainConfig.model_validate(ckpt["config"])
-        net = build_model(cfg.model)
-        net.load_state_dict(ckpt["model"])
-        net.to(device).eval()
+        net, cfg, ckpt = load_network(self.workspace, path, device)
         info = {
             **self.info(),
             "checkpoint": path,

@@ -1,11 +1,11 @@
 """The model side of search: the run's network (loaded once per process), clip embeddings computed exactly as
 evaluation computes them, and query texts encoded as evaluation encodes them.
 
-Clip embeddings go through :func:`pipeline.evaluate.embed.embed_dataset` — the pooling of :mod:`pipeline.pooling`
-(video: max of the span's 2D and 3D rows, each L2-normalised; audio: the span's mel columns cropped or padded to the
-run's ``audio_frames``) and the network's forward pass — so an index row equals what evaluation scores for the same
-span. Query texts go through the word vectors of the run's extract config (max over in-vocabulary words) and
-``encode_text``.
+Clip embeddings go through the embedding stage (:func:`pipeline.embed.embed_request`) — the pooling of
+:mod:`pipeline.embed.pooling` (video: max of the span's 2D and 3D rows, each L2-normalised; audio: the span's mel
+columns cropped or padded to the run's ``audio_frames``) and the network's forward pass — so an index row equals what
+evaluation scores for the same span. Query texts go through the word vectors of the run's extract config
+(:func:`pipeline.embed.text.sentence_encoder`: max over in-vocabulary words) and ``encode_text``.
 
 Shapes: n clips, D joint dimension, C capsules, Q queries.
 """
@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from pipeline.evaluate.dataset import ClipRef, EvalDataset
-from pipeline.evaluate.embed import embed_dataset
-from pipeline.extract.text import WordVectors, tokenize
+from pipeline.embed.request import ClipRef, EmbedRequest
+from pipeline.embed.stage import embed_request
+from pipeline.embed.text import SentenceEncoder, sentence_encoder
 from pipeline.runs import RunFolder
 from pipeline.runs.config import TrainConfig
 from pipeline.search.clips import ClipSpan
@@ -30,7 +29,6 @@ from storage.hashing import sha256_file, sha256_local
 from storage.sample import VideoFeatures
 
 _NETS: dict[tuple[str, str, str, str, str], tuple[torch.nn.Module, TrainConfig, dict[str, Any]]] = {}
-_WORDS: dict[tuple[str, str], WordVectors] = {}
 _LOCK = threading.Lock()
 
 
@@ -88,18 +86,11 @@ def clip_embeddings(
     dims: dict[str, np.ndarray] = {}
     if not clips:
         return dims
-    dataset = EvalDataset(
-        name="index",
-        kind="index",
-        source="",
-        videos={feats.video_id: Path(feats.video_id) for feats, _ in videos},  # a name only: nothing is opened
-        clips=clips,
-    )
-    emb = embed_dataset(
-        dataset,
+    request = EmbedRequest.of(clips, video_ids=[feats.video_id for feats, _ in videos])
+    emb = embed_request(
+        request,
         [feats for feats, _ in videos],
         model.net,
-        _no_sentences,
         audio_frames=model.audio_frames,
         with_audio=model.with_audio,
         batch_size=batch_size,
@@ -114,11 +105,6 @@ def clip_embeddings(
     return dims
 
 
-def _no_sentences(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    # Indexing embeds clips only; embed_dataset asks for the (absent) queries' vectors all the same.
-    return np.zeros((len(texts), 300), np.float32), np.zeros(len(texts), np.int64)
-
-
 @dataclass(frozen=True)
 class EncodedQueries:
     """``embeddings`` float32 [Q, D]; per query the number of in-vocabulary words and the words not found."""
@@ -131,33 +117,21 @@ class EncodedQueries:
 class QueryEncoder:
     """Query texts → the joint space, as evaluation encodes its queries (see the module doc)."""
 
-    def __init__(self, model: LoadedModel, words: WordVectors, device: str = "cpu") -> None:
-        self.model, self.words, self.device = model, words, device
+    def __init__(self, model: LoadedModel, sentences: SentenceEncoder, device: str = "cpu") -> None:
+        self.model, self.sentences, self.device = model, sentences, device
 
     @classmethod
     def for_run(cls, run: RunFolder, model: LoadedModel, device: str = "cpu") -> QueryEncoder:
         """The encoder with the word vectors of the run's extract config (converted once into the workspace cache)."""
-        w2v = ((model.info.get("extract_config") or {}).get("text") or {}).get("word2vec")
-        if not w2v:
-            raise ValueError(f"run {run.run_id}: its extract config names no word2vec file; texts cannot be encoded")
-        ws = run.workspace
-        key = (ws.root, str(w2v))
-        with _LOCK:
-            if key not in _WORDS:
-                cache = ws.cache_dir("word2vec")
-                _WORDS[key] = WordVectors.load(w2v, cache_dir=cache if ws.is_local else None)
-            words = _WORDS[key]
-        return cls(model, words, device)
+        sentences = sentence_encoder(run.workspace, model.info.get("extract_config") or {}, owner=f"run {run.run_id}")
+        return cls(model, sentences, device)
 
     @torch.no_grad()
     def encode(self, texts: list[str]) -> EncodedQueries:
-        vectors = np.zeros((len(texts), self.words.dim), dtype=np.float32)
-        in_vocab, unknown = [], []
-        for i, text in enumerate(texts):
-            vectors[i], n = self.words.encode(text)
-            in_vocab.append(int(n))
-            unknown.append([t for t in tokenize(text) if self.words.lookup(t) is None])
+        """``texts`` → :class:`EncodedQueries` (embeddings [Q, D], one ``encode_text`` call for all of them)."""
         if not texts:
             return EncodedQueries(torch.zeros(0, 0), [], [])
+        vectors, in_vocab = self.sentences(texts)  # [Q, 300], [Q]
+        unknown = [self.sentences.unknown_words(t) for t in texts]
         emb = self.model.net.encode_text(torch.from_numpy(vectors).to(self.device)).float().cpu()
-        return EncodedQueries(emb, in_vocab, unknown)
+        return EncodedQueries(emb, [int(n) for n in in_vocab], unknown)

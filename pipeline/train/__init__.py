@@ -5,6 +5,9 @@ cfg = TrainConfig.from_preset("demo", {"lr": 1e-3})
 result = train(["my-dataset"], cfg, Workspace())
 net, cfg, info = load_run(Workspace(), result.run_id)
 
+Validation while training takes a :class:`Validator` built above training (``pipeline.evaluate.validation``); training
+imports nothing of evaluation.
+
 Names are imported on first use: ``TrainConfig`` alone loads no torch.
 """
 
@@ -13,7 +16,10 @@ from typing import Any
 
 _EXPORTS = {
     "TrainConfig": "pipeline.runs.config",
-    **dict.fromkeys(("TrainData", "TrainResult", "default_run_id", "load_run", "train"), "pipeline.train.loop"),
+    **dict.fromkeys(
+        ("TrainData", "TrainHooks", "TrainResult", "default_run_id", "load_run", "train"), "pipeline.train.loop"
+    ),
+    **dict.fromkeys(("Validator", "best_value", "improves", "parse_metric"), "pipeline.train.validate"),
 }
 
 __all__ = list(_EXPORTS)

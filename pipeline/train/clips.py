@@ -1,7 +1,7 @@
 """Training clips drawn from one video's stored feature sequences, as HowTo100M-style training draws them.
 
 A *clip* is a run of consecutive captions ``first..last`` of one video and the time span they cover,
-``[captions.start[first], captions.end[last]]``. Its model inputs come from :mod:`pipeline.pooling`, the recipe
+``[captions.start[first], captions.end[last]]``. Its model inputs come from :mod:`pipeline.embed.pooling`, the recipe
 that evaluation and search use too.
 
 Two implementations of that recipe live here: :func:`clips_to_arrays` calls the pooling functions clip by clip
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.pooling import (
+from pipeline.embed.pooling import (
     MEL_RATE,
     N_MELS,
     RATE_2D,
@@ -107,7 +107,7 @@ class ClipBatch:
 
 
 def clips_to_arrays(feats: VideoFeatures, clips: list[Clip], audio_frames: int) -> ClipBatch:
-    """Pool every clip of one video into model inputs (K = len(clips)), clip by clip with :mod:`pipeline.pooling`.
+    """Pool every clip of one video into model inputs (K = len(clips)), clip by clip with :mod:`pipeline.embed.pooling`.
 
     The reference for :func:`write_clips` (which the loader uses).
     """

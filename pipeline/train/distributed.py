@@ -38,6 +38,13 @@ class DistInfo:
         return self.world_size > 1
 
 
+def process_rank() -> int:
+    """This process's rank under torchrun (RANK when WORLD_SIZE > 1), 0 otherwise; read before joining the group."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0
+    return int(os.environ.get("RANK", "0"))
+
+
 def setup_distributed(device: torch.device) -> DistInfo:
     """Join the torchrun process group when WORLD_SIZE > 1 (gloo on CPU, NCCL on CUDA)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

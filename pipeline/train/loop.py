@@ -12,19 +12,24 @@ batch would (:mod:`pipeline.train.distributed`).
 The audio encoder may start from AVLnet's weights (``audio_weights``) and stay fixed (``freeze_audio``): it then
 takes no gradient, is left out of the optimiser and keeps its BatchNorm statistics.
 
-Validation (``validate_on``, or a :class:`~pipeline.train.validate.Validator` passed in): every ``validate_every``
-steps and at the last step, rank 0 scores the network on held-out benchmarks as ``mmcaps evaluate`` would; the
-step's metrics.jsonl line gets a ``validation`` entry, a step checkpoint is written at that step (so ``mmcaps
-evaluate --checkpoint step-N`` scores the same weights), ``best.pt`` follows the best value of ``best_metric``,
-``curves.png`` gets a validation panel and ``on_validation(step, results)`` is called. Validation leaves the
-training RNG states as it found them, so a run validates or not with the same weights.
+Validation (a :class:`~pipeline.train.validate.Validator` passed in on rank 0; for ``validate_on`` the caller builds
+it with ``pipeline.evaluate.validation.validator_for_training``, since training never imports evaluation): every
+``validate_every`` steps and at the last step, rank 0 scores the network on held-out benchmarks as ``mmcaps
+evaluate`` would; the step's metrics.jsonl line gets a ``validation`` entry, a step checkpoint is written at that
+step (so ``mmcaps evaluate --checkpoint step-N`` scores the same weights), ``best.pt`` follows the best value of
+``best_metric``, ``curves.png`` (:mod:`pipeline.runs.curves`) gets a validation panel and ``on_validation(step,
+results)`` is called. Validation leaves the training RNG states as it found them, so a run validates or not with the
+same weights.
+
+:func:`train` opens the data and returns a finished run as it is; otherwise ``_Training`` runs the steps in order:
+build the network and optimiser, :meth:`~_Training.restore` (resume), :meth:`~_Training.start` (run files),
+:meth:`~_Training.loop` (optimise, log, validate, checkpoint), :meth:`~_Training.finish` (final.pt, run.json).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import logging
 import math
@@ -51,8 +56,18 @@ from pipeline.runs.checkpoint import (
     save_checkpoint,
 )
 from pipeline.runs.config import TrainConfig
-from pipeline.train.distributed import DistInfo, barrier, gather_flags, gather_rows, loss_scale, setup_distributed
+from pipeline.runs.curves import plot_curves
+from pipeline.train.distributed import (
+    DistInfo,
+    barrier,
+    gather_flags,
+    gather_rows,
+    loss_scale,
+    process_rank,
+    setup_distributed,
+)
 from pipeline.train.loader import LoaderSpec, count_clip_videos, derive_seed, epoch_batches
+from pipeline.train.validate import ValidationResults, ValidationState, Validator, require_validator
 from storage.dataset import Dataset, open_dataset
 from storage.hashing import sha256_local
 from storage.workspace import Workspace, safe_name
@@ -61,7 +76,7 @@ log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int, dict[str, float]], None]
 # (step, {validation set: {"retrieval": {modality: {metric: value}}, ...}}) after each validation (rank 0)
-ValidationFn = Callable[[int, dict[str, Any]], None]
+ValidationFn = Callable[[int, ValidationResults], None]
 
 
 @dataclass
@@ -161,66 +176,6 @@ def _pick_device(cfg: TrainConfig) -> torch.device:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     return device
-
-
-# ------------------------------------------------------------------------------------------------ run files
-
-
-def _plot_curves(workspace: Workspace, path: str, rows: list[dict[str, Any]]) -> None:
-    """Loss per modality pair and learning rate against step, and (when the run validates) R@K and median rank of
-    each validation set and modality against step, as a PNG (matplotlib Agg, no display)."""
-    if not rows:
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    validated = [r for r in rows if r.get("validation")]
-    fig, axes = plt.subplots(2 if validated else 1, 1, figsize=(7, 7 if validated else 4), squeeze=False)
-    ax = axes[0][0]
-    steps = [r["step"] for r in rows]
-    pair_names = sorted({k for r in rows for k in r.get("losses", {})})
-    for name in pair_names:
-        ax.plot(steps, [r["losses"].get(name, float("nan")) for r in rows], label=name)
-    ax.plot(steps, [r["loss"] for r in rows], label="total", color="black", linewidth=1.5)
-    ax.set_xlabel("step")
-    ax.set_ylabel("MMS loss")
-    ax.set_yscale("log")
-    ax.legend(loc="upper right", fontsize=8)
-    lr_ax = ax.twinx()
-    lr_ax.plot(steps, [r["lr"] for r in rows], color="grey", linestyle=":", label="lr")
-    lr_ax.set_ylabel("learning rate")
-    if validated:
-        _plot_validation(axes[1][0], validated)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    workspace.write_bytes(path, buf.getvalue())
-
-
-def _plot_validation(ax: Any, rows: list[dict[str, Any]]) -> None:
-    """R@K (solid, left axis) and median rank (dashed, right axis) of each set/modality's retrieval."""
-    steps = [r["step"] for r in rows]
-    rank_ax = ax.twinx()
-    series = sorted(
-        {(s, m) for r in rows for s, tables in r["validation"].items() for m in (tables.get("retrieval") or {})}
-    )
-    for i, (vset, modality) in enumerate(series):
-        colour = f"C{i % 10}"
-        tables = [r["validation"].get(vset, {}).get("retrieval", {}).get(modality, {}) for r in rows]
-        for k, style in (("R@1", ":"), ("R@5", "-."), ("R@10", "-")):
-            if any(k in t for t in tables):
-                label = f"{vset} {modality} {k}"
-                ax.plot(steps, [t.get(k, float("nan")) for t in tables], style, color=colour, label=label)
-        rank_ax.plot(steps, [t.get("median_rank", float("nan")) for t in tables], "--", color=colour, alpha=0.5)
-    ax.set_xlabel("step")
-    ax.set_ylabel("validation recall (text -> clip)")
-    ax.set_ylim(0, 1)
-    rank_ax.set_ylabel("median rank (dashed)")
-    if series:
-        ax.legend(loc="lower right", fontsize=7)
 
 
 # ------------------------------------------------------------------------------------------------ model step
@@ -323,77 +278,16 @@ def compute_gradients(
     return loss, parts
 
 
-# ------------------------------------------------------------------------------------------------ validation
-
-
-class _Validation:
-    """Validation state of one run: when to validate, the best value so far, and restoring both on resume."""
-
-    def __init__(self, cfg: TrainConfig, validator: Any, total_steps: int) -> None:
-        from pipeline.train.validate import parse_metric
-
-        self.cfg, self.validator, self.total_steps = cfg, validator, total_steps
-        self.metric = cfg.best_metric
-        self.best: dict[str, Any] | None = None  # {"metric", "value", "step"}
-        if validator is not None:
-            parse_metric(self.metric, validator.names)  # a bad name fails before training starts
-
-    @property
-    def enabled(self) -> bool:
-        return self.validator is not None
-
-    def due(self, step: int) -> bool:
-        """Whether ``step`` is a validation step (the same answer on every rank; only rank 0 scores)."""
-        return step % self.cfg.validate_every == 0 or step == self.total_steps
-
-    def restore(self, rows: list[dict[str, Any]]) -> None:
-        """The best value among the validations of ``rows`` (the metrics a resumed run keeps)."""
-        from pipeline.train.validate import best_value, improves
-
-        self.best = None
-        for r in rows:
-            if r.get("validation"):
-                value = best_value(r["validation"], self.metric)
-                if improves(value, None if self.best is None else self.best["value"], self.metric):
-                    self.best = {"metric": self.metric, "value": value, "step": r["step"]}
-
-    def run(self, net: torch.nn.Module) -> tuple[dict[str, Any], bool]:
-        """(results, whether they beat the best so far); the training RNG states are restored afterwards."""
-        from pipeline.train.validate import best_value, improves
-
-        rng = capture_rng()
-        try:
-            results = self.validator(net)
-        finally:
-            restore_rng(rng)
-        value = best_value(results, self.metric)
-        better = improves(value, None if self.best is None else self.best["value"], self.metric)
-        return results, better
-
-    def record(self, step: int, results: dict[str, Any]) -> None:
-        from pipeline.train.validate import best_value
-
-        self.best = {"metric": self.metric, "value": best_value(results, self.metric), "step": step}
-
-
-def _build_validator(
-    cfg: TrainConfig, workspace: Workspace, data: list[TrainData], ddp: DistInfo, device: torch.device
-) -> Any:
-    from pipeline.train.validate import validator_from_specs
-
-    return validator_from_specs(
-        cfg.validate_on,
-        workspace,
-        data[0].extract_config,
-        audio_frames=cfg.audio_frames,
-        use_audio=cfg.use_audio,
-        device=str(device),
-        eval_overrides=cfg.validate_eval,
-        extract_missing=not ddp.distributed,
-    )
-
-
 # ------------------------------------------------------------------------------------------------ train
+
+
+@dataclass
+class TrainHooks:
+    """What a caller follows a run by (rank 0 only): ``progress(step, total_steps, losses)`` on logged steps and
+    ``on_validation(step, results)`` after each validation (a Prefect progress bar and table artifact, say)."""
+
+    progress: ProgressFn | None = None
+    on_validation: ValidationFn | None = None
 
 
 def train(
@@ -405,7 +299,7 @@ def train(
     resume: bool = False,
     progress: ProgressFn | None = None,
     stop_after: int | None = None,
-    validator: Any = None,
+    validator: Validator | None = None,
     on_validation: ValidationFn | None = None,
 ) -> TrainResult:
     """Train ``cfg`` on ``datasets`` (names in ``workspace`` or :class:`TrainData`) into ``models/<run-id>/``.
@@ -415,18 +309,19 @@ def train(
     where an uninterrupted run would. ``progress(step, total_steps, losses)`` is called on logged steps.
     ``stop_after`` ends this call after that global step (with a checkpoint) without finishing the run —
     the same as an interruption, for tests and time-sliced jobs. ``validator`` (a
-    :class:`~pipeline.train.validate.Validator`; default: one over ``cfg.validate_on``, built on rank 0) scores the
+    :class:`~pipeline.train.validate.Validator`, on rank 0; for ``cfg.validate_on`` build it with
+    ``pipeline.evaluate.validation.validator_for_training``: without one such a run fails at once) scores the
     network every ``cfg.validate_every`` steps and at the end; ``on_validation(step, results)`` follows each
     validation on rank 0 (a Prefect artifact, say).
     """
+    require_validator(cfg, validator, main=process_rank() == 0)
     cfg = cfg.resolved()  # auto → the autocast this host runs; the run's config.yaml records it
     data = resolve_datasets(datasets, workspace)
     run_id = safe_name(run_id, what="run id") if run_id else default_run_id(cfg, data)
     run = RunFolder(workspace, run_id)
     fingerprints = {d.name: d.fingerprint for d in data}
-    cfg_fp = cfg.fingerprint()
 
-    finished = _finished_result(run, cfg_fp, fingerprints)
+    finished = _finished_result(run, cfg.fingerprint(), fingerprints)
     if finished is not None:
         log.info("run %s already finished with the same inputs; not training again", run_id)
         return finished
@@ -434,10 +329,12 @@ def train(
     device = _pick_device(cfg)
     ddp = setup_distributed(device)
     try:
-        if validator is None and cfg.validate_on and ddp.main:
-            validator = _build_validator(cfg, workspace, data, ddp, device)
-        hooks = {"progress": progress, "on_validation": on_validation}
-        return _train(data, cfg, run, fingerprints, device, ddp, resume, stop_after, validator, hooks)
+        training = _Training(data, cfg, run, fingerprints, device, ddp, validator if ddp.main else None)
+        training.restore(resume)
+        training.start()
+        end_step = min(training.total_steps, stop_after) if stop_after is not None else training.total_steps
+        training.loop(end_step, TrainHooks(progress, on_validation))
+        return training.finish()
     finally:
         if ddp.initialised_here:
             dist.destroy_process_group()
@@ -468,106 +365,201 @@ def _finished_result(run: RunFolder, cfg_fp: str, fingerprints: dict[str, str]) 
     )
 
 
-def _train(
-    data: list[TrainData],
-    cfg: TrainConfig,
-    run: RunFolder,
-    fingerprints: dict[str, str],
-    device: torch.device,
-    ddp: DistInfo,
-    resume: bool,
-    stop_after: int | None,
-    validator: Any,
-    hooks: dict[str, Any],
-) -> TrainResult:
-    workspace, run_id, run_dir = run.workspace, run.run_id, run.path
-    progress: ProgressFn | None = hooks.get("progress")
-    on_validation: ValidationFn | None = hooks.get("on_validation")
-    cfg_fp = cfg.fingerprint()
+def steps_per_epoch(data: Sequence[TrainData], cfg: TrainConfig, world_size: int) -> int:
+    """Optimiser steps in one pass over the videos with captions (manifest counts), ``batch_size`` videos per
+    process; ValueError when that is less than one batch."""
     clip_videos = sum(d.clip_videos for d in data)
-    steps_per_epoch = clip_videos // (cfg.batch_size * ddp.world_size)
-    if steps_per_epoch < 1:
+    steps = clip_videos // (cfg.batch_size * world_size)
+    if steps < 1:
         raise ValueError(
-            f"datasets {list(fingerprints)} have {clip_videos} videos with captions (manifest), fewer than one "
-            f"batch of {cfg.batch_size} videos × {ddp.world_size} process(es); lower batch_size"
+            f"datasets {[d.name for d in data]} have {clip_videos} videos with captions (manifest), fewer than one "
+            f"batch of {cfg.batch_size} videos × {world_size} process(es); lower batch_size"
         )
-    total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
-    shards = tuple(s for d in data for s in d.shards)
+    return steps
 
-    # Same initial weights in every process (DDP also broadcasts rank 0's), then a dropout stream per rank.
-    net, notes = build_network(cfg, device, ddp)
-    # A frozen encoder's parameters stay out of the optimiser (Adam would keep state for them for nothing).
-    optimizer = torch.optim.Adam(
-        [p for p in net.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, WarmupCosine(cfg.warmup_steps, total_steps, cfg.min_lr_ratio)
-    )
-    torch.manual_seed(derive_seed("train", cfg.seed, ddp.rank))
-    validation = _Validation(cfg, validator if ddp.main else None, total_steps)
-    validating = _broadcast(ddp, validation.enabled)  # every rank takes part in the checkpoints of validations
 
-    step, resumed_from = 0, None
-    metrics: list[dict[str, Any]] = []
-    found = latest_checkpoint(workspace, run.checkpoint_dir)
-    if found is not None and not resume:
-        raise ValueError(
-            f"run {run_id} has checkpoints in {run_dir}/checkpoints but is not finished; resume it "
-            "(resume=True) or choose another run id"
+class _Training:
+    """One call of :func:`train` past the finished-run check: the network, optimiser and schedule, the position,
+    and the steps in order — :meth:`restore` (resume), :meth:`start` (run files), :meth:`loop`, :meth:`finish`."""
+
+    def __init__(
+        self,
+        data: list[TrainData],
+        cfg: TrainConfig,
+        run: RunFolder,
+        fingerprints: dict[str, str],
+        device: torch.device,
+        ddp: DistInfo,
+        validator: Validator | None,
+    ) -> None:
+        self.data, self.cfg, self.run, self.fingerprints = data, cfg, run, fingerprints
+        self.device, self.ddp = device, ddp
+        self.steps_per_epoch = steps_per_epoch(data, cfg, ddp.world_size)
+        self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
+        self.shards = tuple(s for d in data for s in d.shards)
+        # Same initial weights in every process (DDP also broadcasts rank 0's), then a dropout stream per rank.
+        self.net, self.notes = build_network(cfg, device, ddp)
+        # A frozen encoder's parameters stay out of the optimiser (Adam would keep state for them for nothing).
+        self.optimizer = torch.optim.Adam(
+            [p for p in self.net.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
         )
-    if found is not None:
-        path, ckpt = found
-        _check_compatible(path, ckpt, cfg_fp, fingerprints)
-        net.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        rng_states = ckpt["rng"]
-        if len(rng_states) != ddp.world_size or ckpt["loader"].get("num_workers") != cfg.num_workers:
-            log.warning(
-                "%s was written by %d process(es) with %s loader worker(s); now %d and %d: the sample order "
-                "from here on differs from an uninterrupted run",
-                path,
-                len(rng_states),
-                ckpt["loader"].get("num_workers"),
-                ddp.world_size,
-                cfg.num_workers,
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, WarmupCosine(cfg.warmup_steps, self.total_steps, cfg.min_lr_ratio)
+        )
+        torch.manual_seed(derive_seed("train", cfg.seed, ddp.rank))
+        self.validation = ValidationState(cfg, validator, self.total_steps)
+        self.validating = _broadcast(ddp, self.validation.enabled)  # every rank takes part in validation checkpoints
+        self.step, self.resumed_from = 0, None
+        self.metrics: list[dict[str, Any]] = []  # the rows of metrics.jsonl
+        self.losses: dict[str, float] = {}  # per pair, at the last logged step
+        self.bar: tqdm | None = None
+
+    # -- before the first step
+
+    def restore(self, resume: bool) -> None:
+        """Continue from the newest valid step checkpoint (``resume``); refuse to overwrite one otherwise."""
+        run, ddp = self.run, self.ddp
+        found = latest_checkpoint(run.workspace, run.checkpoint_dir)
+        if found is not None and not resume:
+            raise ValueError(
+                f"run {run.run_id} has checkpoints in {run.path}/checkpoints but is not finished; resume it "
+                "(resume=True) or choose another run id"
             )
+        if found is None:
+            if resume:
+                log.info("run %s has no checkpoint yet; starting from step 0", run.run_id)
+            return
+        path, ckpt = found
+        _check_compatible(path, ckpt, self.cfg.fingerprint(), self.fingerprints)
+        self.net.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        rng_states = ckpt["rng"]
+        _warn_other_layout(path, ckpt, ddp, self.cfg)
         restore_rng(rng_states[ddp.rank % len(rng_states)])
-        step = resumed_from = int(ckpt["step"])
-        metrics = [r for r in run.metrics() if r["step"] <= step]
-        if validation.enabled:
-            validation.restore(metrics)
+        self.step = self.resumed_from = int(ckpt["step"])
+        self.metrics = [r for r in run.metrics() if r["step"] <= self.step]
+        if self.validation.enabled:
+            self.validation.restore(self.metrics)
             best_on_disk = (run.info().get("best") or {}).get("step")
-            if ddp.main and best_on_disk is not None and best_on_disk > step and workspace.exists(run.best_path):
+            if (
+                ddp.main
+                and best_on_disk is not None
+                and best_on_disk > self.step
+                and run.workspace.exists(run.best_path)
+            ):
                 # written after the checkpoint this run continues from: it is redone when its step comes again
-                workspace.fs.rm(run.best_path)
-        log.info("resuming run %s from %s (step %d of %d)", run_id, path, step, total_steps)
-    elif resume:
-        log.info("run %s has no checkpoint yet; starting from step 0", run_id)
+                run.workspace.fs.rm(run.best_path)
+        log.info("resuming run %s from %s (step %d of %d)", run.run_id, path, self.step, self.total_steps)
 
-    if ddp.distributed:
-        net = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None
-        )
+    def start(self) -> None:
+        """Wrap the network for DDP, write config.yaml and run.json (rank 0), open the progress bar."""
+        ddp = self.ddp
+        if ddp.distributed:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        if ddp.main:
+            self.run.write_config(self.cfg)
+            self.write_info("running", {})
+        barrier(ddp)
+        if ddp.main and sys.stderr.isatty():
+            desc = f"train {self.run.run_id}"
+            self.bar = tqdm(total=self.total_steps, initial=self.step, desc=desc, unit="step", dynamic_ncols=True)
 
-    def write_info(status: str, losses: dict[str, float]) -> None:
-        info = _run_info(run_id, cfg, data, fingerprints, ddp, steps_per_epoch, total_steps, status, step, losses)
-        info.update(notes)
-        if validation.enabled:
-            info["validation"] = {"sets": validation.validator.names, "every": cfg.validate_every}
-            info["best"] = validation.best
-        run.write_info(info)
+    # -- the steps
 
-    if ddp.main:
-        run.write_config(cfg)
-        write_info("running", {})
-    barrier(ddp)
+    def loop(self, end_step: int, hooks: TrainHooks) -> None:
+        """Optimiser steps up to ``end_step``, epoch by epoch from the loader (mid-epoch after a resume), logging,
+        validating and checkpointing on the configured steps."""
+        cfg = self.cfg
+        self.net.train()
+        self.losses = dict(self.metrics[-1]["losses"]) if self.metrics else {}
+        self._last_time, self._last_step = time.perf_counter(), self.step
+        while self.step < end_step:
+            epoch, skip = divmod(self.step, self.steps_per_epoch)
+            spec = LoaderSpec.for_config(cfg, self.shards, epoch, skip)
+            for batch in epoch_batches(spec, self.steps_per_epoch, pin_memory=self.device.type == "cuda"):
+                loss, parts, lr = self.optimise(batch)
+                step, last = self.step, self.step == end_step
+                validate_now = self.validating and self.validation.due(step)
+                if step % cfg.log_every == 0 or last or step % cfg.checkpoint_every == 0 or validate_now:
+                    self.log(epoch, loss, parts, lr, validate_now, hooks)
+                periodic = step % cfg.checkpoint_every == 0 or (validate_now and not last)
+                if (periodic or last) and step < self.total_steps:
+                    self.checkpoint_step()
+                if step >= end_step:
+                    break
 
-    bar = None
-    if ddp.main and sys.stderr.isatty():
-        bar = tqdm(total=total_steps, initial=step, desc=f"train {run_id}", unit="step", dynamic_ncols=True)
+    def optimise(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor], float]:
+        """One optimiser step on ``batch``; returns (loss, loss per pair, the learning rate the step used)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, parts = compute_gradients(self.net, batch, self.cfg, self.device, self.ddp)
+        if self.cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        self.step += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        return loss, parts, lr
 
-    def checkpoint(path: str, losses: dict[str, float], extra: dict[str, Any] | None = None) -> None:
+    def log(
+        self,
+        epoch: int,
+        loss: torch.Tensor,
+        parts: dict[str, torch.Tensor],
+        lr: float,
+        validate_now: bool,
+        hooks: TrainHooks,
+    ) -> None:
+        """A metrics.jsonl row for this step (losses averaged over processes), with the validation when it is due."""
+        ddp, step = self.ddp, self.step
+        self.losses, loss_value = _mean_over_ranks(parts, loss, ddp)
+        seconds = max(time.perf_counter() - self._last_time, 1e-9)
+        clips_per_s = (step - self._last_step) * self.cfg.clips_per_step * ddp.world_size / seconds
+        row = {
+            "step": step,
+            "epoch": epoch,
+            "loss": loss_value,
+            "losses": self.losses,
+            "lr": lr,
+            "samples_per_s": round(clips_per_s, 2),
+            "time": time.time(),
+        }
+        better = self.validate(row) if validate_now else False
+        self.metrics.append(row)
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{row['loss']:.4f}")
+        if ddp.main and hooks.progress is not None:
+            hooks.progress(step, self.total_steps, {"loss": row["loss"], **self.losses})
+        if ddp.main:
+            self.run.write_metrics(self.metrics)
+        if validate_now:
+            if better:  # every rank: the checkpoint gathers their RNG states
+                extra = {"validation": row["validation"], "best": self.validation.best} if ddp.main else None
+                self.checkpoint(self.run.best_path, extra)
+            if ddp.main:
+                self.write_info("running", self.losses)
+                if hooks.on_validation is not None:
+                    hooks.on_validation(step, row["validation"])
+        self._last_time, self._last_step = time.perf_counter(), step  # validation time is not training throughput
+
+    def validate(self, row: dict[str, Any]) -> bool:
+        """Score the network on rank 0 into ``row["validation"]``; whether it beat the best (on every rank)."""
+        better = False
+        if self.ddp.main:
+            row["validation"], better = self.validation.run(_unwrap(self.net))
+            if better:
+                self.validation.record(self.step, row["validation"])
+        return _broadcast(self.ddp, better)
+
+    # -- files
+
+    def checkpoint(self, path: str, extra: dict[str, Any] | None = None) -> None:
+        """Save the full training state at this step to ``path`` (every rank's RNG state; rank 0 writes)."""
+        ddp, cfg = self.ddp, self.cfg
         rng_states = [capture_rng()]
         if ddp.distributed:
             gathered: list[Any] = [None] * ddp.world_size
@@ -577,108 +569,96 @@ def _train(
             return
         payload = {
             "format": FORMAT,
-            "step": step,
-            "epoch": step // steps_per_epoch,
-            "batch_in_epoch": step % steps_per_epoch,
-            "model": _unwrap(net).state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
+            "step": self.step,
+            "epoch": self.step // self.steps_per_epoch,
+            "batch_in_epoch": self.step % self.steps_per_epoch,
+            "model": _unwrap(self.net).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
             "rng": rng_states,
             "config": cfg.model_dump(mode="json"),
-            "config_fingerprint": cfg_fp,
-            "datasets": dict(fingerprints),
+            "config_fingerprint": cfg.fingerprint(),
+            "datasets": dict(self.fingerprints),
             "loader": {
-                "steps_per_epoch": steps_per_epoch,
+                "steps_per_epoch": self.steps_per_epoch,
                 "num_workers": cfg.num_workers,
                 "world_size": ddp.world_size,
             },
-            "losses": dict(losses),
+            "losses": dict(self.losses),
             **(extra or {}),
         }
-        save_checkpoint(workspace, path, payload)
+        save_checkpoint(self.run.workspace, path, payload)
 
-    net.train()
-    losses: dict[str, float] = dict(metrics[-1]["losses"]) if metrics else {}
-    last_time, last_step = time.perf_counter(), step
-    end_step = min(total_steps, stop_after) if stop_after is not None else total_steps
-    pin = device.type == "cuda"
-    while step < end_step:
-        epoch, skip = divmod(step, steps_per_epoch)
-        spec = LoaderSpec.for_config(cfg, shards, epoch, skip)
-        for batch in epoch_batches(spec, steps_per_epoch, pin_memory=pin):
-            optimizer.zero_grad(set_to_none=True)
-            loss, parts = compute_gradients(net, batch, cfg, device, ddp)
-            if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-            optimizer.step()
-            lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
-            step += 1
-            if bar is not None:
-                bar.update(1)
-            last = step == end_step
-            validate_now = validating and validation.due(step)
-            if step % cfg.log_every == 0 or last or step % cfg.checkpoint_every == 0 or validate_now:
-                losses, loss_value = _mean_over_ranks(parts, loss, ddp)
-                now = time.perf_counter()
-                clips_per_s = (step - last_step) * cfg.clips_per_step * ddp.world_size / max(now - last_time, 1e-9)
-                row = {
-                    "step": step,
-                    "epoch": epoch,
-                    "loss": loss_value,
-                    "losses": losses,
-                    "lr": lr,
-                    "samples_per_s": round(clips_per_s, 2),
-                    "time": time.time(),
-                }
-                better = False
-                if validate_now:
-                    if ddp.main:
-                        row["validation"], better = validation.run(_unwrap(net))
-                        if better:
-                            validation.record(step, row["validation"])
-                    better = _broadcast(ddp, better)
-                metrics.append(row)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{row['loss']:.4f}")
-                if ddp.main and progress is not None:
-                    progress(step, total_steps, {"loss": row["loss"], **losses})
-                if ddp.main:
-                    run.write_metrics(metrics)
-                if validate_now:
-                    if better:  # every rank: the checkpoint gathers their RNG states
-                        extra = {"validation": row["validation"], "best": validation.best} if ddp.main else None
-                        checkpoint(run.best_path, losses, extra)
-                    if ddp.main:
-                        write_info("running", losses)
-                        if on_validation is not None:
-                            on_validation(step, row["validation"])
-                last_time, last_step = time.perf_counter(), step  # validation time is not training throughput
-            periodic = step % cfg.checkpoint_every == 0 or (validate_now and not last)
-            if (periodic and step < total_steps) or (last and step < total_steps):
-                checkpoint(run.step_path(step), losses)
-                if ddp.main:
-                    prune_checkpoints(workspace, run.checkpoint_dir, cfg.keep_checkpoints)
-                    _plot_curves(workspace, run.curves_path, metrics)
-            if step >= end_step:
-                break
-    if bar is not None:
-        bar.close()
+    def checkpoint_step(self) -> None:
+        """``checkpoints/step-<n>.pt``, the oldest beyond ``keep_checkpoints`` pruned, and curves.png redrawn."""
+        self.checkpoint(self.run.step_path(self.step))
+        if self.ddp.main:
+            prune_checkpoints(self.run.workspace, self.run.checkpoint_dir, self.cfg.keep_checkpoints)
+            plot_curves(self.run.workspace, self.run.curves_path, self.metrics)
 
-    checksum = float(sum(p.detach().double().sum() for p in _unwrap(net).parameters()))
-    if step < total_steps:  # stopped early on request: the newest step checkpoint is the resume point
-        barrier(ddp)
+    def write_info(self, status: str, losses: dict[str, float]) -> None:
+        """run.json: the run's identity and position, and its validation sets and best step when it validates."""
+        info = _run_info(
+            self.run.run_id,
+            self.cfg,
+            self.data,
+            self.fingerprints,
+            self.ddp,
+            self.steps_per_epoch,
+            self.total_steps,
+            status,
+            self.step,
+            losses,
+        )
+        info.update(self.notes)
+        if self.validation.enabled:
+            info["validation"] = {"sets": self.validation.names, "every": self.cfg.validate_every}
+            info["best"] = self.validation.best
+        self.run.write_info(info)
+
+    def finish(self) -> TrainResult:
+        """final.pt, curves.png and run.json "finished" at the last step; only the step checkpoint when stopped
+        early (the resume point)."""
+        ddp, run = self.ddp, self.run
+        if self.bar is not None:
+            self.bar.close()
+        checksum = float(sum(p.detach().double().sum() for p in _unwrap(self.net).parameters()))
+        stopped_early = self.step < self.total_steps  # on request: the newest step checkpoint is the resume point
+        if stopped_early:
+            barrier(ddp)
+        else:
+            self.checkpoint(run.final_path)
+            if ddp.main:
+                plot_curves(run.workspace, run.curves_path, self.metrics)
+                self.write_info("finished", self.losses)
+            barrier(ddp)
         return TrainResult(
-            run_id, run_dir, run.step_path(step), step, losses, resumed_from, True, checksum, validation.best
+            run_id=run.run_id,
+            run_dir=run.path,
+            final_checkpoint=run.step_path(self.step) if stopped_early else run.final_path,
+            steps=self.step,
+            final_losses=self.losses,
+            resumed_from=self.resumed_from,
+            trained=True,
+            param_checksum=checksum,
+            best=self.validation.best,
         )
 
-    final = run.final_path
-    checkpoint(final, losses)
-    if ddp.main:
-        _plot_curves(workspace, run.curves_path, metrics)
-        write_info("finished", losses)
-    barrier(ddp)
-    return TrainResult(run_id, run_dir, final, step, losses, resumed_from, True, checksum, validation.best)
+
+def _warn_other_layout(path: str, ckpt: dict[str, Any], ddp: DistInfo, cfg: TrainConfig) -> None:
+    """Warn when a checkpoint was written by another number of processes or loader workers: training goes on, but
+    its sample order from there differs from an uninterrupted run's."""
+    written_by = len(ckpt["rng"])
+    if written_by != ddp.world_size or ckpt["loader"].get("num_workers") != cfg.num_workers:
+        log.warning(
+            "%s was written by %d process(es) with %s loader worker(s); now %d and %d: the sample order "
+            "from here on differs from an uninterrupted run",
+            path,
+            written_by,
+            ckpt["loader"].get("num_workers"),
+            ddp.world_size,
+            cfg.num_workers,
+        )
 
 
 def _broadcast(ddp: DistInfo, value: bool) -> bool:

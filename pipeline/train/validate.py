@@ -1,122 +1,53 @@
-"""Validation while training: held-out benchmarks scored exactly as ``mmcaps evaluate`` scores a checkpoint.
+"""Validation while training, as training sees it: what a validator is, and checkpoint selection by a named metric.
 
-A :class:`Validator` holds one or more :class:`ValidationSet` (an evaluation dataset, a way to stream its extracted
-features, and the sentence encoder of the run's word vectors) and scores the network in memory with the evaluation
-library's own steps: :func:`pipeline.evaluate.embed.embed_dataset`, then
-:func:`pipeline.evaluate.score.score_dataset`, with the arguments ``pipeline.evaluate.run.score`` gives them for a
-run (the run's ``audio_frames`` and ``use_audio``, the EvalConfig's batch size, device and modalities). So the
-numbers at step N equal ``mmcaps evaluate`` on checkpoint ``step-N``. What is kept per set is the metric tables
-(``retrieval``, ``localisation`` and their ``_reference`` protocol twins), as ``metrics.json`` holds them.
+A :class:`Validator` scores a network on held-out data and names its sets. Training never builds one (it would have
+to import evaluation): the benchmark validator is built above training
+(:func:`pipeline.evaluate.validation.validator_for_training`) and passed to :func:`pipeline.train.train`, which calls
+it every ``validate_every`` steps on rank 0. Its results are ``{set: {table: {modality: {metric: value}}}}``, the
+tables as ``metrics.json`` holds them.
 
-:func:`best_value` reads a named metric (``[set/]task/modality/metric``) out of one validation's results.
+:func:`best_value` reads a named metric (``[set/]task/modality/metric``) out of one validation's results,
+:func:`improves` says whether it beats the best so far, and :class:`ValidationState` keeps the schedule and the best
+value of one run (restored on resume).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import logging
 import math
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
-import numpy as np
 import torch
 
-from pipeline.runs.config import LOWER_IS_BETTER
-from storage.sample import VideoFeatures
-from storage.workspace import Workspace
+from pipeline.runs.checkpoint import capture_rng, restore_rng
+from pipeline.runs.config import LOWER_IS_BETTER, TrainConfig
 
-log = logging.getLogger(__name__)
-
-METRIC_TABLES = ("retrieval", "retrieval_reference", "localisation", "localisation_reference")
-SentenceEncoder = Callable[[list[str]], tuple[np.ndarray, np.ndarray]]
+ValidationResults = dict[str, dict[str, Any]]  # {set: {"retrieval": {modality: {metric: value}}, ...}}
 
 
-@dataclass
-class ValidationSet:
-    """One held-out benchmark: ``dataset`` (an ``EvalDataset``), ``videos()`` (a fresh iterable of its extracted
-    features on every call) and ``encode_sentences(texts) -> (vectors [n, 300], in-vocabulary counts [n])``."""
+class Validator(Protocol):
+    """Scores a network on held-out sets: ``validator(net) -> {set name: {table: {modality: {metric: value}}}}``.
 
-    name: str
-    dataset: Any
-    videos: Callable[[], Iterable[VideoFeatures]]
-    encode_sentences: SentenceEncoder
-
-
-class Validator:
-    """Scores a network on its validation sets; ``validator(net) -> {set name: {table: {modality: {metric: v}}}}``.
-
-    ``cfg``: the ``EvalConfig`` (default: the one ``mmcaps evaluate`` uses). ``audio_frames`` and ``use_audio`` are
-    the training run's. The network is put in eval mode for the call and back in its previous mode after.
+    ``names``: the sets, in order (a ``best_metric`` without a set refers to the first). The call may switch the
+    network to eval mode; it must leave it in the mode it found it in.
     """
 
-    def __init__(
-        self,
-        sets: Sequence[ValidationSet],
-        *,
-        audio_frames: int,
-        use_audio: bool,
-        cfg: Any = None,
-    ) -> None:
-        from pipeline.evaluate.config import EvalConfig
-
-        names = [s.name for s in sets]
-        if len(set(names)) != len(names):
-            raise ValueError(f"validation set names must be distinct, got {names}")
-        self.sets = list(sets)
-        self.cfg = cfg or EvalConfig()
-        self.audio_frames = audio_frames
-        self.use_audio = use_audio
-
     @property
-    def names(self) -> list[str]:
-        return [s.name for s in self.sets]
+    def names(self) -> list[str]: ...
 
-    def __call__(self, net: torch.nn.Module) -> dict[str, dict[str, Any]]:
-        was_training = net.training
-        net.eval()
-        try:
-            return {s.name: self.score_set(s, net) for s in self.sets}
-        finally:
-            net.train(was_training)
-
-    def score_set(self, vset: ValidationSet, net: torch.nn.Module) -> dict[str, Any]:
-        """The metric tables of one set (the steps and arguments of ``pipeline.evaluate.run.score``)."""
-        from pipeline.evaluate.embed import embed_dataset
-        from pipeline.evaluate.score import score_dataset
-
-        cfg = self.cfg
-        # A copy: the videos the engine could not extract move to ``missing`` for this scoring only.
-        dataset = dataclasses.replace(
-            vset.dataset, videos=dict(vset.dataset.videos), missing=list(vset.dataset.missing)
-        )
-        emb = embed_dataset(
-            dataset,
-            vset.videos() if dataset.videos else [],
-            net,
-            vset.encode_sentences,
-            audio_frames=self.audio_frames,
-            with_audio=self.use_audio and "video+audio" in cfg.modalities,
-            batch_size=cfg.batch_size,
-            device=cfg.device,
-            audio_window_s=cfg.localisation_audio_window_s,
-        )
-        not_extracted = sorted(set(dataset.videos) - set(emb.durations))
-        if not_extracted:
-            dataset.missing = [*dataset.missing, *not_extracted]
-            for vid in not_extracted:
-                dataset.videos.pop(vid)
-        metrics = score_dataset(dataset, emb, cfg).metrics
-        # JSON round trip: the values exactly as metrics.json (and metrics.jsonl) hold them
-        return json.loads(json.dumps({k: metrics[k] for k in METRIC_TABLES if k in metrics}, default=_plain))
+    def __call__(self, net: torch.nn.Module) -> ValidationResults: ...
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+NO_VALIDATOR = (
+    "cfg.validate_on names {specs} but train() got no validator: build it on rank 0 with "
+    "pipeline.evaluate.validation.validator_for_training(cfg, workspace, datasets) and pass train(..., validator=...)"
+)
+
+
+def require_validator(cfg: TrainConfig, validator: Validator | None, *, main: bool) -> None:
+    """Fail at once (one line) when ``cfg.validate_on`` names benchmarks and the main process got no validator."""
+    if cfg.validate_on and validator is None and main:
+        raise ValueError(NO_VALIDATOR.format(specs=list(cfg.validate_on)))
 
 
 # ------------------------------------------------------------------------------------------------ named metrics
@@ -136,7 +67,7 @@ def parse_metric(name: str, sets: Sequence[str]) -> tuple[str, str, str, str]:
     return parts[0], parts[1], parts[2], parts[3]
 
 
-def best_value(results: dict[str, dict[str, Any]], name: str) -> float:
+def best_value(results: ValidationResults, name: str) -> float:
     """The value of metric ``name`` in one validation's results; KeyError naming what exists when it is absent."""
     vset, task, modality, metric = parse_metric(name, list(results))
     try:
@@ -156,73 +87,55 @@ def improves(value: float, best: float | None, name: str) -> bool:
     return value < best if name.rsplit("/", 1)[-1] in LOWER_IS_BETTER else value > best
 
 
-# ------------------------------------------------------------------------------------------------ from specs
+# ------------------------------------------------------------------------------------------------ one run's state
 
 
-def validator_from_specs(
-    specs: Sequence[str],
-    workspace: Workspace,
-    extract_config: dict[str, Any],
-    *,
-    audio_frames: int,
-    use_audio: bool,
-    device: str,
-    eval_overrides: dict[str, Any] | None = None,
-    extract_missing: bool = True,
-) -> Validator:
-    """A :class:`Validator` over benchmarks named as ``mmcaps evaluate --on`` names them.
+class ValidationState:
+    """Validation state of one run: when to validate, the best value so far, and restoring both on resume.
 
-    Each benchmark is prepared from its annotations and its present videos are extracted into ``eval-<name>`` with
-    the training data's ``extract_config`` (the engine's cache makes this a no-op when ``mmcaps evaluate`` or an
-    earlier run already did it). ``extract_missing=False`` (several processes) only opens what is there and fails
-    when a set has not been extracted. Query texts use the word vectors of that extract config, as evaluation does.
-    ``eval_overrides``: EvalConfig fields (``TrainConfig.validate_eval``); scoring runs on ``device``.
+    ``validator`` is None on ranks other than 0 and in runs that do not validate.
     """
-    from pipeline.evaluate.config import EvalConfig
-    from pipeline.evaluate.run import eval_dataset_name, extract, prepare_all
-    from pipeline.extract import ExtractConfig
-    from pipeline.extract.text import WordVectors
-    from storage.dataset import open_dataset
 
-    cfg = EvalConfig.model_validate({**(eval_overrides or {}), "device": device})
-    extract_cfg = ExtractConfig.model_validate(extract_config)
-    if not extract_cfg.text.word2vec:
-        raise ValueError("validation needs the training data's word vectors (its extract config names none)")
-    cache = workspace.cache_dir("word2vec")
-    words = WordVectors.load(extract_cfg.text.word2vec, cache_dir=cache if workspace.is_local else None)
-    encode = _SentenceEncoder(words)
-    sets = []
-    for dataset in prepare_all(list(specs), cfg):
-        videos: Callable[[], Iterable[VideoFeatures]] = _no_videos
-        if dataset.videos:
-            if extract_missing:
-                extract(dataset, extract_cfg, workspace)
-            name = eval_dataset_name(dataset.name)
-            try:
-                videos = open_dataset(workspace, name, extract_fp=extract_cfg.fingerprint()).iter_videos
-            except (FileNotFoundError, KeyError) as exc:
-                raise ValueError(
-                    f"validation set {dataset.name!r} is not extracted with the training data's recipe ({exc}); "
-                    "extract it first (`mmcaps evaluate` on it once) or train in one process"
-                ) from exc
-        sets.append(ValidationSet(dataset.name, dataset, videos, encode))
-        log.info(
-            "validation set %s: %d queries, %d videos present", dataset.name, len(dataset.queries), len(dataset.videos)
-        )
-    return Validator(sets, audio_frames=audio_frames, use_audio=use_audio, cfg=cfg)
+    def __init__(self, cfg: TrainConfig, validator: Validator | None, total_steps: int) -> None:
+        self.cfg, self.validator, self.total_steps = cfg, validator, total_steps
+        self.metric = cfg.best_metric
+        self.best: dict[str, Any] | None = None  # {"metric", "value", "step"}
+        if validator is not None:
+            parse_metric(self.metric, validator.names)  # a bad name fails before training starts
 
+    @property
+    def enabled(self) -> bool:
+        return self.validator is not None
 
-def _no_videos() -> list[VideoFeatures]:
-    return []
+    @property
+    def names(self) -> list[str]:
+        return self.validator.names if self.validator is not None else []
 
+    def due(self, step: int) -> bool:
+        """Whether ``step`` is a validation step (the same answer on every rank; only rank 0 scores)."""
+        return step % self.cfg.validate_every == 0 or step == self.total_steps
 
-class _SentenceEncoder:
-    """Query texts → word2vec sentence vectors, as ``pipeline.evaluate.run.score`` encodes them."""
+    def restore(self, rows: list[dict[str, Any]]) -> None:
+        """The best value among the validations of ``rows`` (the metrics a resumed run keeps)."""
+        self.best = None
+        for r in rows:
+            if r.get("validation"):
+                value = best_value(r["validation"], self.metric)
+                if improves(value, None if self.best is None else self.best["value"], self.metric):
+                    self.best = {"metric": self.metric, "value": value, "step": r["step"]}
 
-    def __init__(self, words: Any) -> None:
-        self.words = words
+    def run(self, net: torch.nn.Module) -> tuple[ValidationResults, bool]:
+        """(results, whether they beat the best so far); the training RNG states are restored afterwards."""
+        if self.validator is None:
+            raise RuntimeError("ValidationState.run: this process has no validator (only rank 0 validates)")
+        rng = capture_rng()
+        try:
+            results = self.validator(net)
+        finally:
+            restore_rng(rng)
+        value = best_value(results, self.metric)
+        better = improves(value, None if self.best is None else self.best["value"], self.metric)
+        return results, better
 
-    def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        pairs = [self.words.encode(t) for t in texts]
-        vectors = np.stack([v for v, _ in pairs]) if pairs else np.zeros((0, self.words.dim), np.float32)
-        return vectors, np.array([n for _, n in pairs], dtype=np.int64)
+    def record(self, step: int, results: ValidationResults) -> None:
+        self.best = {"metric": self.metric, "value": best_value(results, self.metric), "step": step}

@@ -14,8 +14,8 @@ import shutil
 import pytest
 
 from flows.cli import main
+from pipeline.evaluate.validation import METRIC_TABLES
 from pipeline.runs import RunFolder
-from pipeline.train.validate import METRIC_TABLES
 from storage import Workspace
 
 pytestmark = pytest.mark.slow

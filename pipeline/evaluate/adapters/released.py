@@ -13,8 +13,8 @@
 Files are read with :func:`storage.safe_pickle.load` (nothing in them runs). Each clip becomes a one-row
 :class:`~storage.sample.VideoFeatures` (``rgb2d`` its 2D vector ``[1, 2048]``, ``rgb3d`` its 3D one, ``mel`` its
 audio or ``[40, 0]``) over the span of the whole clip, so the evaluation's own pooling applies unchanged:
-:func:`pipeline.pooling.pool_video`'s max over the one row, L2-normalised per stream and concatenated, is exactly
-howto100m's ``cat(F.normalize(2d), F.normalize(3d))``, and :func:`pipeline.pooling.crop_audio` crops or pads the
+:func:`pipeline.embed.pooling.pool_video`'s max over the one row, L2-normalised per stream and concatenated, is exactly
+howto100m's ``cat(F.normalize(2d), F.normalize(3d))``, and :func:`pipeline.embed.pooling.crop_audio` crops or pads the
 audio to the run's ``audio_frames`` as it does for extracted clips. Every number is then scored as for any other
 benchmark (same metrics, both protocols); there are no frames, so the report's figures show no thumbnails, and
 the report says so.
@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.embed.pooling import MEL_RATE, N_MELS
 from pipeline.evaluate.adapters.msrvtt import load_msrvtt
 from pipeline.evaluate.dataset import AnnotationError, ClipRef, EvalDataset, Query, ReadLog
-from pipeline.pooling import MEL_RATE, N_MELS
 from storage.safe_pickle import load as safe_load
 from storage.sample import Captions, VideoFeatures
 
@@ -42,7 +42,7 @@ RULES = {
     "thumbnails": "absent: the released features hold no video, so the top-k and capsule figures name clips "
     "without showing frames",
     "clip_features": "each clip's video vector is cat(L2norm(2d), L2norm(3d)) of its released pooled vectors "
-    "(howto100m's loaders' rule, = pipeline.pooling.pool_video over one row); its audio, when the file has it, is "
+    "(howto100m's loaders' rule, = pipeline.embed.pooling.pool_video over one row); its audio, when the file has it, is "
     "cropped or zero-padded to the run's audio_frames as extracted clips are",
     "captions": "the queries are the file's captions as released (howto100m removed stop words from YouCook2's)",
 }

@@ -10,9 +10,11 @@ import pytest
 import torch
 
 from model import CapsuleConfig, build_model
+from pipeline.embed import Embeddings, StepVideoInputs
+from pipeline.embed.pooling import crop_audio, pool_video
 from pipeline.evaluate.config import EvalConfig
 from pipeline.evaluate.dataset import ClipRef, EvalDataset, NoCandidateError, Query, StepVideo
-from pipeline.evaluate.embed import Embeddings, StepVideoInputs, embed_dataset
+from pipeline.evaluate.embed import embed_dataset
 from pipeline.evaluate.localisation import segment_iou_iod
 from pipeline.evaluate.metrics import MISSING, reference_metrics, retrieval_metrics, retrieval_ranks
 from pipeline.evaluate.report import write_report
@@ -20,7 +22,6 @@ from pipeline.evaluate.run import write_results
 from pipeline.evaluate.score import score_dataset
 from pipeline.evaluate.thumbnails import grab_frame
 from pipeline.extract.ffmpeg import ffmpeg_exe
-from pipeline.pooling import crop_audio, pool_video
 from storage.sample import Captions, VideoFeatures
 
 AUDIO_FRAMES = 64

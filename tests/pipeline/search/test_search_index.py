@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.pooling import crop_audio, pool_video
+from pipeline.embed.pooling import crop_audio, pool_video
 from pipeline.runs import RunFolder
 from pipeline.search import IndexConfig, Searcher, build_index
 from pipeline.search.search import SearchIndex

@@ -8,7 +8,7 @@ import pytest
 import torch
 from train_data_helpers import concept_tables, make_video
 
-from pipeline.pooling import crop_audio, pool_text, pool_video
+from pipeline.embed.pooling import crop_audio, pool_text, pool_video
 from pipeline.train.clips import Clip, ClipBuffers, clips_to_arrays, grow_span, sample_clips, write_clips
 from storage.sample import Captions, VideoFeatures
 

@@ -26,13 +26,13 @@ import torch
 torch.set_num_threads(1)
 from train_data_helpers import held_out_set, make_videos, tiny_config
 from pipeline.train import train, TrainData
-from pipeline.train.validate import Validator
+from pipeline.evaluate.validation import BenchmarkValidator
 from storage.workspace import Workspace
 data = TrainData(**json.loads(sys.argv[1]))
 cfg = tiny_config(batch_size=8, n_pair=4, max_steps=30, lr=3e-3, checkpoint_every=15, log_every=1, validate_every=10)
 # Rank 0 scores four of the training videos every 10 steps (the other rank waits for it, then both checkpoint).
 vset = held_out_set(make_videos(48, seed=5, n_concepts=192, distinct=True)[:4], 192, 5)
-validator = Validator([vset], audio_frames=cfg.audio_frames, use_audio=cfg.use_audio)
+validator = BenchmarkValidator([vset], audio_frames=cfg.audio_frames, use_audio=cfg.use_audio)
 result = train([data], cfg, Workspace(sys.argv[2]), run_id="ddp", validator=validator)
 rank = os.environ["RANK"]
 with open(os.path.join(sys.argv[3], f"rank-{{rank}}.json"), "w") as fh:

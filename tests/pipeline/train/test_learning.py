@@ -11,7 +11,7 @@ import pytest
 import torch
 from train_data_helpers import make_videos, tiny_config, write_train_data
 
-from pipeline.pooling import pool_text, pool_video
+from pipeline.embed.pooling import pool_text, pool_video
 from pipeline.train import load_run, train
 from storage.workspace import Workspace
 

@@ -14,9 +14,10 @@ from train_data_helpers import held_out_set, make_videos, tiny_config, write_tra
 from pipeline.evaluate.config import EvalConfig
 from pipeline.evaluate.embed import embed_dataset
 from pipeline.evaluate.score import score_dataset
+from pipeline.evaluate.validation import METRIC_TABLES, BenchmarkValidator
 from pipeline.runs import RunFolder
 from pipeline.train import train
-from pipeline.train.validate import METRIC_TABLES, Validator, best_value, improves, parse_metric
+from pipeline.train.validate import best_value, improves, parse_metric
 from storage.workspace import Workspace
 
 N_CONCEPTS, SEED = 64, 5
@@ -30,8 +31,8 @@ def setup(tmp_path_factory):
     return data, held_out_set(videos[12:], N_CONCEPTS, SEED)
 
 
-def _validator(setup, cfg) -> Validator:
-    return Validator([setup[1]], audio_frames=cfg.audio_frames, use_audio=cfg.use_audio)
+def _validator(setup, cfg) -> BenchmarkValidator:
+    return BenchmarkValidator([setup[1]], audio_frames=cfg.audio_frames, use_audio=cfg.use_audio)
 
 
 def _cfg(**kw):
@@ -161,3 +162,14 @@ def test_a_bad_metric_name_fails_before_training_or_at_the_first_validation(setu
     cfg = _cfg(best_metric="retrieval/audio/R@5")  # a modality the set does not score: known once it is scored
     with pytest.raises(KeyError, match="not among the validation metrics"):
         train([setup[0]], cfg, ws, run_id="bad2", validator=_validator(setup, cfg))
+
+
+def test_validate_on_without_a_validator_fails_at_once_in_one_line(setup, tmp_path):
+    # Training never builds the benchmark validator (it would import evaluation): the caller passes it in.
+    ws = Workspace(tmp_path)
+    cfg = _cfg(validate_on=("synthetic=/nowhere",))
+    with pytest.raises(ValueError, match="got no validator") as info:
+        train([setup[0]], cfg, ws, run_id="nv")
+    message = str(info.value)
+    assert "\n" not in message and "validator_for_training" in message and "synthetic=/nowhere" in message
+    assert not RunFolder(ws, "nv").exists()

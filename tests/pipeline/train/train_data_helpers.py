@@ -173,9 +173,9 @@ def write_train_data(
 def held_out_set(videos: list[VideoFeatures], n_concepts: int, seed: int, name: str = "held-out"):
     """A validation set over ``videos`` (made by :func:`make_videos` with ``n_concepts`` and ``seed``): one clip per
     caption, its caption text as the query, and a sentence encoder that maps "concept c" to the concept's word
-    vector (as the run's word vectors would encode it). Returns a ``pipeline.train.validate.ValidationSet``."""
+    vector (as the run's word vectors would encode it). Returns a ``pipeline.evaluate.validation.ValidationSet``."""
     from pipeline.evaluate.dataset import ClipRef, EvalDataset, Query
-    from pipeline.train.validate import ValidationSet
+    from pipeline.evaluate.validation import ValidationSet
 
     table = concept_tables(n_concepts, seed)["w2v"]
 

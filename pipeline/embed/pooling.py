@@ -7,6 +7,9 @@
 
 Feature rates (README "Feature extraction"): 2D rows at 1 per second, 3D rows at 1.5 per second (16-frame windows
 at 24 fps), mel columns at 100 per second. Row ``i`` of a stream with rate ``r`` covers ``[i / r, (i + 1) / r)``.
+
+Per-second inputs (localisation): second ``t`` pools the video rows of ``[t, t + 1)`` and the audio of
+:func:`audio_window` (MCN's window around ``t``) or of the second itself.
 """
 
 from __future__ import annotations
@@ -70,3 +73,18 @@ def crop_audio(feats: VideoFeatures, start: float, end: float, frames: int) -> t
     valid = max(0, min(frames, hi - lo))
     out[:, :valid] = feats.mel[:, lo : lo + valid]
     return out, valid
+
+
+def audio_window(t: int, n_t: int, window_s: float) -> tuple[float, float]:
+    """The audio span (seconds) that stands for second ``t`` of an ``n_t``-second video: ``window_s`` seconds
+    centred on t's start, shifted (not shrunk) to stay inside [0, n_t), as MCN's ``cvpr19_dataloader.py``
+    (8 s: [t-4, t+4), [0, 8) for t < 4, [n_t-8, n_t) for t > n_t-4); a video shorter than the window gets all
+    of it."""
+    half = window_s / 2
+    if t < half:
+        start, end = 0.0, window_s
+    elif t > n_t - half:
+        start, end = n_t - window_s, float(n_t)
+    else:
+        start, end = t - half, t + half
+    return max(0.0, float(start)), min(float(n_t), float(end))

@@ -1,11 +1,11 @@
-"""The pooling recipe (pipeline/pooling.py): pooled vectors against direct numpy on the arrays."""
+"""The pooling recipe (pipeline/embed/pooling.py): pooled vectors against direct numpy on the arrays."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pipeline.pooling import crop_audio, pool_text, pool_video
+from pipeline.embed.pooling import crop_audio, pool_text, pool_video
 from storage.sample import VideoFeatures
 from tests.pipeline.train.train_data_helpers import concept_tables, make_video
 
