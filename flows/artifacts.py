@@ -6,6 +6,7 @@ Keys must match ``[a-z0-9-]`` (Prefect's rule); :func:`artifact_key` builds them
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import sys
 from collections.abc import Sequence
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from prefect import get_run_logger
 from prefect.artifacts import (
     create_link_artifact,
     create_markdown_artifact,
@@ -23,6 +25,14 @@ from prefect.artifacts import (
 from tqdm import tqdm
 
 _NOT_KEY = re.compile(r"[^a-z0-9-]+")
+
+
+def run_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The running flow's or task's logger (its lines reach the UI), or a plain one outside a run."""
+    try:
+        return get_run_logger()
+    except Exception:  # called outside a run
+        return logging.getLogger("mmcaps.flows")
 
 
 def artifact_key(*parts: str) -> str:
@@ -72,41 +82,6 @@ def link(key: str, path: str | Path, description: str) -> None:
         return
     where = target if "://" in target else str(Path(target).resolve())
     create_markdown_artifact(key=key, markdown=f"{description}: `{where}`", description=description)
-
-
-def metric_rows(name: str, metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per (task, modality, metric) from an evaluation's metrics.json: the strict protocol's value with its
-    chance beside it, and the reference protocol's (``reference``, ``reference_chance``; empty when absent)."""
-
-    def number(x: Any) -> float | str:
-        return round(float(x), 4) if isinstance(x, (int, float)) and not isinstance(x, bool) else ""
-
-    def chance_of(chance: dict[str, Any], modality: str, metric: str) -> Any:
-        per_modality = chance.get(modality)  # chance is per modality; older metrics.json kept one for all
-        return (per_modality if isinstance(per_modality, dict) else chance).get(metric)
-
-    rows: list[dict[str, Any]] = []
-    for task in ("retrieval", "localisation"):
-        chance = metrics.get(f"{task}_chance", {}) or {}
-        reference = metrics.get(f"{task}_reference", {}) or {}
-        chance_ref = metrics.get(f"{task}_reference_chance", {}) or {}
-        for modality, values in (metrics.get(task) or {}).items():
-            for metric, value in values.items():
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or metric.startswith("n_"):
-                    continue
-                rows.append(
-                    {
-                        "dataset": name,
-                        "task": task,
-                        "modality": modality,
-                        "metric": metric,
-                        "value": round(float(value), 4),
-                        "chance": number(chance_of(chance, modality, metric)),
-                        "reference": number((reference.get(modality) or {}).get(metric)),
-                        "reference_chance": number(chance_of(chance_ref, modality, metric)),
-                    }
-                )
-    return rows
 
 
 def metrics_markdown(title: str, rows: list[dict[str, Any]], report: str | None) -> str:

@@ -11,7 +11,7 @@
   trigger passes from the event's payload.
 
 Each deployment runs one flow run at a time (``concurrency_limit=1``): an extraction that outlasts the interval
-makes the next scheduled one wait. ``mmcaps serve`` registers them (``apply``) and, unless ``--register-only``,
+makes the next scheduled one wait. ``mmcaps watch`` registers them (``apply``) and, unless ``--register-only``,
 serves them in this process.
 """
 
@@ -23,7 +23,8 @@ from typing import Any
 from prefect.events import DeploymentEventTrigger
 
 from flows.events import EXTRACT_EVENT, TRAIN_EVENT, dataset_resource
-from flows.pipeline import evaluate_flow, extract_flow, train_flow
+from flows.ingest import extract_flow
+from flows.pipeline import evaluate_flow, train_flow
 from pipeline.evaluate import EvalConfig
 from pipeline.extract import ExtractConfig
 from pipeline.train import TrainConfig

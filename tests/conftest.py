@@ -24,7 +24,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ["TORCH_HOME"] = str(_PREFECT_HOME / "torch-home")
 os.environ.pop("MMCAPS_HOME", None)
 # Calibrated random backbones (deterministic given arch and seed) are computed once per session and shared by every
-# workspace the tests create; see pipeline.ingest.engine.CACHE_ENV.
+# workspace the tests create; see pipeline.ingest.videos.CACHE_ENV.
 _EXTRACT_CACHE = _PREFECT_HOME / "extract-cache"
 os.environ["MMCAPS_CACHE"] = str(_EXTRACT_CACHE)
 os.environ["PREFECT_LOGGING_COLORS"] = "false"

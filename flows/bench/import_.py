@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -23,10 +24,20 @@ from typing import Any
 
 import numpy as np
 
+from flows.ingest import import_flow, layout_to_dict
+from pipeline.extract import ExtractConfig
+from pipeline.ingest import run_extract
+from pipeline.ingest.importers import ImportConfig, VfeLayout, export_dataset, run_import
+from pipeline.ingest.videos import default_extractor
+from pipeline.synthetic import SynthConfig, generate_corpus
+from pipeline.train import TrainConfig, train
+from storage.dataset import open_dataset
+from storage.workspace import Workspace
+
 WORDS = ["add", "oil", "pan", "chop", "onion", "stir", "salt", "boil", "water", "egg", "mix", "flour"]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--videos", type=int, default=2000, help="synthetic vfe videos to import (default 2000)")
     parser.add_argument("--seconds", type=float, default=30.0, help="mean length of a video (default 30 s)")
     parser.add_argument("--extract-videos", type=int, default=4, help="synthetic-corpus videos for part 2 (0: skip)")
@@ -67,10 +78,6 @@ def _write_folder(root: Path, n: int, seconds: float) -> tuple[Path, int]:
 
 
 def _throughput(work: Path, n: int, seconds: float, flow: bool) -> dict[str, Any]:
-    from pipeline.ingest.engine import default_extractor
-    from pipeline.ingest.importers import ImportConfig, VfeLayout, run_import
-    from storage.workspace import Workspace
-
     t0 = time.perf_counter()
     captions, nbytes = _write_folder(work / "vfe", n, seconds)
     written_s = time.perf_counter() - t0
@@ -103,11 +110,6 @@ def _throughput(work: Path, n: int, seconds: float, flow: bool) -> dict[str, Any
         "hours": first.hours,
     }
     if flow:
-        from flows.commands._common import quiet_prefect
-
-        quiet_prefect()
-        from flows.importing import import_flow, layout_to_dict
-
         t0 = time.perf_counter()
         flowed = import_flow(layout_to_dict(layout), "bench-flow", cfg, str(captions), str(work / "ws-flow"))
         out["flow_import_s"] = time.perf_counter() - t0
@@ -118,8 +120,6 @@ def _throughput(work: Path, n: int, seconds: float, flow: bool) -> dict[str, Any
 
 def _first_step_s(dataset: str, ws: Any, run_id: str) -> float:
     """Seconds from calling ``train`` to its first optimiser step (tiny model, demo-like batch), as run ``run_id``."""
-    from pipeline.train import TrainConfig, train
-
     base = TrainConfig.from_preset("demo").model_dump()
     base["model"].update(num_capsules=8, d1=8, d2=16, embed_dim=64, audio_stem_width=16, audio_widths=[16, 16, 32, 32],
                          heads=2, mlp_hidden=64)  # fmt: skip
@@ -139,16 +139,6 @@ def _first_step_s(dataset: str, ws: Any, run_id: str) -> float:
 
 
 def _round_trip(work: Path, n_videos: int) -> dict[str, Any]:
-    import shutil
-
-    from pipeline.extract import ExtractConfig
-    from pipeline.ingest import run_extract
-    from pipeline.ingest.importers import VfeLayout, export_dataset, run_import
-    from pipeline.ingest.importers.config import ImportConfig
-    from pipeline.synthetic import SynthConfig, generate_corpus
-    from storage.dataset import open_dataset
-    from storage.workspace import Workspace
-
     corpus = generate_corpus(work / "corpus", SynthConfig.tiny())
     src = work / "videos"
     src.mkdir()

@@ -31,7 +31,7 @@ TARGET_S = 10.0
 VTT = "WEBVTT\n\n00:00:00.000 --> 00:00:00.500\nclip {i} first words\n\n00:00:00.500 --> 00:00:01.000\nmore words\n"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--videos", type=int, default=200, help="videos in the dataset (default 200)")
     parser.add_argument("--repeats", type=int, default=3, help="no-change re-runs timed (default 3)")
     parser.add_argument("--workdir", default=None, help="folder for the videos and workspace (default: a temp dir)")

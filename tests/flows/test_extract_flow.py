@@ -3,8 +3,14 @@ stream by content, so a new word2vec file runs no CNN and leaves the visual arra
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 from gensim.models import KeyedVectors
@@ -18,6 +24,7 @@ from storage.shards import iter_shard
 from storage.workspace import Workspace
 
 pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -46,7 +53,7 @@ def _samples(shards: list[str]) -> list[dict]:
 
 
 def test_flow_and_plain_engine_give_the_same_dataset(prefect_api, synth_corpus, source, tmp_path):
-    from flows.pipeline import extract_flow
+    from flows.ingest import extract_flow
 
     cfg, captions = _config(synth_corpus), str(synth_corpus / "train" / "caption.json")
     plain_ws, flow_ws = Workspace(tmp_path / "plain"), Workspace(tmp_path / "flow")
@@ -99,3 +106,60 @@ def test_new_word_vectors_recompute_text_only(synth_corpus, source, tmp_path, mo
         for stream in ("rgb2d", "rgb3d", "mel"):
             assert getattr(f, stream).tobytes() == getattr(old[f.video_id], stream).tobytes(), stream
         assert f.w2v.shape == old[f.video_id].w2v.shape and f.w2v.tobytes() != old[f.video_id].w2v.tobytes()
+
+
+KILLED_FLOW = """
+import sys
+from flows.ingest import extract_flow
+from pipeline.extract import ExtractConfig
+
+cfg = ExtractConfig.model_validate({"max_seconds": 1, "text": {"word2vec": sys.argv[3]}})
+extract_flow(sys.argv[1], "killed", cfg, None, sys.argv[2], shard_videos=1, videos_per_task=1)
+"""
+
+
+def test_a_killed_flow_keeps_what_it_published(prefect_api, synth_corpus, tmp_path):
+    """SIGKILL the extract flow (its own process, the session's Prefect API) once it has published a shard and its
+    manifest rows: those videos stay, each in a shard that reads back whole; a second run adds the rest, once each."""
+    from prefect.settings import PREFECT_API_URL
+
+    src = tmp_path / "src"
+    src.mkdir()
+    names = [f"train-000{i}" for i in range(5)]
+    for name in names:
+        shutil.copy(synth_corpus / "train" / "videos" / f"{name}.mp4", src / f"{name}.mp4")
+    ws = Workspace(tmp_path / "ws")
+    word2vec = str(synth_corpus / "word2vec.bin")
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_FLOW, str(src), ws.root, word2vec],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    manifest = Manifest(ws, "killed")
+    deadline = time.monotonic() + 300
+    try:
+        while not (manifest.exists() and manifest.read().num_rows):
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "the flow published nothing in time"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    kept = manifest.read().to_pylist()
+    assert 0 < len(kept) < len(names), "the kill came after the run finished: nothing to test"
+    for row in kept:
+        assert row["status"] == "ok", row
+        keys = [s["__key__"] for s in iter_shard(f"{ws.dataset_dir('killed')}/{row['shard']}")]  # raises if torn
+        assert row["video_id"] in keys
+
+    summary = run_extract(src, "killed", _config_1s(word2vec), ws, max_count=1)
+    assert summary.failed == [] and summary.videos == len(names)
+    assert summary.extracted == len(names) - len(kept)  # what the manifest kept is not extracted again
+    ids = manifest.read().column("video_id").to_pylist()
+    assert sorted(ids) == names  # every video exactly once
+    assert sorted(f.video_id for f in open_dataset(ws, "killed").iter_videos()) == names
+
+
+def _config_1s(word2vec: str) -> ExtractConfig:
+    return ExtractConfig.model_validate({"max_seconds": 1, "text": {"word2vec": word2vec}})

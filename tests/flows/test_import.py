@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from flows.cli import main
+from pipeline.embed.pooling import pool_text, pool_video
 from pipeline.ingest.importers import ImportConfig, VfeLayout, run_import
-from pipeline.pooling import pool_text, pool_video
 from pipeline.runs import RunFolder
 from pipeline.train import TrainData, train
 from storage.dataset import open_dataset
@@ -125,7 +125,7 @@ def _artifact(key: str):
 
 
 def test_flow_and_plain_import_make_the_same_dataset_with_a_table(prefect_api, tmp_path):
-    from flows.importing import import_flow, layout_to_dict
+    from flows.ingest import import_flow, layout_to_dict
 
     root = tmp_path / "vfe"
     for i, n in enumerate((6, 9)):

@@ -271,7 +271,7 @@ def test_one_new_video_reruns_only_its_extraction_and_downstream(trained_demo, t
 
 
 def test_corrupt_file_among_good_ones(prefect_api, synth_corpus, tmp_path):
-    from flows.pipeline import extract_flow
+    from flows.ingest import extract_flow
     from pipeline.extract import ExtractConfig
     from storage.dataset import open_dataset
 
@@ -298,7 +298,8 @@ def test_corrupt_file_among_good_ones(prefect_api, synth_corpus, tmp_path):
 
 
 def test_dask_runner_matches_threads(prefect_api, synth_corpus, tmp_path):
-    from flows.pipeline import extract_flow, make_task_runner
+    from flows.ingest import extract_flow
+    from flows.runners import make_task_runner
     from pipeline.extract import ExtractConfig
     from storage.dataset import open_dataset
 
@@ -330,7 +331,7 @@ def test_serve_registers_schedules_and_trigger(prefect_api, tmp_path, capsys):
     src = tmp_path / "videos"
     src.mkdir()
     on = f"synthetic={tmp_path / 'bench'}"
-    argv = ["serve", "--source", str(src), "--dataset", "lab", "--interval", "900", "--register-only"]
+    argv = ["watch", "--source", str(src), "--dataset", "lab", "--interval", "900", "--register-only"]
     assert main([*argv, "--evaluate-on", on, "--workspace", str(tmp_path / "ws")]) == 0
     out = capsys.readouterr().out
     assert "extract-lab" in out and "train-lab" in out and "evaluate-lab" in out

@@ -1,18 +1,17 @@
-"""The import driver: a layout of per-video feature files → a dataset the trainer reads like an extracted one.
+"""Feature files as an ingest source: a layout of per-video feature files → a dataset the trainer reads like an
+extracted one.
 
-An import is a source whose videos are feature files. Its steps mirror the extraction engine's
-(:mod:`pipeline.ingest.engine`), and the last ones are that engine's own::
+An import is a source whose videos are feature files; the driver (:func:`pipeline.ingest.driver.ingest`) runs it as
+it runs videos::
 
     plan = plan_import(layout, dataset, cfg, ws, captions=...)   # files' sha256 + manifest → jobs
-    jobs = pending_jobs(plan.jobs, ws, dataset, retry)            # the engine's: minus what the manifest got since
     rec = import_one(job, cfg, ws, extractor)                     # read + check → feature store; text as extraction
-    shards = write_dataset(records, ws, dataset, run_id=...)      # the engine's: store → samples → shards → manifest
-    summary = summarise(plan, records, shards, ws, started)       # the engine's ExtractSummary
+    summary = run_import(layout, dataset, cfg, ws)                # the driver over FeatureFiles
 
 A video's key is the sha256 of its files' sha256s (and of the listing's duration, when it gives one): there is no
 video file. Its ``rgb2d``, ``rgb3d`` and ``audio`` entries go to the feature store under that key and the import's
-stream fingerprints (:class:`~pipeline.importers.config.ImportConfig`), each entry's meta naming its file, that
-file's sha256 and the layout; then :func:`pipeline.ingest.engine.extract_one` finds only text missing and computes
+stream fingerprints (:class:`~pipeline.ingest.importers.config.ImportConfig`), each entry's meta naming its file, that
+file's sha256 and the layout; then :func:`pipeline.ingest.videos.extract_one` finds only text missing and computes
 it from the captions with the recipe's word vectors — the extraction's own code path — and makes the record. So the
 samples, shards and manifest rows are written by the one writer extraction uses, and ``open_dataset`` and training
 read the result as they read an extracted dataset.
@@ -24,40 +23,33 @@ size and mtime in the workspace's hash cache) and captions.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-import fsspec.implementations.local as local_fs
+from fsspec.implementations.local import LocalFileSystem
 
-from pipeline.ingest.engine import (
-    DEFAULT_MAX_BYTES,
-    DEFAULT_MAX_COUNT,
-    ExtractJob,
-    Extractor,
-    ExtractRecord,
-    ExtractSummary,
-    JobDict,
-    default_extractor,
-    extract_one,
-    failed_record,
-    new_run_id,
-    one_line,
-    pending_jobs,
-    recover,
-    summarise,
-    write_dataset,
-    write_extract_config,
-)
+from pipeline.ingest.driver import Executor, ProgressFn, ingest
 from pipeline.ingest.importers.checks import ImportCheckError, read_video
 from pipeline.ingest.importers.config import IMPORTER_VERSION, LAYOUT_NOTES, ImportConfig
 from pipeline.ingest.importers.layouts import AnyLayout, ImportItem, discover
+from pipeline.ingest.publish import DEFAULT_MAX_BYTES, DEFAULT_MAX_COUNT, write_extract_config, write_text_once
+from pipeline.ingest.records import (
+    ExtractJob,
+    ExtractRecord,
+    IngestPlan,
+    IngestSummary,
+    JobDict,
+    failed_record,
+    one_line,
+)
+from pipeline.ingest.videos import Extractor, ExtractorLike, extract_one, job_reason, process_extractor
 from storage.features import FeatureStore, StreamArrays
 from storage.hashing import HashCache, sha256_bytes
-from storage.locks import dataset_lock
 from storage.manifest import Manifest
 from storage.sample import Captions, captions_digest
 from storage.workspace import Workspace
@@ -106,26 +98,6 @@ class ImportJob(JobDict):
         )
 
 
-@dataclass
-class ImportPlan:
-    """As :class:`pipeline.ingest.engine.ExtractPlan` (``summarise`` reads it), with import jobs."""
-
-    dataset: str
-    extract_fingerprint: str
-    jobs: list[ImportJob]
-    unchanged: list[str]
-    failed_before: list[str]
-    absent: list[str] = field(default_factory=list)
-    layout: str = "vfe"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "jobs": [j.to_dict() for j in self.jobs]}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ImportPlan:
-        return cls(**{**data, "jobs": [ImportJob.from_dict(j) for j in data["jobs"]]})
-
-
 @dataclass(frozen=True)
 class _RecipeFile:
     """What ``write_extract_config`` writes beside an imported dataset's shards: the recipe, under the import's
@@ -148,26 +120,8 @@ def write_import_config(workspace: Workspace, dataset: str, cfg: ImportConfig) -
     ``import-config.yaml`` (the whole ImportConfig) beside the shards; returns the folder."""
     write_extract_config(workspace, dataset, _RecipeFile(cfg))
     folder = workspace.shard_dir(dataset, cfg.fingerprint())
-    path = f"{folder}/{IMPORT_CONFIG_FILE}"
-    text = cfg.to_yaml()
-    if not workspace.exists(path) or workspace.read_bytes(path).decode("utf-8") != text:
-        workspace.write_text(path, text)
+    write_text_once(workspace, f"{folder}/{IMPORT_CONFIG_FILE}", cfg.to_yaml())
     return folder
-
-
-def _reason(row: dict[str, Any] | None, sha: str, captions: Captions | None, retry_failed: bool) -> str | None:
-    """Why a listed video is a job, or None when it is not (the rule of ``plan_extract``: new, changed bytes, a
-    retried failure, changed captions); ``"failed before"`` for a failure not retried."""
-    if row is None:
-        return "new"
-    if row["sha256"] != sha:
-        return "changed"
-    if row["status"] != "ok":
-        return "retry" if retry_failed else "failed before"
-    n_caps = len(captions) if captions is not None else 0
-    if row["n_captions"] != n_caps or (row["captions_sha256"] and row["captions_sha256"] != captions_digest(captions)):
-        return "captions changed"
-    return None
 
 
 def plan_import(
@@ -179,7 +133,7 @@ def plan_import(
     captions: str | os.PathLike[str] | None = None,
     retry_failed: bool = False,
     rehash: bool = False,
-) -> ImportPlan:
+) -> IngestPlan:
     """Compare the layout's videos (their files' sha256, listed duration, captions) with the manifest; list the jobs.
 
     ``layout`` may also be already discovered items (:func:`~pipeline.ingest.importers.layouts.discover`).
@@ -193,48 +147,48 @@ def plan_import(
     fp, stream_fps = cfg.fingerprint(), cfg.stream_fingerprints()
     current = {r["video_id"]: r for r in Manifest(workspace, dataset).current(fp).to_pylist()}
     hashes = HashCache(workspace, read=not rehash)
-    fs = local_fs.LocalFileSystem()
-    jobs: list[ImportJob] = []
-    unchanged: list[str] = []
-    failed_before: list[str] = []
+    plan = IngestPlan(dataset, fp, jobs=[], unchanged=[], failed_before=[])
     for item in items:
-        sha_size: dict[str, tuple[str, int]] = {}
-        error = item.error
-        for stream, path in item.files.items():
-            if not os.path.isfile(path):
-                continue
-            try:
-                sha_size[stream] = hashes.sha256(path, path, fs)
-            except OSError as exc:  # unreadable: the video's failed row names the file
-                error = error or one_line(f"{path}: cannot read ({exc})")
-        file_sha = {s: sha for s, (sha, _) in sha_size.items()}
+        file_sha, size, error = _hash_files(item, hashes)
         sha = video_key(file_sha, item.duration_s)
-        reason = _reason(current.get(item.video_id), sha, item.captions, retry_failed)
-        if reason is None:
-            unchanged.append(item.video_id)
-            continue
-        if reason == "failed before":
-            failed_before.append(item.video_id)
-            continue
-        jobs.append(
-            ImportJob(
-                video_id=item.video_id,
-                files=dict(item.files),
-                file_sha256=file_sha,
-                sha256=sha,
-                size_bytes=sum(size for _, size in sha_size.values()),
-                extract_fingerprint=fp,
-                stream_fingerprints=stream_fps,
-                captions=item.captions,
-                duration_s=item.duration_s,
-                reason=reason,
-                error=error,
+        reason = job_reason(current.get(item.video_id), sha, item.captions, retry_failed)
+        if plan.admits(item.video_id, reason):
+            plan.jobs.append(
+                ImportJob(
+                    video_id=item.video_id,
+                    files=dict(item.files),
+                    file_sha256=file_sha,
+                    sha256=sha,
+                    size_bytes=size,
+                    extract_fingerprint=fp,
+                    stream_fingerprints=stream_fps,
+                    captions=item.captions,
+                    duration_s=item.duration_s,
+                    reason=str(reason),
+                    error=error,
+                )
             )
-        )
     hashes.save()
     listed = {i.video_id for i in items}
-    absent = [vid for vid in current if vid not in listed]
-    return ImportPlan(dataset, fp, jobs, unchanged, failed_before, absent, cfg.layout)
+    plan.absent = [vid for vid in current if vid not in listed]
+    return plan
+
+
+def _hash_files(item: ImportItem, hashes: HashCache) -> tuple[dict[str, str], int, str]:
+    """(sha256 per stream, total size, error) of one video's files; a missing file is left out (its check names it
+    later), an unreadable one is the video's error."""
+    fs = LocalFileSystem()
+    file_sha: dict[str, str] = {}
+    size, error = 0, item.error
+    for stream, path in item.files.items():
+        if not os.path.isfile(path):
+            continue
+        try:
+            file_sha[stream], n = hashes.sha256(path, path, fs)
+            size += n
+        except OSError as exc:  # unreadable: the video's failed row names the file
+            error = error or one_line(f"{path}: cannot read ({exc})")
+    return file_sha, size, error
 
 
 def _entries(job: ImportJob, cfg: ImportConfig) -> dict[str, StreamArrays]:
@@ -266,11 +220,9 @@ def _entries(job: ImportJob, cfg: ImportConfig) -> dict[str, StreamArrays]:
     }
 
 
-def import_one(
-    job: ImportJob, cfg: ImportConfig, workspace: Workspace, extractor: Extractor | Callable[[], Extractor]
-) -> ExtractRecord:
-    """Check one video's files and store its streams (those the store lacks), then let the engine's
-    :func:`~pipeline.ingest.engine.extract_one` encode its captions and make its record. Never raises for bad
+def import_one(job: ImportJob, cfg: ImportConfig, workspace: Workspace, extractor: ExtractorLike) -> ExtractRecord:
+    """Check one video's files and store its streams (those the store lacks), then let
+    :func:`~pipeline.ingest.videos.extract_one` encode its captions and make its record. Never raises for bad
     input: a file that fails a check gives a failed record naming it, and nothing of the video is stored.
 
     ``extractor`` (or a zero-argument callable making one, called only when captions must be encoded) is an
@@ -295,6 +247,62 @@ def import_one(
     record.elapsed_s = time.perf_counter() - started
     return record
 
+    return record
+
+
+@dataclass(frozen=True)
+class FeatureFileWorker:
+    """Imports batches of jobs wherever an executor runs them (picklable; ``extractor``, of the config's text
+    recipe, only for in-process executors)."""
+
+    config: ImportConfig
+    root: str
+    extractor: Extractor | None = field(default=None, compare=False)
+
+    def run(self, jobs: Sequence[ImportJob]) -> list[ExtractRecord]:
+        ws = Workspace(self.root)
+        extractor: ExtractorLike = self.extractor or functools.partial(process_extractor, self.config.text_recipe(), ws)
+        return [import_one(job, self.config, ws, extractor) for job in jobs]
+
+
+@dataclass
+class FeatureFiles:
+    """A layout of per-video feature files as a source for :func:`pipeline.ingest.driver.ingest` (``config``
+    defaults to ``ImportConfig(layout=layout.name)``; word vectors load only when captions need encoding)."""
+
+    layout: AnyLayout | Sequence[ImportItem]
+    config: ImportConfig | None = None
+    captions: str | os.PathLike[str] | None = None
+    extractor: Extractor | None = None  # of config.text_recipe(), to use instead of loading one
+    kind: str = "import"
+    batch_size: int = 256  # an import costs milliseconds, a task run more
+
+    def __post_init__(self) -> None:
+        if self.config is None:
+            if isinstance(self.layout, (list, tuple)):
+                raise ValueError("importing discovered items needs their ImportConfig")
+            self.config = ImportConfig(layout=self.layout.name)
+        self.config = self.config.resolved()
+
+    @property
+    def cfg(self) -> ImportConfig:
+        assert self.config is not None  # set in __post_init__
+        return self.config
+
+    def prepare(self, workspace: Workspace, dataset: str) -> None:
+        write_import_config(workspace, dataset, self.cfg)
+
+    def plan(self, workspace: Workspace, dataset: str, *, retry_failed: bool, rehash: bool) -> IngestPlan:
+        return plan_import(
+            self.layout, dataset, self.cfg, workspace, captions=self.captions, retry_failed=retry_failed, rehash=rehash
+        )
+
+    def worker(self, workspace: Workspace) -> FeatureFileWorker:
+        return FeatureFileWorker(self.cfg, workspace.root, self.extractor)
+
+    def failed(self, job: ImportJob, error: str) -> ExtractRecord:
+        return failed_record(job.extract_job(), error)
+
 
 def run_import(
     layout: AnyLayout,
@@ -305,71 +313,28 @@ def run_import(
     captions: str | os.PathLike[str] | None = None,
     retry_failed: bool = False,
     extractor: Extractor | None = None,
-    progress: Callable[[int, int, ExtractRecord], None] | None = None,
+    progress: ProgressFn | None = None,
     max_count: int = DEFAULT_MAX_COUNT,
     max_bytes: int = DEFAULT_MAX_BYTES,
     run_id: str | None = None,
     rehash: bool = False,
     wait_s: float = 0.0,
-) -> ExtractSummary:
-    """Import what is new or changed in ``layout`` into ``dataset``: the steps of the module doc, in order.
-
-    ``cfg`` defaults to ``ImportConfig(layout=layout.name)``. Word vectors load only when captions need encoding.
-    Shards are published every ``max_count`` videos. The dataset's writer lock is held throughout (as
-    ``run_extract`` holds it): a second writer waits up to ``wait_s``, then :class:`storage.locks.LockBusy`.
-    """
-    workspace = workspace if workspace is not None else Workspace()
-    with dataset_lock(workspace, dataset, owner=f"import {dataset}", wait_s=wait_s):
-        return _import_locked(
-            layout, dataset, cfg, workspace, captions, retry_failed, extractor, progress, max_count, max_bytes,
-            run_id, rehash,
-        )  # fmt: skip
-
-
-def _import_locked(
-    layout: AnyLayout,
-    dataset: str,
-    cfg: ImportConfig | None,
-    workspace: Workspace,
-    captions: str | os.PathLike[str] | None,
-    retry_failed: bool,
-    extractor: Extractor | None,
-    progress: Callable[[int, int, ExtractRecord], None] | None,
-    max_count: int,
-    max_bytes: int,
-    run_id: str | None,
-    rehash: bool,
-) -> ExtractSummary:
-    started = time.perf_counter()
-    cfg = (cfg or ImportConfig(layout=layout.name)).resolved()
-    run_id = run_id or new_run_id()
-    recover(workspace, dataset)
-    plan = plan_import(layout, dataset, cfg, workspace, captions=captions, retry_failed=retry_failed, rehash=rehash)
-    write_import_config(workspace, dataset, cfg)
-    jobs, done_since, failed_since = pending_jobs(plan.jobs, workspace, dataset, retry_failed)  # type: ignore[arg-type]
-    made: list[Extractor] = [extractor] if extractor is not None else []
-
-    def make() -> Extractor:
-        if not made:
-            made.append(default_extractor(cfg.text_recipe(), workspace))
-        return made[0]
-
-    records: list[ExtractRecord] = []
-    pending: list[ExtractRecord] = []
-    shards: list[str] = []
-    for i, job in enumerate(jobs):
-        rec = import_one(job, cfg, workspace, make)
-        records.append(rec)
-        pending.append(rec)
-        if progress is not None:
-            progress(i + 1, len(jobs), rec)
-        if sum(r.status == "ok" for r in pending) >= max_count:
-            shards += write_dataset(
-                pending, workspace, dataset, run_id=run_id, max_count=max_count, max_bytes=max_bytes
-            )
-            pending = []
-    if pending:
-        shards += write_dataset(pending, workspace, dataset, run_id=run_id, max_count=max_count, max_bytes=max_bytes)
-    return summarise(
-        plan, records, shards, workspace, started, done_since=len(done_since), failed_since=len(failed_since)
-    )  # type: ignore[arg-type]
+    executor: Executor | None = None,
+    batch_size: int | None = None,
+) -> IngestSummary:
+    """Import what is new or changed in ``layout`` into ``dataset``: :func:`~pipeline.ingest.driver.ingest` over
+    :class:`FeatureFiles` (the lock, publication every ``max_count`` videos, ``rehash`` as for extraction)."""
+    return ingest(
+        FeatureFiles(layout, cfg, captions, extractor),
+        dataset,
+        workspace if workspace is not None else Workspace(),
+        executor=executor,
+        retry_failed=retry_failed,
+        rehash=rehash,
+        max_count=max_count,
+        max_bytes=max_bytes,
+        run_id=run_id,
+        batch_size=batch_size,
+        wait_s=wait_s,
+        progress=progress,
+    )

@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.extract.text import WordVectors
 from pipeline.ingest.importers import AvlnetLayout, ImportConfig, VfeLayout, run_import
-from pipeline.ingest.importers.engine import video_key
+from pipeline.ingest.importers.feature_files import video_key
 from storage.dataset import open_dataset
 from storage.hashing import sha256_file
 from storage.manifest import Manifest

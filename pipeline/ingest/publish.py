@@ -1,0 +1,224 @@
+"""The writing end of an ingest run: stored features → samples → shards (atomic) → manifest rows, and the summary.
+
+Durability: a video's arrays are in the feature store (each entry complete or absent) before its record exists;
+shards are renamed into place before the manifest names them. A crash leaves temporaries (swept by the next run's
+:func:`recover`) and store entries that the next run reads instead of computing again; never a half shard that the
+manifest names.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from pipeline.ingest.records import ExtractRecord, IngestPlan, IngestSummary, Tally, new_run_id
+from storage.dataset import CONFIG_FILE, open_dataset
+from storage.features import STREAMS, FeatureStore
+from storage.manifest import Manifest
+from storage.sample import Captions, VideoFeatures
+from storage.shards import ShardWriter
+from storage.workspace import Workspace, safe_name
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_COUNT = 1000  # videos per shard, and per publication of shards and manifest rows
+DEFAULT_MAX_BYTES = 512 << 20  # ~5 MB per HowTo100M video → ~100 videos per shard at this bound
+
+
+class RecipeFile(Protocol):
+    """What is written beside a dataset's shards as ``extract-config.yaml`` (``ExtractConfig`` is one)."""
+
+    def fingerprint(self) -> str: ...
+
+    def to_yaml(self) -> str: ...
+
+
+def recover(workspace: Workspace, dataset: str) -> list[str]:
+    """Sweep the temporaries a crashed writer left in the dataset's folder; returns what was removed. Call it with
+    the dataset's writer lock held: a live writer's temporaries are its work in progress.
+
+    Nothing else needs recovering: finished extractions are in the feature store, and the next plan lists their
+    videos again, which then cost no computation.
+    """
+    root = workspace.dataset_dir(dataset)
+    removed = workspace.remove_temporaries(root)
+    if workspace.exists(f"{root}/staging"):
+        log.warning(
+            "%s/staging: finished extractions of an interrupted run of mmcaps before 0.2; they are not read "
+            "(the feature store replaces them): delete the folder",
+            root,
+        )
+    return removed
+
+
+def write_text_once(workspace: Workspace, path: str, text: str) -> str:
+    """Write ``text`` at ``path`` unless it holds it already (a re-run leaves the file's time alone)."""
+    if not workspace.exists(path) or workspace.read_bytes(path).decode("utf-8") != text:
+        workspace.write_text(path, text)
+    return path
+
+
+def write_extract_config(workspace: Workspace, dataset: str, config: RecipeFile) -> str:
+    """Store the full extract config as YAML beside its shards (``shards/<fp>/extract-config.yaml``)."""
+    path = f"{workspace.shard_dir(dataset, config.fingerprint())}/{CONFIG_FILE}"
+    return write_text_once(workspace, path, config.to_yaml())
+
+
+def compose_sample(record: ExtractRecord, workspace: Workspace) -> VideoFeatures:
+    """The dataset sample of an ok record, from the feature store (the one place a sample is composed)."""
+    store = FeatureStore(workspace)
+    keys = record.store_keys()
+    entries = {s: store.get(s, record.stream_fingerprints[s], keys[s]) for s in STREAMS}
+    text_meta = dict(entries["text"].meta)
+    captions = Captions.from_json(text_meta.pop("captions", {}))
+    metas = {s: e.meta for s, e in entries.items()}
+    metas["text"] = text_meta
+    identity = {
+        "source": record.source,
+        "sha256": record.sha256,
+        "size_bytes": int(record.size_bytes),
+        "extract_fingerprint": record.extract_fingerprint,
+        "stream_fingerprints": dict(record.stream_fingerprints),
+    }
+    return VideoFeatures.from_streams(
+        video_id=record.video_id,
+        captions=captions,
+        arrays={s: e.array for s, e in entries.items()},
+        metas=metas,
+        identity=identity,
+    )
+
+
+def _relative(workspace: Workspace, dataset: str, path: str) -> str:
+    return path[len(workspace.dataset_dir(dataset)) + 1 :]
+
+
+def _next_index(workspace: Workspace, folder: str, prefix: str) -> int:
+    if not workspace.exists(folder):
+        return 0
+    names = [p.rsplit("/", 1)[-1] for p in workspace.fs.ls(folder, detail=False)]
+    return sum(1 for n in names if n.startswith(prefix + "-") and n.endswith(".tar"))
+
+
+def _latest_in_video_order(records: Sequence[ExtractRecord]) -> dict[str, list[ExtractRecord]]:
+    """The latest record per (video key, fingerprint), grouped by fingerprint, in video order.
+
+    One video's two extractions cannot share a shard. Video order, not the order extractions finished (which
+    concurrent workers make a matter of timing): the same records give the same shard and manifest bytes whichever
+    executor ran them.
+    """
+    latest: dict[tuple[str, str], ExtractRecord] = {}
+    for rec in sorted(records, key=lambda r: r.extracted_at):
+        latest[(rec.key, rec.extract_fingerprint)] = rec
+    by_fp: dict[str, list[ExtractRecord]] = {}
+    for rec in sorted(latest.values(), key=lambda r: (r.key, r.extract_fingerprint)):
+        by_fp.setdefault(rec.extract_fingerprint, []).append(rec)
+    return by_fp
+
+
+def write_dataset(
+    records: Sequence[ExtractRecord],
+    workspace: Workspace,
+    dataset: str,
+    *,
+    run_id: str | None = None,
+    max_count: int = DEFAULT_MAX_COUNT,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> list[str]:
+    """Compose the ok records' samples from the store into shards ``shards/<fp>/<dataset>-<run>-<n:06d>.tar``, then
+    append every record's manifest row (failed ones too); returns the shard paths written.
+
+    The manifest names a shard only once it is renamed into place. A record whose store entries vanished is left
+    out (logged): the next run sees its video as not done.
+    """
+    run_id = run_id or new_run_id()
+    prefix = f"{safe_name(dataset, what='dataset name')}-{safe_name(run_id)}"
+    rows: list[dict[str, Any]] = []
+    written: list[str] = []
+    for fp, group in _latest_in_video_order(records).items():
+        rows += [rec.manifest_row("") for rec in group if rec.status != "ok"]
+        ok = [r for r in group if r.status == "ok"]
+        if not ok:
+            continue
+        folder = workspace.shard_dir(dataset, fp)
+        writer = ShardWriter(
+            folder, prefix, max_count, max_bytes, workspace, start_index=_next_index(workspace, folder, prefix)
+        )
+        with writer:
+            for rec in ok:
+                try:
+                    sample = compose_sample(rec, workspace).to_sample()
+                except (OSError, ValueError) as exc:
+                    log.warning("%s: %s; it will be extracted again next run", rec.video_id, exc)
+                    continue
+                shard = writer.write(sample)
+                rows.append(rec.manifest_row(_relative(workspace, dataset, shard)))
+        written += writer.paths
+    Manifest(workspace, dataset).append(rows)  # only now, with every shard it names renamed into place
+    return written
+
+
+class Publisher:
+    """Collects a run's records and publishes them — shards, then manifest rows — every ``max_count`` ok videos, so
+    a run killed at video 900,000 keeps what it published before."""
+
+    def __init__(self, workspace: Workspace, dataset: str, run_id: str, max_count: int, max_bytes: int) -> None:
+        self.workspace, self.dataset, self.run_id = workspace, dataset, run_id
+        self.max_count, self.max_bytes = max_count, max_bytes
+        self.pending: list[ExtractRecord] = []
+        self.shards: list[str] = []
+        self.tally = Tally()
+
+    def add(self, record: ExtractRecord) -> None:
+        self.pending.append(record)
+        self.tally.add(record)
+        if sum(r.status == "ok" for r in self.pending) >= self.max_count:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.shards += write_dataset(
+                self.pending,
+                self.workspace,
+                self.dataset,
+                run_id=self.run_id,
+                max_count=self.max_count,
+                max_bytes=self.max_bytes,
+            )
+            self.pending = []
+
+
+def dataset_totals(workspace: Workspace, dataset: str, extract_fp: str) -> tuple[int, float, int]:
+    """(videos, hours, captions) of the ok rows in the current view for one fingerprint."""
+    ok = Manifest(workspace, dataset).current(extract_fp, status="ok")
+    if ok.num_rows == 0:
+        return 0, 0.0, 0
+    hours = sum(ok.column("duration_s").to_pylist()) / 3600.0
+    return ok.num_rows, hours, int(sum(ok.column("n_captions").to_pylist()))
+
+
+def summarise(
+    plan: IngestPlan, tally: Tally, shards: Sequence[str], workspace: Workspace, started: float, kind: str = "extract"
+) -> IngestSummary:
+    """What the run did (``tally``) and what the dataset holds now."""
+    videos, hours, n_captions = dataset_totals(workspace, plan.dataset, plan.extract_fingerprint)
+    return IngestSummary(
+        dataset=plan.dataset,
+        extract_fingerprint=plan.extract_fingerprint,
+        extracted=tally.ok,
+        unchanged=len(plan.unchanged),
+        failed=list(tally.failed),
+        failed_before=len(plan.failed_before),
+        reused=tally.reused,
+        shards=list(shards),
+        videos=videos,
+        hours=hours,
+        captions=n_captions,
+        seconds=time.perf_counter() - started,
+        dataset_fingerprint=open_dataset(workspace, plan.dataset, plan.extract_fingerprint).fingerprint
+        if videos
+        else "",
+        kind=kind,
+    )
