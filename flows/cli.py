@@ -1,21 +1,19 @@
 """The ``mmcaps`` command line. ``main(argv)`` runs in-process, so tests call it directly.
 
-Each subcommand lives in its own module under ``flows/commands/`` exposing ``register(subparsers)``; the
-module registers its parser and sets ``func`` (``args -> int``) as the handler. Modules are imported lazily
-by name so that ``mmcaps --help`` stays fast and a broken optional dependency only breaks its own command.
+The subcommands are the table :data:`flows.commands.COMMANDS`; each lives in its own module under
+``flows/commands/`` with ``configure(parser)`` and ``run(args) -> int``, imported only when its line names it so
+that ``mmcaps --help`` stays fast and a broken optional dependency only breaks its own command.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 from collections.abc import Sequence
 
 from flows import __version__
-from flows.commands import bench
-from flows.commands._common import FAILED_ITEMS, OK, USAGE
+from flows.commands import COMMANDS, FAILED_ITEMS, OK, USAGE, add_commands, quiet_prefect
 from pipeline.extract.errors import ExtractError
 from storage.locks import LockBusy
 
@@ -24,28 +22,12 @@ EXIT_STATUSES = (
     f"traceback); {FAILED_ITEMS} finished, but some videos failed (the summary lists them)"
 )
 
-# Order is the order shown in --help.
-COMMAND_MODULES = (
-    "demo",
-    "synth",
-    "extract",
-    "import_",  # registers `import` (a keyword cannot name the module)
-    "export",
-    "inspect",
-    "train",
-    "runs",
-    "evaluate",
-    "index",
-    "search",
-    "app",
-    "run",
-    "server",
-    "serve",
-    "bench",
-)
 
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``mmcaps`` parser; with ``argv``, only the command it names gets its options (and imports its module).
 
-def build_parser() -> argparse.ArgumentParser:
+    Without ``argv`` every command is configured (tests and documentation read every option).
+    """
     parser = argparse.ArgumentParser(
         prog="mmcaps",
         description=(
@@ -57,14 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mmcaps {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks (anywhere)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"flows.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"flows.commands.{name}":
-                continue  # command not built yet
-            raise
-        module.register(sub)
+    add_commands(sub, COMMANDS, argv, dest="command")
     return parser
 
 
@@ -102,11 +77,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     # -v / --verbose anywhere on the line (before or after the subcommand) means the same.
     verbose = any(a in ("-v", "--verbose") for a in argv)
     argv = [a for a in argv if a not in ("-v", "--verbose")]
-    bench.wanted(argv)
-    parser = build_parser()
+    quiet_prefect()  # before a command's module imports Prefect
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     args.verbose = verbose
     _configure_logging(args.verbose)
+    if getattr(args, "renamed", None):
+        old, new = args.renamed
+        print(f"mmcaps {old} is now `mmcaps {new}`; the old name goes in the next release", file=sys.stderr)
     for noisy in ("httpx", "httpcore", "gensim", "distributed", "urllib3"):
         # one line per HTTP request to Prefect's API drowns what the run says
         logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)

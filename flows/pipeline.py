@@ -1,162 +1,30 @@
-"""The Prefect flows: ``extract``, ``train``, ``evaluate``, ``pipeline`` (all three in order) and ``demo``.
+"""The Prefect flows ``train``, ``evaluate``, ``pipeline`` (extract, train, evaluate in order) and ``demo``;
+``extract`` and ``import`` are in :mod:`flows.ingest`.
 
-Each flow reads top to bottom: plan, map the per-item task, write, publish artifacts. Parameters are the
-pydantic configs, so the Prefect UI renders them as forms. Every task is cached on what changes its result
-(see :mod:`flows.tasks`), so a re-run with nothing new is Cached throughout and one new video re-runs only its
-extraction and the stages downstream of it.
+Each flow reads top to bottom. Parameters are the pydantic configs, so the Prefect UI renders them as forms. Every
+task is cached on what changes its result (see :mod:`flows.tasks`), and extraction on the feature store, so a re-run
+with nothing new is Cached throughout and one new video re-runs only its extraction and the stages downstream of it.
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from pathlib import Path
 from typing import Any, Literal
 
-from prefect import flow, get_run_logger
-from prefect.events import emit_event
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect import flow
 
 from flows import artifacts
-from flows.events import EXTRACT_EVENT, TRAIN_EVENT, dataset_resource, train_event_fields
-from flows.tasks import (
-    extract_video_task,
-    plan_from_dict,
-    plan_task,
-    result_storage,
-    score_task,
-    train_task,
-    write_task,
-)
+from flows.events import emit_train_completed
+from flows.ingest import extract_flow
+from flows.runners import make_task_runner
+from flows.tasks import result_storage, score_task, train_task
 from pipeline.evaluate import EvalConfig
 from pipeline.evaluate.run import eval_dataset_name, prepare_all, run_extract_config
+from pipeline.evaluate.summary import metric_rows
 from pipeline.extract import ExtractConfig
-from pipeline.extract.ffmpeg import ffmpeg_binary
-from pipeline.ingest import (
-    ExtractRecord,
-    ExtractSummary,
-    failed_record,
-    pending_jobs,
-    record_is_usable,
-    recover,
-    summarise,
-)
-from pipeline.ingest.engine import new_run_id
+from pipeline.synthetic import SynthConfig, generate_corpus
 from pipeline.train import TrainConfig
 from storage import Workspace
-from storage.locks import dataset_lock
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    try:
-        return get_run_logger()
-    except Exception:  # called outside a run
-        return logging.getLogger("mmcaps.flows")
-
-
-# -- extract ------------------------------------------------------------------------------------------------------
-@flow(name="extract", log_prints=True, validate_parameters=True, task_runner=ThreadPoolTaskRunner(max_workers=2))
-def extract_flow(
-    source: str | list[str],
-    dataset: str,
-    config: ExtractConfig = ExtractConfig(),
-    captions: str | None = None,
-    workspace: str | None = None,
-    retry_failed: bool = False,
-    force: bool = False,
-    wait_s: float = 0.0,
-) -> ExtractSummary:
-    """Extract the new or changed videos of ``source`` (folder, list file, URL or list of paths) into ``dataset``.
-
-    The engine's steps (:mod:`pipeline.ingest.engine`), one task each: plan, extract each video (the streams the
-    feature store lacks), write shards and manifest; returns the same :class:`ExtractSummary` as ``run_extract``.
-    The dataset's writer lock is held throughout; a second run waits up to ``wait_s`` seconds, then refuses.
-    """
-    log = _logger()
-    ws = Workspace(workspace)
-    store = result_storage(ws)
-    # auto made concrete here, once: every worker then extracts in the precision this run records.
-    precision = config.resolve_precision()
-    config = config.resolved()
-    print(f"extract {dataset}: {precision.line()}; ffmpeg {ffmpeg_binary(config.ffmpeg).version}")
-    stand_ins = config.stand_ins()  # said loudly: features made this way are not the paper's
-    for line in stand_ins:
-        log.warning("stand-in: %s", line)
-    started = time.perf_counter()
-    with dataset_lock(ws, dataset, owner=f"extract flow {dataset}", wait_s=wait_s):
-        removed = recover(ws, dataset)
-        if removed:
-            log.info("removed %d temporaries of an interrupted run", len(removed))
-
-        plan = plan_from_dict(
-            plan_task.with_options(result_storage=store, refresh_cache=force)(
-                source, dataset, config, ws.root, captions, retry_failed, force
-            )
-        )
-        jobs, done_since, failed_since = pending_jobs(plan.jobs, ws, dataset, retry_failed)
-        log.info("%s: %d to extract, %d unchanged", dataset, len(jobs), len(plan.unchanged) + len(done_since))
-
-        extract = extract_video_task.with_options(result_storage=store, refresh_cache=force)
-        progress = artifacts.Progress(artifacts.artifact_key("extract", dataset, "progress"), f"extracting {dataset}")
-        futures = [extract.submit(job.to_dict(), config, ws.root) for job in jobs]
-        bar = artifacts.terminal_bar(len(jobs), f"extract {dataset}")
-        records: list[ExtractRecord] = []
-        rows: list[dict[str, Any]] = []
-        for done, (job, future) in enumerate(zip(jobs, futures, strict=True), start=1):
-            future.wait()
-            state = future.state
-            if state.is_completed():
-                record = ExtractRecord.from_dict(future.result())
-                if not record_is_usable(record, ws):
-                    # A cached record whose stored features are gone (the workspace was cleaned): extract again.
-                    record = ExtractRecord.from_dict(
-                        extract.with_options(refresh_cache=True)(job.to_dict(), config, ws.root)
-                    )
-                status = "cached" if state.name == "Cached" else ("stored" if not record.computed else "new")
-            else:
-                record = failed_record(job, state.message or "extraction failed")
-                status = "failed"
-            records.append(record)
-            rows.append(
-                {
-                    "video": record.video_id,
-                    "status": status,
-                    "reason": job.reason,
-                    "computed": ", ".join(record.computed),
-                    "duration_s": round(record.duration_s, 2),
-                    "captions": record.n_captions,
-                    "error": record.error,
-                }
-            )
-            progress.update(done, len(jobs))
-            bar.update(1)
-        bar.close()
-
-        shards: list[str] = []
-        if records:  # no work, no task: an unchanged source leaves nothing but cache hits
-            shards = write_task.with_options(result_storage=store, refresh_cache=force)(
-                [r.to_dict() for r in records], dataset, ws.root, new_run_id()
-            )
-        summary = summarise(
-            plan, records, shards, ws, started, done_since=len(done_since), failed_since=len(failed_since)
-        )
-        progress.update(1, 1)
-        artifacts.table(
-            artifacts.artifact_key("extract", dataset),
-            rows or [{"video": "(none)", "status": "nothing new", "reason": "", "error": ""}],
-            f"extract {dataset}: {summary.extracted} new, {summary.unchanged} unchanged, {len(summary.failed)} failed; "
-            f"dataset now {summary.videos} videos, {summary.hours:.2f} h, {summary.captions} captions"
-            + "".join(f"; STAND-IN: {line}" for line in stand_ins),
-        )
-        for vid, err in summary.failed:
-            log.warning("failed %s: %s", vid, err)
-        if summary.extracted:
-            emit_event(
-                event=EXTRACT_EVENT,
-                resource={"prefect.resource.id": dataset_resource(dataset), "mmcaps.workspace": ws.root},
-                payload={"dataset": dataset, "new": summary.extracted, "videos": summary.videos},
-            )
-    return summary
 
 
 # -- train --------------------------------------------------------------------------------------------------------
@@ -188,7 +56,7 @@ def train_flow(
     if result.get("trained") and state.name != "Cached":
         # trained to its end by this call (a cached record keeps the first call's "trained"): an evaluation
         # deployment may be waiting for it
-        emit_event(event=TRAIN_EVENT, **train_event_fields(result, list(datasets), ws.root))
+        emit_train_completed(result, list(datasets), ws.root)
     losses = result["final_losses"]
     artifacts.markdown(
         key,
@@ -223,7 +91,7 @@ def evaluate_flow(
     (``KIND=ANNOTATIONS:VIDEO_DIR`` or ``synthetic=CORPUS_DIR``): extract its videos the way the run's training data
     was extracted (same cache), score, and write metrics, tables, figures and ``report.html`` (under
     ``evals/<run>/@<checkpoint>/`` for a checkpoint other than final). Returns ``{name: metrics}``."""
-    log = _logger()
+    log = artifacts.run_logger()
     ws = Workspace(workspace)
     store = result_storage(ws)
     extract_cfg = run_extract_config(ws, run_id)
@@ -240,7 +108,7 @@ def evaluate_flow(
         out[dataset.name] = metrics
         of = run_id if checkpoint == "final" else f"{run_id} ({checkpoint})"
         key = artifacts.artifact_key("eval", run_id, *([] if checkpoint == "final" else [checkpoint]), dataset.name)
-        rows = artifacts.metric_rows(dataset.name, metrics)
+        rows = metric_rows(dataset.name, metrics)
         artifacts.table(key, rows, f"{dataset.name}: metrics of run {of}, chance beside")
         artifacts.markdown(
             f"{key}-summary",
@@ -294,8 +162,6 @@ def demo_flow(
     train_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Generate the synthetic narrated corpus, then run the whole pipeline on it with the demo preset."""
-    from pipeline.synthetic import SynthConfig, generate_corpus
-
     synth = SynthConfig.tiny() if synth_preset == "tiny" else SynthConfig.demo()
     corpus = generate_corpus(Path(corpus_dir), synth)
     extract_cfg = ExtractConfig.model_validate({"precision": precision, "text": {"word2vec": str(corpus.word2vec)}})
@@ -312,30 +178,4 @@ def demo_flow(
     )
 
 
-def make_task_runner(runner: str = "threads", dask_address: str | None = None, dask_workers: int = 2) -> Any:
-    """Threads (default), or Dask: an existing cluster by address, else a local cluster of worker processes."""
-    if runner == "threads":
-        return ThreadPoolTaskRunner(max_workers=2)
-    if runner != "dask":
-        raise ValueError(f"unknown task runner {runner!r}: use threads or dask")
-    from prefect_dask import DaskTaskRunner
-
-    if dask_address:
-        return DaskTaskRunner(address=dask_address)
-    from prefect.settings import PREFECT_API_URL
-
-    cluster_kwargs: dict[str, Any] = {
-        "n_workers": dask_workers,
-        "threads_per_worker": 1,
-        "processes": True,
-        "dashboard_address": None,
-    }
-    api = PREFECT_API_URL.value()
-    if api:
-        # Worker processes must report to this API; a setting made in-process (a profile, a test harness) does not
-        # reach them through the environment, and without it each would start a temporary server of its own.
-        cluster_kwargs["env"] = {"PREFECT_API_URL": str(api)}
-    return DaskTaskRunner(cluster_kwargs=cluster_kwargs)
-
-
-__all__ = ["demo_flow", "evaluate_flow", "extract_flow", "make_task_runner", "pipeline_flow", "train_flow"]
+__all__ = ["demo_flow", "evaluate_flow", "pipeline_flow", "train_flow"]

@@ -54,7 +54,7 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
         m = mask[:, None, :].to(x.dtype)  # (b, 1, t)
         synced = self.sync and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         if synced:
-            from torch.distributed.nn.functional import all_reduce
+            from torch.distributed.nn.functional import all_reduce  # noqa: PLC0415  deferred: torch.distributed, only for gathered DDP losses
 
             # (c + 1,): per-channel sums of valid frames and their count, summed over processes
             totals = all_reduce(torch.cat([(x * m).sum(dim=(0, 2)), m.sum()[None]]))

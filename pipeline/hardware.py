@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -63,7 +64,7 @@ class CpuCapabilities:
     @classmethod
     def detect(cls) -> CpuCapabilities:
         """Read this process's capabilities (cheap; torch is imported)."""
-        import torch
+        import torch  # noqa: PLC0415  deferred: torch
 
         cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
         return cls(
@@ -112,7 +113,7 @@ def resolve_device(device: str | None) -> str:
     """``device`` as given, else ``cuda`` when a GPU is visible, else ``cpu``."""
     if device:
         return device
-    import torch
+    import torch  # noqa: PLC0415  deferred: torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -133,7 +134,7 @@ class ResolvedPrecision:
 
 
 def _cuda_native_bf16(device: str) -> tuple[bool, str]:
-    import torch
+    import torch  # noqa: PLC0415  deferred: torch
 
     if not torch.cuda.is_available():
         return False, "no CUDA device visible"
@@ -229,9 +230,8 @@ def intra_op_threads() -> int:
 
     The calling thread's own count can differ: a library that calls ``omp_set_num_threads`` (faiss does) changes it
     for that thread alone, through the OpenMP runtime torch shares."""
-    import threading
 
-    import torch
+    import torch  # noqa: PLC0415  deferred: torch
 
     seen: list[int] = []
     probe = threading.Thread(target=lambda: seen.append(torch.get_num_threads()), name="mmcaps-threads")
@@ -246,7 +246,7 @@ def torch_threads(n: int) -> Iterator[None]:
 
     Network outputs depend on it in the last bits (oneDNN splits reductions by thread count), so whatever computes
     features sets it instead of inheriting the calling thread's state."""
-    import torch
+    import torch  # noqa: PLC0415  deferred: torch
 
     before = intra_op_threads()
     torch.set_num_threads(n)

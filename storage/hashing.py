@@ -132,7 +132,7 @@ class HashCache:
         self._dirty = False
         self.hits = self.misses = 0
         if read and self.path is not None and workspace.exists(self.path):
-            import pyarrow.parquet as pq
+            import pyarrow.parquet as pq  # noqa: PLC0415  deferred: pyarrow
 
             try:
                 with workspace.fs.open(self.path, "rb") as fh:
@@ -164,7 +164,7 @@ class HashCache:
         """Write the table if anything was added (atomic: readers see the old table or the new one)."""
         if self.path is None or not self._dirty:
             return
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # noqa: PLC0415  deferred: pyarrow
 
         rows = sorted(self._entries.items())
         table = pa.table(

@@ -28,6 +28,7 @@ UTF-8 where it is valid UTF-8 (Python 2 ``str`` held encoded bytes), else kept a
 from __future__ import annotations
 
 import collections
+import importlib
 import io
 import os
 import pickle
@@ -64,7 +65,6 @@ class RefusedPickle(ValueError):
 
 def _numpy_core(submodule: str) -> Any:
     """``numpy._core.<submodule>`` on numpy 2, ``numpy.core.<submodule>`` on numpy 1 (no deprecation warning)."""
-    import importlib
 
     try:
         return importlib.import_module(f"numpy._core.{submodule}")

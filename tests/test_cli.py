@@ -90,3 +90,22 @@ def test_runs_lists_the_workspace_runs(tmp_path, capsys):
     assert main(["runs", "--workspace", ws.root, "--json"]) == 0
     (line,) = capsys.readouterr().out.splitlines()
     assert '"run_id": "r1"' in line and '"datasets": ["lab"]' in line and "C=16 D=256" in line and "4/4" in line
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "args", "error"),
+    [
+        ("app", "browse", ["--model", "r", "--index", "d", "--port", "0"], "--port 0 is not a TCP port"),
+        ("serve", "watch", ["--source", "s", "--dataset", "d", "--evaluate-on", "nope"], "mmcaps serve: error:"),
+    ],
+)
+def test_old_command_names_run_the_new_command_with_a_notice(old, new, args, error, tmp_path):
+    """`serve` and `app` are hidden aliases of `watch` and `browse` for one release: same options, one notice line."""
+    status, out, err, _ = _run_cli([old, *args, "--workspace", str(tmp_path / "ws")], tmp_path)
+    lines = err.strip().splitlines()
+    assert status == 2 and len(lines) == 2, err
+    assert lines[0] == f"mmcaps {old} is now `mmcaps {new}`; the old name goes in the next release"
+    assert error in lines[1]
+    status, out, err, _ = _run_cli(["--help"], tmp_path)
+    listed = {line.split()[0] for line in out.splitlines() if line.startswith("    ") and line[4] != " "}
+    assert new in listed and old not in listed

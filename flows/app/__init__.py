@@ -1,4 +1,4 @@
-"""The search web app (``mmcaps app``): a FastAPI server over a :class:`pipeline.search.Searcher` and a static page.
+"""The search web app (``mmcaps browse``): a FastAPI server over a :class:`pipeline.search.Searcher` and a static page.
 
 from flows.app import create_app, serve
 serve(create_app(Searcher.open(None, "run-id", "my-videos")))          # http://127.0.0.1:8000/

@@ -49,7 +49,7 @@ from pipeline.extract.recipes import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.hardware import cpu_capabilities, resolve_precision
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--videos", type=int, default=2, help="number of synthetic videos (default 2)")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of each video in seconds (default 30)")
     parser.add_argument("--size", default="640x360", help="frame size WxH of the synthetic videos (default 640x360)")

@@ -70,7 +70,7 @@ DEFAULT_BATCH = {"step": 32, "routing": 256}
 REFERENCE_DYNAMIC = "dynamic_reference"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--part",
         choices=PARTS,

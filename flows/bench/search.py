@@ -30,7 +30,7 @@ TARGET_RATIO = 1.5
 TARGET_RECALL = 0.95
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clips", type=int, default=1_000_000, help="rows of the D=--dim matrix (default 1M)")
     parser.add_argument("--dim", type=int, default=256, help="embedding size of the main row (default 256)")
     parser.add_argument("--large-dim", type=int, default=4096, help="the paper's D, measured beside (0: skip)")

@@ -44,7 +44,7 @@ from storage.shards import ShardWriter, iter_shard
 from storage.workspace import Workspace
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="demo", help="demo (default), paper, paper-c64-d16 or a YAML file")
     add_set_option(parser, "override a config field")
     parser.add_argument("--videos", type=int, default=None, help="synthetic videos (default: 4 batches' worth)")

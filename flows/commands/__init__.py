@@ -1,1 +1,127 @@
-"""One module per ``mmcaps`` subcommand, each with ``register(subparsers)``."""
+"""The subcommands of ``mmcaps``: one table, loaded lazily.
+
+Each command is a module ``flows/commands/<name>.py`` (benchmarks: ``flows/bench/<name>.py``) with
+``configure(parser)``, which adds its arguments, and ``run(args) -> int``. The modules import what they use at
+their top (Prefect, torch, the flows), so importing one costs seconds; :func:`add_commands` therefore gives every
+command a bare parser that carries only its one-line summary, and imports the module of the one command the line
+names (pip's ``commands_dict`` works the same way). ``mmcaps --help`` stays under half a second and a broken
+optional dependency breaks only its own command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+# Exit statuses shared by every command (flows.cli.EXIT_STATUSES says them in --help).
+OK, USAGE, FAILED_ITEMS = 0, 2, 3
+
+
+def quiet_prefect() -> None:
+    """Defaults for the command line, set before Prefect is imported (it reads its settings then): no telemetry; Prefect's embedded server unless PREFECT_API_URL is set."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    # The embedded server starts in a subprocess; on a busy two-core machine that takes longer than Prefect's 20 s.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its summary in ``--help``, the module that implements it, or the commands under it."""
+
+    summary: str
+    module: str = ""  # "flows.commands.extract": configure(parser) and run(args) -> int
+    subcommands: Mapping[str, Command] = field(default_factory=dict)  # a group such as `bench NAME`
+    renamed_to: str = ""  # a hidden old spelling of another command of the same table, kept for one release
+
+
+BENCHMARKS: dict[str, Command] = {
+    "extract": Command("feature extraction vs the naive reference recipe", "flows.bench.extract"),
+    "routing": Command("routing methods: step time and peak memory (paper tables 3 and 4)", "flows.bench.routing"),
+    "train": Command("loader vs model step throughput", "flows.bench.train"),
+    "ingest": Command("no-change re-run and one-new-video run over many videos", "flows.bench.ingest"),
+    "search": Command(
+        "exact top-10 over 1M clips vs one read of the matrix; approximate recall@10 and latency",
+        "flows.bench.search",
+    ),
+    "import": Command(
+        "import throughput over vfe files; export -> import round trip; time to a first training step",
+        "flows.bench.import_",
+    ),
+}
+
+# Order is the order shown in --help.
+COMMANDS: dict[str, Command] = {
+    "demo": Command(
+        "run the whole pipeline on a synthetic narrated corpus (what `make demo` runs)", "flows.commands.demo"
+    ),
+    "synth": Command("write the synthetic narrated-video corpus (train + eval splits)", "flows.commands.synth"),
+    "extract": Command("extract features of new or changed videos into a dataset", "flows.commands.extract"),
+    "import": Command(
+        "import public per-video features (video_feature_extractor, AVLnet) into a dataset", "flows.commands.import_"
+    ),
+    "export": Command(
+        "write a dataset's features as per-video .npy files (video_feature_extractor layout)", "flows.commands.export"
+    ),
+    "inspect": Command(
+        "show a dataset: videos ok/failed/skipped, hours, captions, shards, fingerprints, failures",
+        "flows.commands.inspect",
+    ),
+    "train": Command("train a network on extracted datasets (resumable; DDP under torchrun)", "flows.commands.train"),
+    "runs": Command(
+        "list the training runs of the workspace (id, data, model, steps, losses, created)", "flows.commands.runs"
+    ),
+    "evaluate": Command("zero-shot retrieval / localisation of a trained run, with reports", "flows.commands.evaluate"),
+    "index": Command(
+        "embed a dataset's clips with a trained run, for mmcaps search and mmcaps browse", "flows.commands.index"
+    ),
+    "search": Command("text -> the top clips of an index (mmcaps index builds it)", "flows.commands.search"),
+    "browse": Command(
+        "web page on 127.0.0.1: search an index, play the clips, browse the capsules", "flows.commands.browse"
+    ),
+    "run": Command("the whole pipeline: extract, train, evaluate (cached throughout)", "flows.commands.run"),
+    "server": Command("start a Prefect server (API and UI) on 127.0.0.1", "flows.commands.server"),
+    "watch": Command(
+        "re-extract a video source on a schedule; train and evaluate when new videos arrive (needs mmcaps server)",
+        "flows.commands.watch",
+    ),
+    "bench": Command("benchmarks (ratios measured in one run)", subcommands=BENCHMARKS),
+    # Old spellings (until the next release): `serve` read like `server`, `app` said nothing of what it serves.
+    "serve": Command("", renamed_to="watch"),
+    "app": Command("", renamed_to="browse"),
+}
+
+
+def _first_word(argv: Sequence[str]) -> str | None:
+    """The first argument that is not an option: the subcommand a line names (``--flags`` never take values here)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def add_commands(
+    sub: argparse._SubParsersAction, commands: Mapping[str, Command], argv: Sequence[str] | None, *, dest: str
+) -> None:
+    """Add ``commands`` to ``sub``; configure only the one ``argv`` names (every one when ``argv`` is None).
+
+    ``argv`` is the rest of the command line after the parent's own name. Building every parser (``argv=None``) is
+    for tests and documentation, which read every command's options.
+    """
+    chosen = None if argv is None else _first_word(argv)
+    for name, command in commands.items():
+        target = commands[command.renamed_to] if command.renamed_to else command
+        # an old spelling gets no help= at all: argparse then leaves it out of the list (SUPPRESS prints literally)
+        parser = sub.add_parser(name) if command.renamed_to else sub.add_parser(name, help=command.summary)
+        if argv is not None and name != chosen:
+            continue
+        if command.renamed_to:
+            parser.set_defaults(renamed=(name, command.renamed_to))
+        rest = None if argv is None else list(argv)[list(argv).index(name) + 1 :]
+        if target.subcommands:
+            group = parser.add_subparsers(dest=f"{dest}_{name}", metavar="NAME", required=True)
+            add_commands(group, target.subcommands, rest, dest=f"{dest}_{name}")
+            continue
+        module = importlib.import_module(target.module)
+        module.configure(parser)
+        parser.set_defaults(func=module.run)

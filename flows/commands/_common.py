@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 from typing import Any
 
 import yaml
 
-# Exit statuses shared by every command (flows.cli.EXIT_STATUSES says them in --help).
-OK, USAGE, FAILED_ITEMS = 0, 2, 3
-
-
-def quiet_prefect() -> None:
-    """Defaults for one-shot commands: no telemetry; Prefect's embedded server unless PREFECT_API_URL is set."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    # The embedded server starts in a subprocess; on a busy two-core machine that takes longer than Prefect's 20 s.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+from flows.runners import make_task_runner
+from pipeline.evaluate.summary import metric_rows
+from pipeline.extract import ExtractConfig
+from pipeline.ingest.publish import DEFAULT_MAX_COUNT
 
 
 def add_set_option(parser: argparse.ArgumentParser, help: str, *, flag: str = "--set", dest: str = "overrides") -> None:
@@ -43,7 +36,6 @@ def add_extract_config(parser: argparse.ArgumentParser, flag: str = "--set", des
 
 def extract_config(config: str | None, overrides: dict[str, Any]) -> Any:
     """The ExtractConfig that ``--config`` and ``--set`` describe, checked now (errors name the option)."""
-    from pipeline.extract import ExtractConfig
 
     base = ExtractConfig.from_file_or_preset(config) if config else ExtractConfig()
     try:
@@ -69,6 +61,25 @@ def add_workspace(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_shard_videos(parser: argparse.ArgumentParser) -> None:
+    """``--shard-videos N``: publish a shard and its manifest rows every N ok videos (what a killed run keeps)."""
+    parser.add_argument(
+        "--shard-videos",
+        type=_positive_int,
+        default=DEFAULT_MAX_COUNT,
+        metavar="N",
+        help=f"publish a shard and its manifest rows every N ok videos (default {DEFAULT_MAX_COUNT}); a killed run "
+        "keeps what it published",
+    )
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive whole number")
+    return value
+
+
 def add_runner(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--runner",
@@ -82,14 +93,12 @@ def add_runner(parser: argparse.ArgumentParser) -> None:
 
 def task_runner(args: argparse.Namespace) -> Any:
     """The task runner the options ask for (threads by default)."""
-    from flows.pipeline import make_task_runner
 
     return make_task_runner(getattr(args, "runner", "threads"), getattr(args, "dask_address", None), args.dask_workers)
 
 
 def print_metrics(metrics: dict[str, dict[str, Any]]) -> None:
     """Print each evaluation's numbers under both protocols, with chance beside them, and the report path."""
-    from flows.artifacts import metric_rows
 
     for name, m in metrics.items():
         kind = f" ({m['kind']})" if m.get("kind") and m["kind"] != name else ""
@@ -107,6 +116,7 @@ def print_metrics(metrics: dict[str, dict[str, Any]]) -> None:
                 "  strict: missing videos count as misses; reference: over the present videos, as howto100m, AVLnet "
                 f"and MCN (the paper's tables: {protocols.get('paper', 'reference')})"
             )
+
         for r in metric_rows(name, m):
             if r["metric"].startswith("per_task"):
                 continue

@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import time
 
-from flows.commands._common import add_set_option, add_workspace, print_metrics, quiet_prefect
+from flows.commands._common import add_set_option, add_workspace, parse_set_option, print_metrics
+from pipeline.hardware import resolve_precision
+from storage import Workspace
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "demo",
-        help="run the whole pipeline on a synthetic narrated corpus (what `make demo` runs)",
-        description="Generate a seeded synthetic corpus, extract its features (random-weight backbones), train the "
-        "capsule network with the demo preset, and evaluate zero-shot on held-out videos. A second run is cached.",
+def configure(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Generate a seeded synthetic corpus, extract its features (random-weight backbones), train the "
+        "capsule network with the demo preset, and evaluate zero-shot on held-out videos. A second run is cached."
     )
     add_workspace(p)
     p.add_argument(
@@ -29,21 +29,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_set_option(p, "override a field of the training preset (e.g. --set max_steps=100 for a quicker look)")
     p.add_argument("--force", action="store_true", help="ignore cached task results")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    quiet_prefect()
-    from flows.commands._common import parse_set_option
-    from flows.pipeline import demo_flow
-    from pipeline.hardware import resolve_precision
-    from storage import Workspace
 
     ws = Workspace(args.workspace)
     corpus = args.corpus or ws.join("corpus", args.size)
     started = time.perf_counter()
     print(f"extraction {resolve_precision(args.precision).line()}", flush=True)
     overrides = parse_set_option(args.overrides)
+    from flows.pipeline import demo_flow  # noqa: PLC0415  deferred: prefect, after the arguments are checked
+
     result = demo_flow(corpus, ws.root, args.preset, args.size, args.precision, args.force, overrides)
     ex, tr = result["extract"], result["train"]
     print(f"\nworkspace: {ws.root}")

@@ -6,19 +6,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from flows.commands._common import print_metrics, quiet_prefect
+from flows.commands._common import parse_set_option, print_metrics
+from pipeline.evaluate import EvalConfig, EvalSpec
 from pipeline.evaluate.config import spec_forms_help
+from pipeline.runs import RunFolder
+from storage.workspace import Workspace
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
-        "evaluate",
-        help="zero-shot retrieval / localisation of a trained run, with reports",
-        description="Extract the benchmark videos like the run's training data, score the run, write reports "
-        "to <workspace>/evals/<run>/<name>/ (metrics.json, per_query.parquet, PNGs, report.html).",
-        epilog="benchmarks (--on, repeatable; KIND/NAME=... names the report folder):\n" + spec_forms_help(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Extract the benchmark videos like the run's training data, score the run, write reports "
+        "to <workspace>/evals/<run>/<name>/ (metrics.json, per_query.parquet, PNGs, report.html)."
     )
+    parser.epilog = "benchmarks (--on, repeatable; KIND/NAME=... names the report folder):\n" + spec_forms_help()
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--model", required=True, metavar="RUN", help="run id of a finished training run")
     parser.add_argument(
         "--checkpoint",
@@ -32,13 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", type=Path, default=None, help="EvalConfig YAML")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an EvalConfig field")
     parser.add_argument("--force", action="store_true", help="ignore cached task records")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from flows.commands._common import parse_set_option
-    from pipeline.evaluate import EvalConfig, EvalSpec
-    from storage.workspace import Workspace
 
     for spec in args.on:  # a bad --on fails here, before Prefect starts
         EvalSpec.parse(spec)
@@ -47,13 +44,11 @@ def run(args: argparse.Namespace) -> int:
         cfg = cfg.with_updates(parse_set_option(args.set))
 
     ws = Workspace(args.workspace)
-    from pipeline.runs import RunFolder
 
     # an unknown run or a missing checkpoint fails here, naming the run, before Prefect starts
     RunFolder(ws, args.model).checkpoint_path(args.checkpoint)
 
-    quiet_prefect()
-    from flows.pipeline import evaluate_flow
+    from flows.pipeline import evaluate_flow  # noqa: PLC0415  deferred: prefect, after the arguments are checked
 
     results = evaluate_flow(args.model, list(args.on), cfg, ws.root, args.force, args.checkpoint)
     print_metrics(results)

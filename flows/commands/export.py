@@ -8,28 +8,24 @@ from __future__ import annotations
 
 import argparse
 
+from pipeline.ingest.importers import export_dataset
+from storage.workspace import Workspace
 
-def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
-        "export",
-        help="write a dataset's features as per-video .npy files (video_feature_extractor layout)",
-        description=(
-            "Write dataset DATASET under OUT as video_feature_extractor/HowTo100M read them: feature_2d/<id>.npy "
-            "[T, 2048] at 1 row/s, feature_3d/<id>.npy [T, 2048] at 1.5 rows/s, mel/<id>.npy [40, T] (mmcaps "
-            "log-mel), caption.json, videos.csv (video_id,path,duration), extract-config.yaml and export.json."
-        ),
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Write dataset DATASET under OUT as video_feature_extractor/HowTo100M read them: feature_2d/<id>.npy "
+        "[T, 2048] at 1 row/s, feature_3d/<id>.npy [T, 2048] at 1.5 rows/s, mel/<id>.npy [40, T] (mmcaps "
+        "log-mel), caption.json, videos.csv (video_id,path,duration), extract-config.yaml and export.json."
     )
     parser.add_argument("dataset", metavar="DATASET", help="dataset name in the workspace")
     parser.add_argument("out", metavar="OUT", help="folder (or fsspec URL) to write")
     parser.add_argument("--layout", choices=("vfe",), default="vfe", help="file layout (vfe)")
     parser.add_argument("--fingerprint", default=None, help="extract fingerprint to export (default: the latest)")
     parser.add_argument("--workspace", default=None, help="workspace root (default $MMCAPS_HOME or ./mmcaps-data)")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.ingest.importers import export_dataset
-    from storage.workspace import Workspace
 
     summary = export_dataset(
         Workspace(args.workspace), args.dataset, args.out, layout=args.layout, extract_fp=args.fingerprint

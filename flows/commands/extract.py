@@ -10,18 +10,25 @@ from __future__ import annotations
 
 import argparse
 
-from flows.commands._common import FAILED_ITEMS, add_extract_config, add_runner, quiet_prefect, task_runner
+from flows.commands import FAILED_ITEMS
+from flows.commands._common import (
+    add_extract_config,
+    add_runner,
+    add_shard_videos,
+    extract_config,
+    parse_set_option,
+    say_stand_ins,
+    task_runner,
+)
+from pipeline.ingest.sources import discover_videos
+from storage.workspace import Workspace, safe_name
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
-        "extract",
-        help="extract features of new or changed videos into a dataset",
-        description=(
-            "Discover the videos in SOURCE (a folder, searched recursively; a text file of paths; an fsspec URL), "
-            "pair each with its captions, extract those that are new or changed since the last run, and write "
-            "WebDataset shards and the Parquet manifest of dataset NAME in the workspace."
-        ),
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Discover the videos in SOURCE (a folder, searched recursively; a text file of paths; an fsspec URL), "
+        "pair each with its captions, extract those that are new or changed since the last run, and write "
+        "WebDataset shards and the Parquet manifest of dataset NAME in the workspace."
     )
     parser.add_argument("source", metavar="SOURCE", help="folder, text file of paths, video file or fsspec URL")
     parser.add_argument("--dataset", required=True, help="dataset name (letters, digits, _ and - are kept)")
@@ -36,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--force", action="store_true", help="ignore cached task records and re-read every video's bytes"
     )
     add_runner(parser)
+    add_shard_videos(parser)
     parser.add_argument("--retry-failed", action="store_true", help="try the videos whose last attempt failed again")
     parser.add_argument(
         "--wait",
@@ -45,13 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="when another run writes this dataset, wait this long for it (default: refuse at once)",
     )
     add_extract_config(parser)
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from flows.commands._common import extract_config, parse_set_option, say_stand_ins
-    from pipeline.ingest.sources import discover_videos
-    from storage.workspace import Workspace, safe_name
 
     # Everything that can be wrong with the invocation is found here, in a second, before Prefect starts.
     safe_name(args.dataset, what="dataset name")
@@ -60,12 +64,19 @@ def run(args: argparse.Namespace) -> int:
     workspace = Workspace(args.workspace)
     say_stand_ins(cfg)
 
-    quiet_prefect()
-    from flows.pipeline import extract_flow
+    from flows.ingest import extract_flow  # noqa: PLC0415  deferred: prefect, after the arguments are checked
 
     flow = extract_flow.with_options(task_runner=task_runner(args))
     summary = flow(
-        args.source, args.dataset, cfg, args.captions, workspace.root, args.retry_failed, args.force, args.wait
+        args.source,
+        args.dataset,
+        cfg,
+        args.captions,
+        workspace.root,
+        args.retry_failed,
+        args.force,
+        args.wait,
+        shard_videos=args.shard_videos,
     )
     print(str(summary).replace("(not retried)", "(use --retry-failed)"))
     print(f"workspace {workspace.root}")

@@ -1,6 +1,6 @@
 """``mmcaps import --dataset NAME ...``: public per-video feature files (no video) into a dataset.
 
-Runs the Prefect ``import`` flow (:mod:`flows.importing`) over :mod:`pipeline.ingest.importers`: the layouts of
+Runs the Prefect ``import`` flow (:mod:`flows.ingest`) over :mod:`pipeline.ingest.importers`: the layouts of
 video_feature_extractor (``--layout vfe``: 2D and 3D folders, optionally a HowTo100M CSV with a ``path`` column)
 and AVLnet (``--layout avlnet``: ``_2d/_3d/_spec.npz`` listed by a videopaths file), joined to a HowTo100M
 ``caption.json``, or a folder ``mmcaps export`` wrote. Exit status 0 when every video imported, 3 when some failed
@@ -10,28 +10,28 @@ and AVLnet (``--layout avlnet``: ``_2d/_3d/_spec.npz`` listed by a videopaths fi
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from flows.commands._common import FAILED_ITEMS, add_set_option, quiet_prefect
+from flows.commands import FAILED_ITEMS
+from flows.commands._common import add_set_option, add_shard_videos, extract_config, parse_set_option
+from pipeline.ingest.importers import AvlnetLayout, ImportConfig, VfeLayout
+from storage.workspace import Workspace, safe_name
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
-        "import",
-        help="import public per-video features (video_feature_extractor, AVLnet) into a dataset",
-        description=(
-            "Turn per-video feature files (no video needed) plus HowTo100M captions into dataset NAME, which "
-            "training reads like an extracted one. FOLDER is one written by `mmcaps export` (its layout, captions "
-            "and recipe are read from its export.json); otherwise name the layout's files."
-        ),
-        epilog=(
-            "vfe:    --features-2d DIR --features-3d DIR [--list HowTo100M_v1.csv] [--audio MEL_DIR]\n"
-            "avlnet: --features ROOT --list HowTo100M_1166_videopaths.txt [--audio SPEC_ROOT]\n"
-            "Set the word vectors the captions are encoded with (--word2vec), and, to evaluate the trained model on "
-            "raw videos later, the recipe the features were made with (--recipe howto100m)."
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Turn per-video feature files (no video needed) plus HowTo100M captions into dataset NAME, which "
+        "training reads like an extracted one. FOLDER is one written by `mmcaps export` (its layout, captions "
+        "and recipe are read from its export.json); otherwise name the layout's files."
     )
+    parser.epilog = (
+        "vfe:    --features-2d DIR --features-3d DIR [--list HowTo100M_v1.csv] [--audio MEL_DIR]\n"
+        "avlnet: --features ROOT --list HowTo100M_1166_videopaths.txt [--audio SPEC_ROOT]\n"
+        "Set the word vectors the captions are encoded with (--word2vec), and, to evaluate the trained model on "
+        "raw videos later, the recipe the features were made with (--recipe howto100m)."
+    )
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("folder", nargs="?", metavar="FOLDER", help="a folder written by `mmcaps export --layout vfe`")
     parser.add_argument("--dataset", required=True, help="dataset name (letters, digits, _ and - are kept)")
     parser.add_argument("--layout", choices=("vfe", "avlnet"), default="vfe", help="the files' layout (default vfe)")
@@ -57,6 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--word2vec", default=None, metavar="FILE", help="word vectors for the captions")
     add_set_option(parser, "ImportConfig override, dotted (repeatable), e.g. --set tolerance_s=5")
+    add_shard_videos(parser)
     parser.add_argument("--workspace", default=None, help="workspace root (default $MMCAPS_HOME or ./mmcaps-data)")
     parser.add_argument("--retry-failed", action="store_true", help="try the videos whose last attempt failed again")
     parser.add_argument("--force", action="store_true", help="ignore cached task records and re-read every file")
@@ -64,13 +65,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--wait", type=float, default=0.0, metavar="SECONDS", help="wait this long for another writer of the dataset"
     )
-    parser.set_defaults(func=run)
 
 
 def resolve(args: argparse.Namespace) -> tuple:
     """(layout, captions, ImportConfig) that the options describe; raises naming the option that is wrong."""
-    from flows.commands._common import extract_config, parse_set_option
-    from pipeline.ingest.importers import AvlnetLayout, ImportConfig, VfeLayout
 
     captions, recipe_file = args.captions, args.recipe
     if args.folder:
@@ -98,10 +96,6 @@ def resolve(args: argparse.Namespace) -> tuple:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
-    from storage.workspace import Workspace, safe_name
-
     safe_name(args.dataset, what="dataset name")
     if args.batch_size < 1:
         raise ValueError("--batch-size must be at least 1")
@@ -110,18 +104,12 @@ def run(args: argparse.Namespace) -> int:
         print("note: no word vectors (--word2vec): every caption gets a zero vector", file=sys.stderr)
     workspace = Workspace(args.workspace)
 
-    quiet_prefect()
-    from flows.importing import import_flow, layout_to_dict
+    from flows.ingest import import_flow, layout_to_dict  # noqa: PLC0415  deferred: prefect, after the arguments are checked
 
     summary = import_flow(
         layout_to_dict(layout), args.dataset, cfg, captions, workspace.root, args.retry_failed, args.force,
-        args.batch_size, args.wait,
+        args.batch_size, args.wait, args.shard_videos,
     )  # fmt: skip
-    print(
-        str(summary)
-        .replace("extract fingerprint", "import fingerprint")
-        .replace(" extracted", " imported")
-        .replace("(not retried)", "(use --retry-failed)")
-    )
+    print(str(summary).replace("(not retried)", "(use --retry-failed)"))
     print(f"workspace {workspace.root}")
     return FAILED_ITEMS if summary.failed else 0

@@ -10,19 +10,20 @@ import argparse
 import json
 import logging
 
-from flows.commands._common import add_set_option, add_workspace, quiet_prefect
+from flows.commands._common import add_set_option, add_workspace, parse_set_option
+from pipeline.runs import RunFolder
+from pipeline.search.build import IndexSummary
+from pipeline.search.config import IndexConfig
+from storage.dataset import open_dataset
+from storage.workspace import Workspace
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "index",
-        help="embed a dataset's clips with a trained run, for mmcaps search and mmcaps app",
-        description=(
-            "Embed every video of DATASET as sliding-window clips (and one clip per caption) with the run's model, "
-            "per modality (video, audio, video+audio), with the secondary-capsule activations of each clip. Stored "
-            "under <workspace>/models/<run>/index/<dataset>/; incremental (a new video embeds only itself); an "
-            "approximate FAISS index is added from approximate_min_clips clips, its recall@10 vs exact printed."
-        ),
+def configure(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Embed every video of DATASET as sliding-window clips (and one clip per caption) with the run's model, "
+        "per modality (video, audio, video+audio), with the secondary-capsule activations of each clip. Stored "
+        "under <workspace>/models/<run>/index/<dataset>/; incremental (a new video embeds only itself); an "
+        "approximate FAISS index is added from approximate_min_clips clips, its recall@10 vs exact printed."
     )
     p.add_argument("--model", required=True, metavar="RUN", help="run id of a finished training run")
     p.add_argument("--dataset", required=True, metavar="DS", help="extracted dataset to index (e.g. eval-synthetic)")
@@ -34,12 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--force", action="store_true", help="embed every video again, ignore cached task records")
     add_workspace(p)
-    p.set_defaults(func=run)
 
 
 def index_config(args: argparse.Namespace):  # -> IndexConfig (import deferred: --help stays fast)
-    from flows.commands._common import parse_set_option
-    from pipeline.search.config import IndexConfig
 
     updates = parse_set_option(args.overrides)
     for name, value in (("window", args.window), ("stride", args.stride), ("checkpoint", args.checkpoint)):
@@ -52,23 +50,18 @@ def index_config(args: argparse.Namespace):  # -> IndexConfig (import deferred: 
 
 def run(args: argparse.Namespace) -> int:
     logging.getLogger("faiss").setLevel(logging.WARNING)  # it logs each CPU variant it tries at import
-    from pipeline.runs import RunFolder
-    from storage.dataset import open_dataset
-    from storage.workspace import Workspace
 
     cfg = index_config(args)  # a bad option, run or dataset fails here, in one line, before Prefect starts
     ws = Workspace(args.workspace)
     RunFolder(ws, args.model).checkpoint_path(cfg.checkpoint)
     open_dataset(ws, args.dataset, cfg.extract_fingerprint)
-    quiet_prefect()
-    from flows.search import index_flow
+
+    from flows.search import index_flow  # noqa: PLC0415  deferred: prefect, after the arguments are checked
 
     summary = index_flow(args.model, args.dataset, cfg, ws.root, args.force)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
-    from pipeline.search.build import IndexSummary
-
     fields = {k: v for k, v in summary.items() if k in IndexSummary.__dataclass_fields__}
     print("\n".join(IndexSummary(**fields).lines()))
     return 0

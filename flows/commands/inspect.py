@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from pipeline.extract.config import ExtractConfig
+from storage.dataset import inspect_dataset
+from storage.workspace import Workspace
 
-def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
-        "inspect",
-        help="show a dataset: videos ok/failed/skipped, hours, captions, shards, fingerprints, failures",
-        description="Summarise dataset NAME from its manifest (the current row of each video) and its shards.",
-    )
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = "Summarise dataset NAME from its manifest (the current row of each video) and its shards."
     parser.add_argument("name", metavar="NAME", help="dataset name")
     parser.add_argument("--workspace", default=None, help="workspace root (default $MMCAPS_HOME or ./mmcaps-data)")
-    parser.set_defaults(func=run)
 
 
 def _size(n: float) -> str:
@@ -25,9 +24,6 @@ def _size(n: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.extract.config import ExtractConfig
-    from storage.dataset import inspect_dataset
-    from storage.workspace import Workspace
 
     report = inspect_dataset(Workspace(args.workspace), args.name)
     print(f"dataset {report['dataset']}: {report['rows']} manifest rows in {report['manifest']}")

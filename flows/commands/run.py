@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import argparse
 
+from flows.commands import FAILED_ITEMS, OK
 from flows.commands._common import (
-    FAILED_ITEMS,
-    OK,
     add_extract_config,
     add_runner,
     add_set_option,
     add_workspace,
+    extract_config,
+    parse_set_option,
     print_metrics,
-    quiet_prefect,
+    say_stand_ins,
 )
+from pipeline.evaluate.config import EvalConfig, EvalSpec
+from pipeline.ingest.sources import discover_videos
+from pipeline.runs.config import TrainConfig
+from storage.workspace import safe_name
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="the whole pipeline: extract, train, evaluate (cached throughout)")
+def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="training videos: a folder, a text file of paths, or an fsspec URL")
     p.add_argument("--dataset", required=True, help="name of the training dataset in the workspace")
     p.add_argument("--captions", default=None, help="HowTo100M caption.json or CSV video_id,start,end,text")
@@ -30,15 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="ignore cached task results")
     add_workspace(p)
     add_runner(p)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from flows.commands._common import extract_config, parse_set_option, say_stand_ins
-    from pipeline.evaluate.config import EvalConfig, EvalSpec
-    from pipeline.ingest.sources import discover_videos
-    from pipeline.runs.config import TrainConfig
-    from storage.workspace import safe_name
 
     # The whole invocation is checked before Prefect starts: names, configs, the source, every benchmark spec.
     safe_name(args.dataset, what="dataset name")
@@ -50,8 +48,7 @@ def run(args: argparse.Namespace) -> int:
         EvalSpec.parse(spec)
     say_stand_ins(extract_cfg)
 
-    quiet_prefect()
-    from flows.pipeline import pipeline_flow
+    from flows.pipeline import pipeline_flow  # noqa: PLC0415  deferred: prefect, after the arguments are checked
 
     result = pipeline_flow(
         args.source,

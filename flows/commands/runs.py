@@ -6,18 +6,17 @@ import argparse
 import json
 import time
 
+import yaml
+
 from flows.commands._common import add_workspace
+from pipeline.runs import list_runs
+from storage.workspace import Workspace
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "runs",
-        help="list the training runs of the workspace (id, data, model, steps, losses, created)",
-        description="One line per run folder under <workspace>/models/, newest last; --json for every field.",
-    )
+def configure(p: argparse.ArgumentParser) -> None:
+    p.description = "One line per run folder under <workspace>/models/, newest last; --json for every field."
     add_workspace(p)
     p.add_argument("--json", action="store_true", help="print the runs as JSON lines")
-    p.set_defaults(func=run)
 
 
 def describe(info: dict, config: dict, created: float) -> dict:
@@ -36,11 +35,6 @@ def describe(info: dict, config: dict, created: float) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
-
-    from pipeline.runs import list_runs
-    from storage.workspace import Workspace
-
     ws = Workspace(args.workspace)
     rows = []
     for folder in list_runs(ws):

@@ -15,14 +15,13 @@ import logging
 import sys
 
 from flows.commands._common import add_workspace
+from pipeline.search.search import Searcher
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "search",
-        help="text -> the top clips of an index (mmcaps index builds it)",
-        description="Encode each TEXT with the run's word vectors and text branch, and print its top-k clips of the "
-        "index: video id, start, end, score. Exact blocked search, or the approximate index where one was built.",
+def configure(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Encode each TEXT with the run's word vectors and text branch, and print its top-k clips of the "
+        "index: video id, start, end, score. Exact blocked search, or the approximate index where one was built."
     )
     p.add_argument("texts", nargs="+", metavar="TEXT", help="query text (several: one batched pass)")
     p.add_argument("--model", required=True, metavar="RUN", help="run id the index was built with")
@@ -40,7 +39,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON: one object per query with its hits")
     p.add_argument("--device", default="cpu", help="device of the text branch (default cpu)")
     add_workspace(p)
-    p.set_defaults(func=run)
 
 
 def _span(seconds: float) -> str:
@@ -50,7 +48,6 @@ def _span(seconds: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     logging.getLogger("faiss").setLevel(logging.WARNING)  # it logs each CPU variant it tries at import
-    from pipeline.search.search import Searcher
 
     if args.k < 1:
         raise ValueError(f"-k must be >= 1, got {args.k}")

@@ -13,14 +13,10 @@ import sys
 from flows import server
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
-        "server",
-        help="start a Prefect server (API and UI) on 127.0.0.1",
-        description=(
-            "Start `prefect server start` (API and UI). `mmcaps serve` and every flow run find it through "
-            "PREFECT_API_URL, which this command prints. Stop it with Ctrl-C."
-        ),
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Start `prefect server start` (API and UI). `mmcaps watch` and every flow run find it through "
+        "PREFECT_API_URL, which this command prints. Stop it with Ctrl-C."
     )
     parser.add_argument(
         "--host",
@@ -49,7 +45,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="API address the UI's browser code calls, when the UI is reached through another host or port "
         "(a proxy, a container's published port); default http://HOST:PORT/api",
     )
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         os.makedirs(env["PREFECT_HOME"], exist_ok=True)
     print(f"Prefect server on {args.host}:{args.port}; database: {server.describe_database(env)}")
     print(f"UI: {server.ui_url(args.host, args.port)}")
-    print("Point flows and `mmcaps serve` in other shells at it with:")
+    print("Point flows and `mmcaps watch` in other shells at it with:")
     print(f"  export PREFECT_API_URL={server.api_url(args.host, args.port)}")
     if not server.is_loopback(args.host):
         print(

@@ -6,15 +6,13 @@ import argparse
 import time
 from pathlib import Path
 
+from pipeline.synthetic import SynthConfig, generate_corpus
 
-def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
-        "synth",
-        help="write the synthetic narrated-video corpus (train + eval splits)",
-        description=(
-            "Write a seeded synthetic corpus of narrated videos (H.264 + AAC mp4, WebVTT and HowTo100M captions, "
-            "CrossTask files, retrieval clips, word2vec vectors) into OUT_DIR."
-        ),
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Write a seeded synthetic corpus of narrated videos (H.264 + AAC mp4, WebVTT and HowTo100M captions, "
+        "CrossTask files, retrieval clips, word2vec vectors) into OUT_DIR."
     )
     parser.add_argument("out_dir", metavar="OUT_DIR", type=Path, help="folder to write the corpus into")
     parser.add_argument("--preset", choices=("tiny", "demo"), default="demo", help="size preset (default demo)")
@@ -28,11 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--workers", type=int, default=1, help="videos encoded in parallel (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace a different corpus already in OUT_DIR")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.synthetic import SynthConfig, generate_corpus
 
     overrides = {
         name: value

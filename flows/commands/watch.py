@@ -1,21 +1,29 @@
-"""``mmcaps serve``: register deployments with schedules, a training trigger and (with ``--evaluate-on``) an
+"""``mmcaps watch``: register deployments with schedules, a training trigger and (with ``--evaluate-on``) an
 evaluation trigger, then serve them."""
 
 from __future__ import annotations
 
 import argparse
 
-from flows.commands._common import add_extract_config, add_set_option, add_workspace, quiet_prefect
+from flows.commands._common import (
+    add_extract_config,
+    add_set_option,
+    add_workspace,
+    extract_config,
+    parse_set_option,
+    say_stand_ins,
+)
+from pipeline.evaluate import EvalSpec
+from pipeline.runs.config import TrainConfig
+from storage import Workspace
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "serve",
-        help="re-scan a video source on a schedule and train when new videos arrive (needs `mmcaps server`)",
-        description="Registers two deployments against the Prefect API in PREFECT_API_URL: extract-<dataset> on an "
+def configure(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Registers two deployments against the Prefect API in PREFECT_API_URL: extract-<dataset> on an "
         "interval or cron schedule; train-<dataset>, triggered when an extraction completes with new videos; with "
         "--evaluate-on, evaluate-<dataset>, triggered when a training run of the dataset completes. "
-        "Then serves them in this process until interrupted.",
+        "Then serves them in this process until interrupted."
     )
     p.add_argument("--source", required=True, help="the video folder (or list file, or fsspec URL) to watch")
     p.add_argument("--dataset", required=True, help="dataset to extract into and train on")
@@ -35,24 +43,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_extract_config(p, flag="--extract-set", dest="extract_set")
     p.add_argument("--register-only", action="store_true", help="register the deployments and exit")
     add_workspace(p)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    quiet_prefect()
-    from prefect import serve
-
-    from flows.commands._common import extract_config, parse_set_option, say_stand_ins
-    from flows.deployments import build_deployments
-    from pipeline.evaluate import EvalSpec
-    from pipeline.train import TrainConfig
-    from storage import Workspace
-
     for spec in args.evaluate_on:  # a bad spec fails here, before anything is registered
         EvalSpec.parse(spec)
     extract_cfg = extract_config(args.config, parse_set_option(args.extract_set))
     say_stand_ins(extract_cfg)
     interval = args.interval if args.interval is not None or args.cron else 3600.0
+    from flows.deployments import build_deployments  # noqa: PLC0415  deferred: prefect, after the arguments are checked
+
     deployments = build_deployments(
         source=args.source,
         dataset=args.dataset,
@@ -73,5 +73,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"deployment {d.flow_name}/{d.name}: {what}")
     if args.register_only:
         return 0
+    from prefect import serve  # noqa: PLC0415  deferred: prefect, after the arguments are checked
+
     serve(*deployments)
     return 0

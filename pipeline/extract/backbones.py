@@ -57,7 +57,7 @@ class ResNet2D(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        import torchvision
+        import torchvision  # noqa: PLC0415  deferred: torchvision
 
         self.net = torchvision.models.resnet152(weights=None)
         self.net.fc = nn.Identity()  # features stop before the classifier
@@ -107,7 +107,7 @@ def _make_3d(arch: str) -> tuple[nn.Module, nn.Module]:
     if arch == "resnext101":
         net = resnext101()
         return net, net
-    from pytorchvideo.models import hub
+    from pytorchvideo.models import hub  # noqa: PLC0415  deferred: pytorchvideo, only for its networks
 
     builders = {"slow_r50": hub.slow_r50, "x3d_m": hub.x3d_m, "r2plus1d_r50": hub.r2plus1d_r50}
     if arch not in builders:
@@ -255,7 +255,7 @@ def _file_id(path: str) -> str:
 
 def _torchvision_weights(value: str, download: bool):  # -> torchvision.models.WeightsEnum member
     """The named ResNet-152 weights; their file must be in ``$TORCH_HOME/hub/checkpoints`` unless ``download``."""
-    import torchvision  # deferred: torchvision's import costs seconds and only named weights need it
+    import torchvision  # noqa: PLC0415  deferred: torchvision's import costs seconds and only named weights need it
 
     enum = torchvision.models.ResNet152_Weights
     name = value.split(".")[-1]

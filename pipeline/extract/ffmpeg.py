@@ -66,7 +66,7 @@ def ffmpeg_binary(choice: str = PINNED) -> FfmpegBinary:
     another, and the version enters the extract fingerprint.
     """
     if choice == PINNED:
-        import imageio_ffmpeg
+        import imageio_ffmpeg  # noqa: PLC0415  deferred: imageio_ffmpeg
 
         path = imageio_ffmpeg.get_ffmpeg_exe()
     elif choice == SYSTEM:
@@ -113,7 +113,7 @@ def _check_file(path: str | os.PathLike[str]) -> Path:
 
 def probe(path: str | os.PathLike[str]) -> VideoInfo:
     """Streams, duration and frame rate of a video file (PyAV reads the container header; no ffprobe needed)."""
-    import av
+    import av  # noqa: PLC0415  deferred: av, only for the PyAV decoder
 
     p = _check_file(path)
     try:

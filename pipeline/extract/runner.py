@@ -39,7 +39,7 @@ def fold_batchnorm(net: nn.Module) -> nn.Module:
 
     Networks that ``torch.fx`` cannot trace are returned as an unfolded copy (folding is an optimisation only).
     """
-    from torch.fx.experimental.optimization import fuse
+    from torch.fx.experimental.optimization import fuse  # noqa: PLC0415  deferred: torch.fx, only when fusing
 
     net = copy.deepcopy(net).eval()
     try:

@@ -103,7 +103,7 @@ class WordVectors:
 
         Binary unless the name ends in .txt/.vec (optionally gzipped). Errors name the file.
         """
-        from gensim.models import KeyedVectors
+        from gensim.models import KeyedVectors  # noqa: PLC0415  deferred: gensim
 
         src = Path(path).expanduser().absolute()
         if not src.is_file():
@@ -140,12 +140,12 @@ class WordVectors:
 
 def _read_source(src: Path):
     """Parse a word2vec binary/text file (or a fastText .bin, recognised by its magic number)."""
-    from gensim.models import KeyedVectors
+    from gensim.models import KeyedVectors  # noqa: PLC0415  deferred: gensim
 
     with open(src, "rb") as f:
         head = f.read(4)
     if head == _FASTTEXT_MAGIC:
-        from gensim.models.fasttext import load_facebook_vectors
+        from gensim.models.fasttext import load_facebook_vectors  # noqa: PLC0415  deferred: gensim
 
         kind, load = "fastText binary", lambda: load_facebook_vectors(str(src))
     else:

@@ -229,9 +229,9 @@ def test_compose_mmcaps_commands_parse(compose):
             pytest.fail(f"service {name}: `mmcaps {' '.join(argv)}` does not parse")
         assert args.command == argv[0] and callable(args.func), name
         seen.add(argv[0])
-        if argv[0] == "serve":
+        if argv[0] == "watch":
             assert str(args.source) == "/videos"
-    assert seen == {"server", "serve"}
+    assert seen == {"server", "watch"}
 
 
 def test_dockerfile_usage_examples_parse():
@@ -311,7 +311,7 @@ def test_prefect_yaml_passes_prefects_own_validation(prefect_project):
     by_name = {d.name: d for d in model.deployments}
     (schedule,) = by_name["extract"].schedules
     assert isinstance(schedule, RawScheduleConfig) and schedule.interval == timedelta(hours=1)
-    # As `mmcaps serve`: one run at a time of extract and train, and train triggered by new videos.
+    # As `mmcaps watch`: one run at a time of extract and train, and train triggered by new videos.
     raw = {d["name"]: d for d in prefect_project["deployments"]}
     assert raw["extract"]["concurrency_limit"] == raw["train"]["concurrency_limit"] == 1
     (trigger,) = raw["train"]["triggers"]

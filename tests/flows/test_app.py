@@ -1,7 +1,7 @@
 """The search app over real HTTP on loopback (uvicorn in a thread), on the session's trained tiny demo: the search
 endpoint returns the CLI's results, video range requests return the right bytes, and nothing outside the indexed
 dataset is served — `..`, absolute paths, encoded traversal and symlinks out are refused with 403/404. The compose
-file's optional app service runs `mmcaps app` on loopback."""
+file's optional app service runs `mmcaps browse` on loopback."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def _raw_get(url: str, path: str) -> tuple[int, bytes]:
 def test_server_listens_on_loopback_only(served):
     _, _, url, _ = served
     assert url.startswith("http://127.0.0.1:")
-    args = build_parser().parse_args(["app", "--model", "r", "--index", "d"])
+    args = build_parser().parse_args(["browse", "--model", "r", "--index", "d"])
     assert args.host == "127.0.0.1"
 
 
@@ -160,7 +160,7 @@ def test_compose_app_service_runs_mmcaps_app_on_loopback():
     compose = yaml.safe_load((REPO / "docker" / "compose.app.yaml").read_text())
     service = compose["services"]["app"]
     args = build_parser().parse_args([_defaults(str(a)) for a in service["command"]])
-    assert args.command == "app" and args.host == "0.0.0.0"  # inside the container; published on loopback below
+    assert args.command == "browse" and args.host == "0.0.0.0"  # inside the container; published on loopback below
     (port,) = service["ports"]
     host_ip, _, container_port = _defaults(port).split(":")
     assert host_ip == "127.0.0.1" and container_port == str(args.port)

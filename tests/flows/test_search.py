@@ -110,5 +110,5 @@ def test_search_errors_are_one_line(trained_demo, capsys):
     assert "run no-such-run: no checkpoint final" in capsys.readouterr().err
     assert main(["index", "--model", trained_demo.run_id, "--dataset", "no-such-data", *ws]) == 2
     assert "dataset 'no-such-data': no manifest" in capsys.readouterr().err
-    assert main(["app", "--model", trained_demo.run_id, "--index", "no-such-data", *ws]) == 2
+    assert main(["browse", "--model", trained_demo.run_id, "--index", "no-such-data", *ws]) == 2
     assert "no index of dataset 'no-such-data'" in capsys.readouterr().err  # before anything listens
