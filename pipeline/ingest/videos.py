@@ -241,6 +241,9 @@ def default_extractor(config: Any, workspace: Workspace) -> Extractor:
     return extract_lib.Extractor(config, cache_dir=cache_dir_for(workspace))
 
 
+_BUILDING = threading.Lock()
+
+
 @functools.lru_cache(maxsize=4)
 def _process_extractor(config_json: str, cache_dir: str | None) -> SerialExtractor:
     return SerialExtractor(extract_lib.Extractor(ExtractConfig.model_validate_json(config_json), cache_dir=cache_dir))
@@ -249,7 +252,10 @@ def _process_extractor(config_json: str, cache_dir: str | None) -> SerialExtract
 def process_extractor(config: ExtractConfig, workspace: Workspace) -> Extractor:
     """This process's one extractor for ``config`` (backbones loaded once, shared by its threads one video at a
     time): what a worker uses, whichever executor runs it."""
-    return _process_extractor(config.model_dump_json(), cache_dir_for(workspace))
+    # One builder at a time: lru_cache alone lets two threads that miss together build two extractors, which then
+    # run side by side and write the same calibration files of the cache at once.
+    with _BUILDING:
+        return _process_extractor(config.model_dump_json(), cache_dir_for(workspace))
 
 
 # -- the source --------------------------------------------------------------------------------------------------
