@@ -12,12 +12,17 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# Editable installs in setuptools' compat mode (a path entry, not an import hook): a Dask worker puts its own
+# directory first on sys.path, and that directory holds a `storage/` spill folder, which shadows this project's
+# `storage` package under the default (strict) editable finder.
+EDITABLE := --config-settings editable_mode=compat
+
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e . $(EDITABLE)
 	touch $@
 
 $(DEV_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' $(EDITABLE)
 	touch $(STAMP) $@
 
 demo: $(STAMP)

@@ -109,15 +109,23 @@ class TrainedDemo:
         import shutil
 
         import pyarrow.compute as pc
-        import pyarrow.parquet as pq
 
         src = self.workspace / "datasets" / source
         dst = self.workspace / "datasets" / name
         shutil.copytree(src, dst)
-        if drop:
-            table = pq.read_table(dst / "manifest.parquet")
+        if drop:  # the manifest and its current view are folders of parts: written anew without those rows
+            from storage import Workspace
+            from storage.manifest import Manifest
+
+            manifest = Manifest(Workspace(self.workspace), name)
+            table = manifest.read()
             keep = pc.invert(pc.is_in(table.column("video_id"), value_set=pa_array(list(drop))))
-            pq.write_table(table.filter(keep), dst / "manifest.parquet")
+            for stale in (dst / "manifest.parquet", dst / "current.parquet"):
+                if stale.is_dir():
+                    shutil.rmtree(stale)
+                else:
+                    stale.unlink(missing_ok=True)
+            manifest.append(table.filter(keep))
         return name
 
     def restore_videos(self, source: str, name: str, videos: tuple[str, ...]) -> None:
@@ -173,3 +181,66 @@ def trained_demo(prefect_api, synth_corpus, tmp_path_factory) -> TrainedDemo:
         assert main(argv) == 0
     (run_dir,) = (root / "ws" / "models").iterdir()
     return TrainedDemo(root / "ws", corpus, run_dir.name, out.getvalue())
+
+
+@pytest.fixture(scope="session")
+def dask_cluster(prefect_api, tmp_path_factory):
+    """A real Dask cluster as README tells users to start one: ``dask scheduler`` and two ``dask worker`` processes,
+    on 127.0.0.1, reporting their task runs to the session's Prefect API. Yields the scheduler's address."""
+    import contextlib
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from distributed import Client
+    from prefect.settings import PREFECT_API_URL
+
+    folder = tmp_path_factory.mktemp("dask")
+    scheduler_file = folder / "scheduler.json"
+    dask = str(Path(sys.executable).with_name("dask"))
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    common = ["--no-dashboard"]
+    logs = contextlib.ExitStack()
+
+    def log(name: str):
+        return logs.enter_context(open(folder / f"{name}.log", "wb"))  # each process's output, read on failure
+
+    procs = [
+        subprocess.Popen(
+            [dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--scheduler-file", str(scheduler_file), *common],
+            env=env, stdout=subprocess.DEVNULL, stderr=log("scheduler"), start_new_session=True,
+        )
+    ]  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not scheduler_file.exists():
+            assert procs[0].poll() is None, (folder / "scheduler.log").read_text()
+            assert time.monotonic() < deadline, "dask scheduler did not start"
+            time.sleep(0.1)
+        for i in range(2):
+            procs.append(
+                subprocess.Popen(
+                    [dask, "worker", "--scheduler-file", str(scheduler_file), "--host", "127.0.0.1", "--nthreads", "1",
+                     "--name", f"w{i}", "--local-directory", str(folder / f"w{i}"), *common],
+                    env=env, stdout=subprocess.DEVNULL, stderr=log(f"worker{i}"),
+                    start_new_session=True, cwd=Path(__file__).resolve().parents[1],
+                )
+            )  # fmt: skip
+        address = json.loads(scheduler_file.read_text())["address"]
+        assert address.startswith("tcp://127.0.0.1:"), address
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+        yield address
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        logs.close()

@@ -85,16 +85,22 @@ def add_runner(parser: argparse.ArgumentParser) -> None:
         "--runner",
         choices=("threads", "dask"),
         default="threads",
-        help="task runner for per-video extraction (dask: --dask-address, or a local cluster)",
+        help="task runner for the per-video work (dask: the cluster at --dask-address, else a local one)",
     )
-    parser.add_argument("--dask-address", metavar="ADDR", default=None, help="scheduler of an existing Dask cluster")
+    parser.add_argument(
+        "--dask-address",
+        metavar="ADDR",
+        default=None,
+        help="scheduler of an existing Dask cluster (implies --runner dask)",
+    )
     parser.add_argument("--dask-workers", type=int, default=2, help="workers of the local Dask cluster")
 
 
 def task_runner(args: argparse.Namespace) -> Any:
-    """The task runner the options ask for (threads by default)."""
-
-    return make_task_runner(getattr(args, "runner", "threads"), getattr(args, "dask_address", None), args.dask_workers)
+    """The task runner the options ask for (threads by default; a scheduler's address means Dask)."""
+    address = getattr(args, "dask_address", None)
+    runner = "dask" if address else getattr(args, "runner", "threads")
+    return make_task_runner(runner, address, args.dask_workers)
 
 
 def print_metrics(metrics: dict[str, dict[str, Any]]) -> None:

@@ -14,7 +14,14 @@ import sys
 from pathlib import Path
 
 from flows.commands import FAILED_ITEMS
-from flows.commands._common import add_set_option, add_shard_videos, extract_config, parse_set_option
+from flows.commands._common import (
+    add_runner,
+    add_set_option,
+    add_shard_videos,
+    extract_config,
+    parse_set_option,
+    task_runner,
+)
 from pipeline.ingest.importers import AvlnetLayout, ImportConfig, VfeLayout
 from storage.workspace import Workspace, safe_name
 
@@ -58,6 +65,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--word2vec", default=None, metavar="FILE", help="word vectors for the captions")
     add_set_option(parser, "ImportConfig override, dotted (repeatable), e.g. --set tolerance_s=5")
     add_shard_videos(parser)
+    add_runner(parser)
     parser.add_argument("--workspace", default=None, help="workspace root (default $MMCAPS_HOME or ./mmcaps-data)")
     parser.add_argument("--retry-failed", action="store_true", help="try the videos whose last attempt failed again")
     parser.add_argument("--force", action="store_true", help="ignore cached task records and re-read every file")
@@ -106,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
 
     from flows.ingest import import_flow, layout_to_dict  # noqa: PLC0415  deferred: prefect, after the arguments are checked
 
-    summary = import_flow(
+    summary = import_flow.with_options(task_runner=task_runner(args))(
         layout_to_dict(layout), args.dataset, cfg, captions, workspace.root, args.retry_failed, args.force,
         args.batch_size, args.wait, args.shard_videos,
     )  # fmt: skip

@@ -12,7 +12,6 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from flows.cli import main
@@ -297,32 +296,66 @@ def test_corrupt_file_among_good_ones(prefect_api, synth_corpus, tmp_path):
     assert sorted(ds.manifest.column("video_id").to_pylist()) == ["train-0000", "train-0001"]
 
 
-def test_dask_runner_matches_threads(prefect_api, synth_corpus, tmp_path):
-    from flows.ingest import extract_flow
-    from flows.runners import make_task_runner
-    from pipeline.extract import ExtractConfig
-    from storage.dataset import open_dataset
+def test_dask_cluster_extracts_and_imports_as_the_threads_runner(dask_cluster, synth_corpus, tmp_path):
+    """`mmcaps extract|import --dask-address` against a real `dask scheduler` and two `dask worker` processes (README's
+    recipe, on loopback) gives the dataset the threads runner gives: the same manifest rows and the same bytes."""
+    from pipeline.ingest.importers import export_dataset
+    from storage.manifest import Manifest
 
     src = tmp_path / "src"
     src.mkdir()
-    for name in ("train-0003", "train-0004"):
+    for name in ("train-0003", "train-0004", "train-0005"):
         shutil.copy(synth_corpus / "train" / "videos" / f"{name}.mp4", src / f"{name}.mp4")
-    cfg = ExtractConfig.model_validate(
-        {"precision": "fp32", "max_seconds": 2, "text": {"word2vec": str(synth_corpus / "word2vec.bin")}}
-    )
     ws = tmp_path / "ws"
-    caps = str(synth_corpus / "train" / "caption.json")
-    extract_flow(str(src), "threads", cfg, caps, str(ws))
-    dask_flow = extract_flow.with_options(task_runner=make_task_runner("dask", None, 2))
-    dask_flow(str(src), "dask", cfg, caps, str(ws))
-    a = {v.video_id: v for v in open_dataset(Workspace(ws), "threads").iter_videos()}
-    b = {v.video_id: v for v in open_dataset(Workspace(ws), "dask").iter_videos()}
-    assert sorted(a) == sorted(b) == ["train-0003", "train-0004"]
-    for vid in a:
-        for member in ("rgb2d", "rgb3d", "mel", "w2v"):
-            x, y = getattr(a[vid], member).astype(np.float32), getattr(b[vid], member).astype(np.float32)
-            assert x.shape == y.shape
-            np.testing.assert_allclose(x, y, atol=2e-3, err_msg=f"{vid}/{member}")
+    common = ["--workspace", str(ws), "--captions", str(synth_corpus / "train" / "caption.json"),
+              "--set", "max_seconds=2", "--set", f"text.word2vec={synth_corpus / 'word2vec.bin'}"]  # fmt: skip
+    assert main(["extract", str(src), "--dataset", "threads", *common]) == 0
+    assert main(["extract", str(src), "--dataset", "dask", "--dask-address", dask_cluster, *common]) == 0
+    _assert_same_dataset(Workspace(ws), "threads", "dask")
+
+    # The import flow on the same cluster: the extracted dataset exported as vfe files and imported back.
+    out = tmp_path / "exported"
+    export_dataset(Workspace(ws), "threads", out)
+    ws_args = ["--workspace", str(ws)]
+    assert main(["import", str(out), "--dataset", "imp-threads", *ws_args]) == 0
+    assert main(["import", str(out), "--dataset", "imp-dask", "--dask-address", dask_cluster, *ws_args]) == 0
+    _assert_same_dataset(Workspace(ws), "imp-threads", "imp-dask")
+    assert Manifest(Workspace(ws), "imp-dask").read().num_rows == 3
+
+
+def _assert_same_dataset(ws: Workspace, a: str, b: str) -> None:
+    from storage.dataset import open_dataset
+    from storage.manifest import Manifest
+
+    def rows(name: str) -> list[dict]:
+        drop = {"extracted_at", "shard", "run_id", "host"}
+        return sorted(({k: v for k, v in r.items() if k not in drop} for r in Manifest(ws, name).read().to_pylist()),
+                      key=lambda r: r["video_id"])  # fmt: skip
+
+    assert rows(a) == rows(b)
+    x = {v.video_id: v for v in open_dataset(ws, a).iter_videos()}
+    y = {v.video_id: v for v in open_dataset(ws, b).iter_videos()}
+    assert sorted(x) == sorted(y) and len(x) == 3
+    differ = [(vid, m) for vid in x for m in ("rgb2d", "rgb3d", "mel", "w2v")
+              if getattr(x[vid], m).tobytes() != getattr(y[vid], m).tobytes()]  # fmt: skip
+    assert not differ, f"arrays that differ between {a} and {b}: {differ}"
+
+
+def test_local_dask_runner_passes_the_prefect_api_to_its_workers(prefect_api):
+    """Without an address, --runner dask starts a local cluster whose worker processes report to this API."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect_dask import DaskTaskRunner
+
+    from flows.runners import make_task_runner
+
+    runner = make_task_runner("dask", None, 3)
+    assert isinstance(runner, DaskTaskRunner)
+    kwargs = runner.cluster_kwargs
+    assert (
+        kwargs["n_workers"] == 3
+        and kwargs["processes"]
+        and kwargs["env"] == {"PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    )
 
 
 def test_serve_registers_schedules_and_trigger(prefect_api, tmp_path, capsys):
