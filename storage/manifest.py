@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from storage.locks import dataset_lock
@@ -196,6 +197,35 @@ def _read_parts(workspace: Workspace, paths: list[str], want: Sequence[str]) -> 
         return list(pool.map(lambda p: _read_part(workspace, p, want), paths))
 
 
+def _read_many(
+    workspace: Workspace, paths: list[str], want: Sequence[str], where: dict[str, str] | None = None
+) -> pa.Table:
+    """The files at ``paths`` as one table (columns ``want``; only rows whose columns equal ``where``'s values), in
+    order. One pass of pyarrow's dataset scanner (its own threads; the filter skips row groups by their statistics)
+    when every file fits the schema; else file by file, so that the one at fault is named."""
+    schema = pa.schema([MANIFEST_SCHEMA.field(c) for c in want])
+    where = where or {}
+    if not paths:
+        return schema.empty_table()
+    expression = None
+    for name, value in where.items():
+        term = pads.field(name) == value
+        expression = term if expression is None else expression & term
+    try:
+        fs = None if workspace.is_local else workspace.fs
+        names = paths if fs is None else [fs._strip_protocol(p) for p in paths]
+        found = pads.dataset(names, schema=MANIFEST_SCHEMA, format="parquet", filesystem=fs)
+        table = found.to_table(columns=list(want), filter=expression)
+        if not any(column.null_count for column in table.columns):  # a missing column reads as nulls
+            return table.cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError, ValueError):
+        pass  # read file by file below: the file at fault is named
+    table = pa.concat_tables(_read_parts(workspace, paths, list(dict.fromkeys([*want, *where]))))
+    for name, value in where.items():
+        table = table.filter(pc.equal(table.column(name), value))
+    return table.select(list(want))
+
+
 def _write_part(workspace: Workspace, path: str, table: pa.Table) -> None:
     """Write ``table`` at ``path`` under a temporary name, then rename it into place."""
     with workspace.atomic_open(path, "wb") as fh:
@@ -299,23 +329,25 @@ class Manifest:
 
         Raises ValueError naming the file when a part cannot be read or does not fit the schema.
         """
-        want = list(columns or COLUMNS)
-        tables = _read_parts(self.workspace, self.parts(), want)
-        if not tables:
-            return empty_manifest().select(want)
-        return pa.concat_tables(tables)
+        return _read_many(self.workspace, self.parts(), list(columns or COLUMNS))
 
     def current(self, extract_fp: str | None = None, status: str | None = None) -> pa.Table:
         """The current view (latest row per video and fingerprint), optionally for one fingerprint and status.
 
-        Reads the current parts (a manifest part without one gives its own current view), newest part winning.
+        Reads the current parts, which hold disjoint keys (an append drops the keys it supersedes from the older
+        ones before it writes its own). A manifest part without one (a crash between the two writes, or a single-file
+        manifest) gives its own current view, and then the newest row of each key wins across the parts.
         """
         sources = self._sources()
+        if all(c is not None for _, c in sources):
+            where = {"extract_fingerprint": extract_fp, "status": status}
+            where = {k: v for k, v in where.items() if v is not None}
+            return _read_many(self.workspace, [c for _, c in sources if c is not None], COLUMNS, where)
         tables = _read_parts(self.workspace, [c or m for m, c in sources], COLUMNS)
         tables = [t if c is not None else current_view(t) for t, (_, c) in zip(tables, sources, strict=True)]
         if extract_fp is not None:  # before the newest-row pass: the fingerprint is part of the key
             tables = [t.filter(pc.equal(t.column("extract_fingerprint"), extract_fp)) for t in tables]
-        table = current_view(pa.concat_tables(tables)) if tables else empty_manifest()
+        table = current_view(pa.concat_tables(tables))
         if status is not None:
             table = table.filter(pc.equal(table.column("status"), status))
         return table
