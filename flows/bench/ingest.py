@@ -8,6 +8,10 @@ networks four times and every other video's visual and audio streams come from t
 are encoded). The added video is a new clip: one real extraction. Times are measured in-process (after imports),
 best and median of ``--repeats`` no-change runs; the engine's share of adding a video is the run's time minus the
 extraction's.
+
+Then "manifest append" (issue 23): appending 1000 manifest rows onto manifests of ``--manifest-rows`` rows (10 k and
+100 k by default; 1 M on request), the current view, a compaction, and what the same append cost before the
+parts layout (read, concatenate, rewrite the file and its current view). ``--manifest-only`` runs only that.
 """
 
 from __future__ import annotations
@@ -20,11 +24,18 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline.extract import ExtractConfig, Extractor
 from pipeline.extract.ffmpeg import ffmpeg_exe
 from pipeline.ingest import run_extract
+from storage.manifest import MANIFEST_SCHEMA, Manifest, current_view, forget_part_keys
 from storage.workspace import Workspace
 
 TARGET_S = 10.0
@@ -36,6 +47,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="no-change re-runs timed (default 3)")
     parser.add_argument("--workdir", default=None, help="folder for the videos and workspace (default: a temp dir)")
     parser.add_argument("--json", dest="json_out", default=None, help="also write the figures as JSON here")
+    parser.add_argument(
+        "--manifest-rows",
+        default="10000,100000",
+        help="manifest sizes that 1000-row appends are timed on, comma-separated (default 10000,100000; 1000000 on "
+        "request; 0 skips the section)",
+    )
+    parser.add_argument("--append-rows", type=int, default=1000, help="rows per manifest append (default 1000)")
+    parser.add_argument("--manifest-only", action="store_true", help="run only the manifest append section")
 
 
 def _make_clip(path: Path, pattern: str, freq: int) -> None:
@@ -96,14 +115,33 @@ def _bench(work: Path, n_videos: int, repeats: int) -> dict[str, float | int | s
     }
 
 
+def _manifest_sizes(text: str) -> list[int]:
+    sizes = [int(t) for t in text.replace(" ", "").split(",") if t]
+    if any(n < 0 for n in sizes):
+        raise ValueError(f"--manifest-rows must be sizes >= 0, got {text!r}")
+    return [n for n in sizes if n > 0]
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.videos < 1 or args.repeats < 1:
-        raise ValueError("--videos and --repeats must be at least 1")
-    if args.workdir:
-        figures = _bench(Path(args.workdir), args.videos, args.repeats)
-    else:
-        with tempfile.TemporaryDirectory(prefix="mmcaps-bench-ingest-") as tmp:
-            figures = _bench(Path(tmp), args.videos, args.repeats)
+    if args.videos < 1 or args.repeats < 1 or args.append_rows < 1:
+        raise ValueError("--videos, --repeats and --append-rows must be at least 1")
+    sizes = _manifest_sizes(args.manifest_rows)
+    figures: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="mmcaps-bench-ingest-") as tmp:
+        work = Path(args.workdir) if args.workdir else Path(tmp)
+        if not args.manifest_only:
+            figures = _bench(work, args.videos, args.repeats)
+            _print_engine(figures, args.repeats)
+        if sizes:
+            rows = [_bench_manifest(work / "manifest", n, args.append_rows, args.repeats) for n in sizes]
+            _print_manifest(rows)
+            figures["manifest_append"] = rows
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(figures, indent=2), encoding="utf-8")
+    return 0
+
+
+def _print_engine(figures: dict[str, Any], repeats: int) -> None:
     n = figures["videos"]
     print(f"mmcaps bench ingest: {n} videos; extractor {figures['extractor']} — measures the engine's overhead")
     print(
@@ -111,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(
         f"  no-change re-run             {figures['nochange_best_s']:7.2f} s best, "
-        f"{figures['nochange_median_s']:.2f} s median of {args.repeats}"
+        f"{figures['nochange_median_s']:.2f} s median of {repeats}"
     )
     print(
         f"  add one video                {figures['add_one_s']:7.2f} s  = extraction {figures['add_one_extraction_s']:.2f} s"
@@ -121,6 +159,103 @@ def run(args: argparse.Namespace) -> int:
     ok_add = figures["add_one_overhead_s"] < TARGET_S
     print(f"  target: no-change < {TARGET_S:.0f} s: {'met' if ok_nochange else 'MISSED'}; "
           f"add-one overhead < {TARGET_S:.0f} s: {'met' if ok_add else 'MISSED'}")  # fmt: skip
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(figures, indent=2), encoding="utf-8")
-    return 0
+
+
+# -- manifest append (issue 23): a 1000-row append and the current view on manifests of growing size ------------------
+def _manifest_rows(rng: np.random.Generator, n: int, start: int, fp: str) -> pa.Table:
+    """``n`` HowTo100M-shaped manifest rows (11-character ids, sha256 hex, one shard per 1000 videos, 1 % failed)."""
+    ids = [f"{i:011x}" for i in range(start, start + n)]
+    hexes = rng.bytes(64 * n).hex()
+    failed = rng.random(n) < 0.01
+    seconds = rng.uniform(30.0, 600.0, n)
+    columns = {
+        "video_id": ids,
+        "source": [f"/data/howto100m/videos/{v}.mp4" for v in ids],
+        "sha256": [hexes[128 * i : 128 * i + 64] for i in range(n)],
+        "size_bytes": rng.integers(1 << 20, 1 << 28, n),
+        "status": np.where(failed, "failed", "ok").tolist(),
+        "error": np.where(failed, "ffmpeg: invalid data found when processing input", "").tolist(),
+        "warning": [""] * n,
+        "duration_s": seconds,
+        "has_audio": rng.random(n) < 0.95,
+        "n_captions": rng.integers(1, 200, n).astype(np.int32),
+        "captions_sha256": [hexes[128 * i + 64 : 128 * i + 128] for i in range(n)],
+        "shard": np.where(
+            failed, "", [f"shards/{fp}/howto-r0-{(start + i) // 1000:06d}.tar" for i in range(n)]
+        ).tolist(),
+        "extract_fingerprint": [fp] * n,
+        "extracted_at": pa.array(np.full(n, 1_700_000_000_000_000, dtype=np.int64), pa.timestamp("us", tz="UTC")),
+    }
+    return pa.table(columns, schema=MANIFEST_SCHEMA)
+
+
+def _old_rewrite_s(work: Path, history: pa.Table, new: pa.Table) -> float:
+    """What an append cost before the parts layout: read the single file, concatenate, rewrite it and the current
+    view whole (measured with today's vectorised current view, so the figure is kind to the old layout)."""
+    path, current = work / "old-manifest.parquet", work / "old-current.parquet"
+    pq.write_table(history, path, compression="zstd")
+    t0 = time.perf_counter()
+    table = pa.concat_tables([pq.read_table(path), new])
+    pq.write_table(table, path, compression="zstd")
+    pq.write_table(current_view(table), current, compression="zstd")
+    return time.perf_counter() - t0
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _bench_manifest(work: Path, n_rows: int, append_rows: int, repeats: int) -> dict[str, float | int]:
+    """Build a manifest of ``n_rows`` by appends of ``append_rows`` (as ingest runs publish), then time appends onto
+    it (warm: in the process that wrote it; cold: a new process's first, which reads the current parts' keys once),
+    the current view, a compaction, and the old layout's whole-file rewrite of the same append."""
+    rng = np.random.default_rng(n_rows)
+    manifest = Manifest(Workspace(work / f"ws-{n_rows}"), "howto")
+    t0 = time.perf_counter()
+    for start in range(0, n_rows, append_rows):
+        manifest.append(_manifest_rows(rng, min(append_rows, n_rows - start), start, "f" * 16))
+    build_s = time.perf_counter() - t0
+    at = n_rows
+    forget_part_keys()  # as a new ingest run starts
+    cold_s = _timed(lambda: manifest.append(_manifest_rows(rng, append_rows, at, "f" * 16)))
+    warm = []
+    for i in range(repeats):
+        batch = _manifest_rows(rng, append_rows, at + (i + 1) * append_rows, "f" * 16)
+        warm.append(_timed(lambda b=batch: manifest.append(b)))
+    current_s = min(_timed(manifest.current) for _ in range(repeats))
+    read_s = min(_timed(manifest.read) for _ in range(repeats))
+    parts = len(manifest.parts())
+    compact_s = _timed(manifest.compact)
+    current_compact_s = min(_timed(manifest.current) for _ in range(repeats))
+    forget_part_keys()
+    batch = _manifest_rows(rng, append_rows, at + (repeats + 1) * append_rows, "f" * 16)
+    cold_compacted_s = _timed(lambda: manifest.append(batch))
+    old_s = _old_rewrite_s(work, manifest.read(), _manifest_rows(rng, append_rows, 10 * n_rows, "f" * 16))
+    return {
+        "manifest_rows": n_rows,
+        "append_rows": append_rows,
+        "parts": parts,
+        "build_s": build_s,
+        "append_s": statistics.median(warm),
+        "append_cold_s": cold_s,
+        "current_s": current_s,
+        "read_s": read_s,
+        "compact_s": compact_s,
+        "current_compacted_s": current_compact_s,
+        "append_cold_compacted_s": cold_compacted_s,
+        "old_rewrite_s": old_s,
+    }
+
+
+def _print_manifest(rows: list[dict[str, float | int]]) -> None:
+    print(f"  manifest append ({rows[0]['append_rows']} HowTo100M-shaped rows onto N; parts layout vs the old rewrite)")
+    print("         N  parts   append  cold 1st  current view   read all   compact  current(1 part)  cold 1st(1 part)"
+          "  old rewrite  old/new")  # fmt: skip
+    for r in rows:
+        print(
+            f"  {r['manifest_rows']:>8}  {r['parts']:>5}  {r['append_s']:6.3f} s {r['append_cold_s']:7.3f} s"
+            f"  {r['current_s']:10.3f} s  {r['read_s']:7.3f} s  {r['compact_s']:6.2f} s  {r['current_compacted_s']:13.3f} s"
+            f"  {r['append_cold_compacted_s']:14.3f} s  {r['old_rewrite_s']:9.3f} s  {r['old_rewrite_s'] / r['append_s']:6.0f}x"
+        )
