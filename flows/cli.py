@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # -v / --verbose anywhere on the line (before or after the subcommand) means the same.
     verbose = any(a in ("-v", "--verbose") for a in argv)
     argv = [a for a in argv if a not in ("-v", "--verbose")]
-    quiet_prefect()  # before a command's module imports Prefect
+    quiet_prefect(verbose)  # before a command's module imports Prefect
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     args.verbose = verbose

@@ -109,3 +109,40 @@ def test_old_command_names_run_the_new_command_with_a_notice(old, new, args, err
     status, out, err, _ = _run_cli(["--help"], tmp_path)
     listed = {line.split()[0] for line in out.splitlines() if line.startswith("    ") and line[4] != " "}
     assert new in listed and old not in listed
+
+
+@pytest.mark.slow
+def test_prefect_lines_stay_off_the_terminal_unless_verbose(prefect_api, tmp_path):
+    """A flow's task-run lines reach the API (the UI keeps them), not the terminal; -v brings them back."""
+    import os
+
+    import numpy as np
+    from prefect.settings import PREFECT_API_URL
+
+    from tests.pipeline.ingest.release_layouts import vfe_rows, write_captions, write_vfe
+
+    root = tmp_path / "vfe"
+    for i in range(2):
+        write_vfe(root / "feature_2d" / f"v{i}", vfe_rows(6, i))
+        write_vfe(root / "feature_3d" / f"v{i}", vfe_rows(int(np.ceil(6 * 1.5)), 5 + i))
+    captions = write_captions(tmp_path / "caption.json", {"v0": [(0, 2, "add oil")], "v1": [(1, 3, "chop")]})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_LOGGING_HANDLERS")}
+    env["PREFECT_API_URL"] = str(PREFECT_API_URL.value())
+    lines = {}
+    for flag in ([], ["-v"]):
+        args = ["import", "--features-2d", str(root / "feature_2d"), "--features-3d", str(root / "feature_3d"),
+                "--captions", str(captions), "--dataset", f"d{len(flag)}", "--workspace", str(tmp_path / "ws"), *flag]  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, timeout=300, env=env,
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        lines[bool(flag)] = (proc.stdout + proc.stderr).splitlines()
+    prefect_info = {v: [line for line in out if "| INFO" in line] for v, out in lines.items()}
+    assert prefect_info[False] == [], prefect_info[False]
+    assert any("Task run" in line for line in prefect_info[True])
+    quiet = lines[False]  # what the user sees: our summary, four lines, and the note on word vectors
+    assert quiet[0].startswith("dataset d0 (import fingerprint ") and quiet[0].endswith(
+        ": 2 imported, 0 unchanged, 0 failed"
+    )
+    assert len(quiet) == 4, quiet

@@ -20,8 +20,12 @@ from dataclasses import dataclass, field
 OK, USAGE, FAILED_ITEMS = 0, 2, 3
 
 
-def quiet_prefect() -> None:
-    """Defaults for the command line, set before Prefect is imported (it reads its settings then): no telemetry; Prefect's embedded server unless PREFECT_API_URL is set."""
+def quiet_prefect(verbose: bool = False) -> None:
+    """Defaults for the command line, set before Prefect is imported (it reads its settings then): no telemetry;
+    Prefect's embedded server unless PREFECT_API_URL is set; Prefect's INFO lines (a line per task run) kept off
+    the terminal unless ``verbose``: they still reach the API, so the UI and the flow-run logs keep them."""
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     # The embedded server starts in a subprocess; on a busy two-core machine that takes longer than Prefect's 20 s.
@@ -50,6 +54,10 @@ BENCHMARKS: dict[str, Command] = {
     "import": Command(
         "import throughput over vfe files; export -> import round trip; time to a first training step",
         "flows.bench.import_",
+    ),
+    "gpu": Command(
+        "the prepared GPU check: routing tables 3 and 4, training steps/s, backbone throughput and bf16 agreement",
+        "flows.bench.gpu",
     ),
 }
 
