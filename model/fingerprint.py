@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 _FINGERPRINT_KEY = "fingerprint"
 T = TypeVar("T", bound="FingerprintedConfig")
@@ -88,7 +88,10 @@ class FingerprintedConfig(BaseModel):
             if parts[-1] not in node:
                 raise KeyError(f"{type(self).__name__} has no field {dotted!r}")
             node[parts[-1]] = value
-        return type(self).model_validate(data)
+        try:
+            return type(self).model_validate(data)
+        except ValidationError as exc:
+            raise ValueError(plain_errors(exc)) from exc
 
     def to_yaml(self) -> str:
         """The full config (runtime fields included) as YAML."""
@@ -102,4 +105,20 @@ class FingerprintedConfig(BaseModel):
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise ValueError(f"{path}: cannot read config: {exc}") from exc
-        return cls.model_validate(data)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ValueError(plain_errors(exc)) from exc
+
+
+def plain_errors(exc: ValidationError) -> str:
+    """A config's validation errors in one line of our words, each naming its dotted field and the value given:
+    ``threads: input should be a valid integer, unable to parse string as an integer (got 'abc')`` — not pydantic's
+    multi-line report with its documentation URL."""
+    parts = []
+    for error in exc.errors():
+        field = ".".join(str(p) for p in error["loc"]) or "config"
+        message = error["msg"][:1].lower() + error["msg"][1:]
+        given = f" (got {error['input']!r})" if error["type"] not in ("missing", "extra_forbidden") else ""
+        parts.append(f"{field}: {message}{given}")
+    return "; ".join(parts)

@@ -49,6 +49,11 @@ def _run_cli(args: list[str], tmp_path: Path) -> tuple[int, str, str, list[str]]
     [
         (["extract", "/nonexistent", "--dataset", "x"], "mmcaps extract: error: source /nonexistent: no such file"),
         (["extract", ".", "--dataset", "x", "--set", "nope.y=1"], "mmcaps extract: error: invalid extract options"),
+        (
+            ["extract", ".", "--dataset", "x", "--set", "threads=abc"],
+            "mmcaps extract: error: invalid extract options: threads: input should be a valid integer, unable to parse "
+            "string as an integer (got 'abc')",
+        ),
         (["train", "--dataset", "nope"], "mmcaps train: error: dataset 'nope': no manifest"),
         (["train", "--preset", "nope", "--dataset", "x"], "mmcaps train: error: unknown preset 'nope'; available"),
         (["run", "/nonexistent", "--dataset", "x"], "mmcaps run: error: source /nonexistent: no such file"),
@@ -90,6 +95,13 @@ def test_runs_lists_the_workspace_runs(tmp_path, capsys):
     assert main(["runs", "--workspace", ws.root, "--json"]) == 0
     (line,) = capsys.readouterr().out.splitlines()
     assert '"run_id": "r1"' in line and '"datasets": ["lab"]' in line and "C=16 D=256" in line and "4/4" in line
+    live = RunFolder(ws, "r2")  # training now: run.json from its start, metrics.jsonl up to step 170
+    live.write_config(TrainConfig.from_preset("demo").resolved())
+    live.write_info({"status": "running", "steps": 0, "total_steps": 400, "datasets": [{"name": "lab"}]})
+    live.write_metrics([{"step": s, "loss": 1.0} for s in range(10, 180, 10)])
+    assert main(["runs", "--workspace", ws.root]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and "steps 4/4" in lines[0] and "r2  running" in lines[1] and "steps 170/400" in lines[1]
 
 
 @pytest.mark.parametrize(

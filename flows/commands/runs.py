@@ -40,7 +40,12 @@ def run(args: argparse.Namespace) -> int:
     for folder in list_runs(ws):
         config = yaml.safe_load(ws.read_bytes(folder.config_path)) if ws.exists(folder.config_path) else {}
         created = ws.fs.modified(folder.config_path).timestamp() if ws.exists(folder.config_path) else 0.0
-        rows.append(describe({"run_id": folder.run_id, **folder.info()}, config or {}, created))
+        info = {"run_id": folder.run_id, **folder.info()}
+        if info.get("status") != "finished":
+            # run.json is written at checkpoints; a live run's step is the last line of its metrics.jsonl
+            logged = folder.metrics()
+            info["steps"] = max(int(info.get("steps", 0)), int(logged[-1]["step"]) if logged else 0)
+        rows.append(describe(info, config or {}, created))
     rows.sort(key=lambda r: r["created"])
     if args.json:
         for r in rows:

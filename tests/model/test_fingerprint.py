@@ -95,3 +95,16 @@ def test_yaml_round_trip(tmp_path):
     back = Outer.from_yaml(path)
     assert back == cfg
     assert back.fingerprint() == cfg.fingerprint()
+
+
+def test_updates_and_files_report_bad_values_in_one_plain_line(tmp_path):
+    with pytest.raises(ValueError) as exc:
+        Outer().with_updates({"fps": "fast"})
+    assert str(exc.value).startswith("fps: input should be a valid number") and str(exc.value).endswith("(got 'fast')")
+    assert "pydantic.dev" not in str(exc.value) and "\n" not in str(exc.value)
+    path = tmp_path / "c.yaml"
+    path.write_text("fps: fast\nunknown: 1\n")
+    with pytest.raises(
+        ValueError, match=r"^fps: input should be a valid number.*\(got 'fast'\); unknown: extra inputs"
+    ):
+        Outer.from_yaml(path)
