@@ -58,6 +58,8 @@ def _run_cli(args: list[str], tmp_path: Path) -> tuple[int, str, str, list[str]]
         (["train", "--preset", "nope", "--dataset", "x"], "mmcaps train: error: unknown preset 'nope'; available"),
         (["run", "/nonexistent", "--dataset", "x"], "mmcaps run: error: source /nonexistent: no such file"),
         (["inspect", "nope"], "mmcaps inspect: error: dataset 'nope': no manifest"),
+        (["search", "cut an onion", "--model", "nope", "--index", "d"], "mmcaps search: error: run nope: no such run"),
+        (["index", "--model", "nope", "--dataset", "d"], "mmcaps index: error: run nope: no such run"),
     ],
 )
 def test_bad_invocations_answer_in_one_line_before_prefect_starts(args, message, tmp_path):

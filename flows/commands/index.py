@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = index_config(args)  # a bad option, run or dataset fails here, in one line, before Prefect starts
     ws = Workspace(args.workspace)
-    RunFolder(ws, args.model).checkpoint_path(cfg.checkpoint)
+    RunFolder(ws, args.model).require().checkpoint_path(cfg.checkpoint)
     open_dataset(ws, args.dataset, cfg.extract_fingerprint)
 
     from flows.search import index_flow  # noqa: PLC0415  deferred: prefect, after the arguments are checked

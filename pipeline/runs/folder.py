@@ -108,6 +108,14 @@ class RunFolder:
     def exists(self) -> bool:
         return self.workspace.exists(self.info_path)
 
+    def require(self) -> RunFolder:
+        """This run, or FileNotFoundError saying that the workspace has no run of this id."""
+        if not self.exists():
+            raise FileNotFoundError(
+                f"run {self.run_id}: no such run in {self.workspace.join('models')} (mmcaps runs lists them)"
+            )
+        return self
+
     def info(self) -> dict[str, Any]:
         """run.json as a dict ({} when the run has none yet)."""
         if not self.workspace.exists(self.info_path):

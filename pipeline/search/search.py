@@ -210,7 +210,7 @@ class Searcher:
         Raises ValueError when that checkpoint was rewritten since (the index would answer for another model).
         """
         ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
-        run = RunFolder(ws, run_id)
+        run = RunFolder(ws, run_id).require()
         index = SearchIndex.open(run, dataset)
         model = load_model(run, index.info["checkpoint"], device)
         if model.sha256 != index.info["checkpoint_sha256"]:
