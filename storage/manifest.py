@@ -20,10 +20,14 @@ reader, pandas and pyarrow included, and swept by the ingest's recovery) and ren
 is the commit: its current part follows, so a reader that finds a manifest part without one computes it from the
 manifest part, and the next append writes it. A part that cannot be read is refused with its path, never skipped.
 
-A manifest written by an earlier mmcaps (before the parts) is one ``manifest.parquet`` file (and a ``current.parquet`` file): it is
-read as is; the first append converts it into part 0 of the folder (moving it aside to ``manifest.legacy.parquet``
-first, which readers take as part 0 until the conversion is done). There is one writer per dataset at a time (the
-dataset's writer lock, held by the ingest driver and by ``compact``).
+A manifest written by an earlier mmcaps is one ``manifest.parquet`` file (and a ``current.parquet`` file): it is read
+as is; the first append converts it into part 0 of the folder (moving it aside to ``manifest.legacy.parquet`` first,
+which readers take as part 0 until the conversion is done; the old current file is dropped, part 0's current part
+replaces it). One writer per dataset at a time: the dataset's writer lock, held by the ingest driver and ``compact``.
+
+Cost of an append onto N rows in P parts: its own rows, a listing of both folders (P names), and a lookup of its keys
+in per-part key hashes that the process keeps (the first append of a process reads the current parts' two key
+columns once: 0.7 s at 1 M rows). Reading is one pass of pyarrow's dataset scanner over the parts.
 """
 
 from __future__ import annotations
@@ -363,7 +367,7 @@ class Manifest:
         """Append rows (dicts or a table with the schema) as one new part; returns the rows appended (schema order).
 
         Writes the part and its current part, and rewrites only the older current parts holding a row that these
-        rows supersede, so the cost is the rows appended (plus one listing), not the manifest's size. Call this only
+        rows supersede, so the cost is the rows appended (see the module doc), not the manifest's size. Call this only
         after the shards that the rows name are in place, with the dataset's writer lock held.
         """
         new = rows if isinstance(rows, pa.Table) else rows_to_table(rows)
@@ -403,6 +407,8 @@ class Manifest:
         have = set(self._names(self.current_path))
         for stale in sorted(have - set(names)):  # covered by a compaction, or a compaction's unfinished part
             ws.fs.rm(f"{self.current_path}/{stale}")
+            with _KEY_HASHES_LOCK:
+                _KEY_HASHES.pop(f"{self.current_path}/{stale}", None)
         for name in covered:
             ws.fs.rm(f"{self.path}/{name}")
         for i, name in enumerate(names):
