@@ -3,7 +3,8 @@
 Layout (README "Datasets")::
 
     <root>/features/<stream>/<stream-fp>/<key[:2]>/<key>.{npy,json}   per-stream arrays by content (storage.features)
-    <root>/datasets/<dataset>/manifest.parquet
+    <root>/datasets/<dataset>/manifest.parquet/part-<seq>-<tag>.parquet    every row, one immutable part per append
+    <root>/datasets/<dataset>/current.parquet/part-<seq>-<tag>.parquet     the current view (storage.manifest)
     <root>/datasets/<dataset>/shards/<extract-fp>/<dataset>-<run>-<n:06d>.tar
     <root>/models/<run-id>/...                                        a training run (pipeline.runs.RunFolder)
     <root>/evals/<run-id>/<eval-dataset>/{metrics.json, per_query.parquet, report.html, *.png}

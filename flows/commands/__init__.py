@@ -46,7 +46,10 @@ BENCHMARKS: dict[str, Command] = {
     "extract": Command("feature extraction vs the naive reference recipe", "flows.bench.extract"),
     "routing": Command("routing methods: step time and peak memory (paper tables 3 and 4)", "flows.bench.routing"),
     "train": Command("loader vs model step throughput", "flows.bench.train"),
-    "ingest": Command("no-change re-run and one-new-video run over many videos", "flows.bench.ingest"),
+    "ingest": Command(
+        "no-change re-run and one-new-video run over many videos; manifest appends at 10 k-1 M rows",
+        "flows.bench.ingest",
+    ),
     "search": Command(
         "exact top-10 over 1M clips vs one read of the matrix; approximate recall@10 and latency",
         "flows.bench.search",
