@@ -244,3 +244,80 @@ def dask_cluster(prefect_api, tmp_path_factory):
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         logs.close()
+
+
+class S3Server:
+    """What :func:`s3_server` started: ``moto_server`` on loopback, a bucket, and the canary secret it was given."""
+
+    def __init__(self, endpoint: str, bucket: str, secret: str, log: Path) -> None:
+        self.endpoint, self.bucket, self.secret, self.log = endpoint, bucket, secret, log
+
+    def url(self, prefix: str) -> str:
+        """``s3://<bucket>/<prefix>``: a workspace root on the server."""
+        return f"s3://{self.bucket}/{prefix.strip('/')}"
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 API: ``moto_server`` as a separate process on 127.0.0.1, one bucket, credentials in the environment.
+
+    s3fs (through botocore >= 1.31) reads ``AWS_ENDPOINT_URL`` from the environment, so ``Workspace("s3://…")`` and
+    ``--workspace s3://…`` reach this server with no mmcaps code or option; the secret key is a canary that tests grep
+    for in everything mmcaps writes or prints.
+    """
+    import secrets
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    folder = tmp_path_factory.mktemp("s3")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    moto = str(Path(sys.executable).with_name("moto_server"))
+    log = folder / "moto.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [moto, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    secret = f"mmcaps-canary-secret-{secrets.token_hex(12)}"
+    env = {
+        "AWS_ACCESS_KEY_ID": "mmcaps-test-key",
+        "AWS_SECRET_ACCESS_KEY": secret,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, f"moto_server did not answer: {log.read_text()}"
+                time.sleep(0.2)
+        import s3fs
+
+        bucket = "mmcaps-test"
+        s3fs.S3FileSystem(skip_instance_cache=True).mkdir(bucket)
+        yield S3Server(endpoint, bucket, secret, log)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
