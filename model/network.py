@@ -11,16 +11,19 @@ Axis letters: b batch, c capsules, d1/d2 pose sizes, n chunks, w chunk width, D 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from model.config import CapsuleConfig
 from model.encoders import ResDAVEnet
 from model.routing import make_routing
 from model.routing._attention import multi_head_attention
+
+if TYPE_CHECKING:  # annotations only: the network reads attributes, so it builds without pydantic (flows.bench.gpu)
+    from model.config import CapsuleConfig
 
 MODALITIES = ("video", "audio", "text")
 

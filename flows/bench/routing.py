@@ -47,9 +47,15 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from flows.bench._reference_dynamic import ReferenceDynamicRouting
-from flows.commands._common import add_set_option, parse_set_option
-from model import CapsuleConfig, build_model, mms_loss
-from model.network import build_routing
+from model.loss import mms_loss
+from model.network import build_model, build_routing
+
+try:  # the command line half (options, the worker's config check) needs pydantic
+    from flows.commands._common import add_set_option, parse_set_option
+    from model.config import CapsuleConfig
+except ModuleNotFoundError as exc:  # a GPU image without it: flows.bench.gpu uses only the measuring half
+    if exc.name != "pydantic":
+        raise
 
 # Paper table 3 (C=64, d1=d2=16) and table 4 (d1=32, d2=256): (memory GB, seconds per batch of 4096, 4 V100s).
 PAPER_TABLE3 = {
@@ -390,6 +396,20 @@ def _setup(spec: dict[str, Any], cfg: Any, batch: int) -> tuple[Any, Any]:
     return net, step
 
 
+def time_steps(step: Any, device: torch.device, warmup: int, steps: int) -> tuple[list[float], torch.Tensor]:
+    """Seconds of each of ``steps`` calls of ``step`` after ``warmup`` untimed ones (CUDA synchronised after each),
+    and the last call's result (the loss)."""
+    times = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        loss = step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return times, loss
+
+
 def _worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Build one configuration, time its training steps and measure its memory peak (run in a fresh process)."""
     if spec.get("threads"):
@@ -407,14 +427,7 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    times = []
-    for i in range(spec["warmup"] + spec["steps"]):
-        t0 = time.perf_counter()
-        loss = step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= spec["warmup"]:
-            times.append(time.perf_counter() - t0)
+    times, loss = time_steps(step, device, spec["warmup"], spec["steps"])
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated()
     else:
