@@ -33,7 +33,7 @@ def checkpoint_weights(ws: Workspace, run_id: str) -> dict[str, bytes]:
     import torch
 
     with ws.fs.open(ws.join("models", run_id, "final.pt"), "rb") as fh:
-        state = torch.load(fh, map_location="cpu", weights_only=False)
+        state = torch.load(fh, map_location="cpu", weights_only=True)
     model = state.get("model", state)
     return {k: v.detach().reshape(-1).view(torch.uint8).numpy().tobytes() for k, v in model.items()}
 
