@@ -107,7 +107,8 @@ def test_search_errors_are_one_line(trained_demo, capsys):
     assert "gaps" in capsys.readouterr().err
     ws = ["--workspace", str(trained_demo.workspace)]
     assert main(["index", "--model", "no-such-run", "--dataset", "eval-synthetic", *ws]) == 2
-    assert "run no-such-run: no checkpoint final" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "run no-such-run: no such run in" in err and "mmcaps runs lists them" in err
     assert main(["index", "--model", trained_demo.run_id, "--dataset", "no-such-data", *ws]) == 2
     assert "dataset 'no-such-data': no manifest" in capsys.readouterr().err
     assert main(["browse", "--model", trained_demo.run_id, "--index", "no-such-data", *ws]) == 2
