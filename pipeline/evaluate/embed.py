@@ -1,8 +1,8 @@
 """Evaluation's use of the embedding stage: a benchmark dataset embedded with a trained network, then scored.
 
-:func:`embed_dataset` hands an :class:`EvalDataset` to :func:`pipeline.embed.embed_request` (clips pooled exactly as
-training pools them, queries through the run's word vectors). :func:`embed_and_score` is the one step that
-``mmcaps evaluate`` (:func:`pipeline.evaluate.run.score`) and validation while training
+:meth:`EvalDataset.embed_request` turns a benchmark into the embedding stage's request
+(:func:`pipeline.embed.embed_request`: clips pooled exactly as training pools them, queries through the run's word
+vectors). :func:`embed_and_score` is the one step that ``mmcaps evaluate`` (:func:`pipeline.evaluate.run.score`) and validation while training
 (:mod:`pipeline.evaluate.validation`) share: embed with the run's ``audio_frames`` and ``use_audio`` and the
 EvalConfig's batch size, device and audio window, move the videos that were not extracted to ``missing``, score.
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pipeline.embed.stage import Embeddings, ProgressFn, SentenceFn, embed_request
+from pipeline.embed.stage import ProgressFn, SentenceFn, embed_request
 from pipeline.evaluate.config import EvalConfig
 from pipeline.evaluate.dataset import EvalDataset
 from pipeline.evaluate.score import Scores, score_dataset
@@ -26,35 +26,6 @@ RELEASED_NOTE = (
     "clips come as released features: those the file lacks are missing (the strict protocol counts their queries as "
     "failures, the reference protocol leaves them out)"
 )
-
-
-def embed_dataset(
-    dataset: EvalDataset,
-    videos: Iterable[VideoFeatures],
-    net: torch.nn.Module,
-    encode_sentences: SentenceFn,
-    *,
-    audio_frames: int,
-    with_audio: bool,
-    batch_size: int = 256,
-    device: str = "cpu",
-    progress: ProgressFn | None = None,
-    audio_window_s: float | None = None,
-) -> Embeddings:
-    """Embed the dataset's clips, queries and per-second localisation inputs (:meth:`EvalDataset.embed_request`;
-    the arguments as :func:`pipeline.embed.embed_request` takes them). Rows follow ``dataset.clips``."""
-    return embed_request(
-        dataset.embed_request(),
-        videos,
-        net,
-        encode_sentences,
-        audio_frames=audio_frames,
-        with_audio=with_audio,
-        batch_size=batch_size,
-        device=device,
-        progress=progress,
-        audio_window_s=audio_window_s,
-    )
 
 
 @dataclass
@@ -91,8 +62,8 @@ def embed_and_score(
             with_audio = False  # released features without audio (howto100m's): text -> video+audio does not apply
     elif dataset.videos and extracted is not None:
         videos = extracted()
-    emb = embed_dataset(
-        dataset,
+    emb = embed_request(
+        dataset.embed_request(),
         videos,
         net,
         encode_sentences,

@@ -10,11 +10,10 @@ import pytest
 import torch
 
 from model import CapsuleConfig, build_model
-from pipeline.embed import Embeddings, StepVideoInputs
+from pipeline.embed import Embeddings, StepVideoInputs, embed_request
 from pipeline.embed.pooling import crop_audio, pool_video
 from pipeline.evaluate.config import EvalConfig
 from pipeline.evaluate.dataset import ClipRef, EvalDataset, NoCandidateError, Query, StepVideo
-from pipeline.evaluate.embed import embed_dataset
 from pipeline.evaluate.localisation import segment_iou_iod
 from pipeline.evaluate.metrics import MISSING, reference_metrics, retrieval_metrics, retrieval_ranks
 from pipeline.evaluate.report import write_report
@@ -95,7 +94,7 @@ def setup(video_file):
         ],
         localisation="crosstask",
     )
-    emb = embed_dataset(ds, iter(feats), net, encode_sentences, audio_frames=AUDIO_FRAMES, with_audio=True,
+    emb = embed_request(ds.embed_request(), iter(feats), net, encode_sentences, audio_frames=AUDIO_FRAMES, with_audio=True,
                         batch_size=3)  # fmt: skip
     return net, feats, ds, emb
 

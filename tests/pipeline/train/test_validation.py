@@ -11,8 +11,8 @@ import pytest
 import torch
 from train_data_helpers import held_out_set, make_videos, tiny_config, write_train_data
 
+from pipeline.embed import embed_request
 from pipeline.evaluate.config import EvalConfig
-from pipeline.evaluate.embed import embed_dataset
 from pipeline.evaluate.score import score_dataset
 from pipeline.evaluate.validation import METRIC_TABLES, BenchmarkValidator
 from pipeline.runs import RunFolder
@@ -46,8 +46,8 @@ def _evaluate_checkpoint(ws: Workspace, run_id: str, which: str, setup) -> dict:
     dataset = vset.dataset
     net, train_cfg, _ = RunFolder(ws, run_id).load_model(which)
     cfg = EvalConfig()
-    emb = embed_dataset(
-        dataset,
+    emb = embed_request(
+        dataset.embed_request(),
         vset.videos(),
         net,
         vset.encode_sentences,
