@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from flows import __version__
 from flows.commands import COMMANDS, FAILED_ITEMS, OK, USAGE, add_commands, quiet_prefect
+from flows.threads import apply_thread_settings
 from pipeline.extract.errors import ExtractError
 from storage.locks import LockBusy
 
@@ -78,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     verbose = any(a in ("-v", "--verbose") for a in argv)
     argv = [a for a in argv if a not in ("-v", "--verbose")]
     quiet_prefect(verbose)  # before a command's module imports Prefect
+    apply_thread_settings()  # before a command's module imports torch (libgomp reads them when it loads)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     args.verbose = verbose

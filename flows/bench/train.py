@@ -259,7 +259,7 @@ def _loader_table(cfg: TrainConfig, shards: list[str], worker_counts: list[int],
     return loader_best
 
 
-def _train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict, cfg: TrainConfig, device: Any) -> None:
+def train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict, cfg: TrainConfig, device: Any) -> None:
     """Forward, MMS loss, backward and an Adam step on one batch (as training runs it)."""
     loss, _ = forward_loss(net, batch, cfg, device)
     opt.zero_grad(set_to_none=True)
@@ -277,22 +277,22 @@ def _model_rates(
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     spec = LoaderSpec.for_config(cfg, shards, epoch=0)
     first = next(epoch_batches(spec, 1))
-    _train_step(net, opt, first, cfg, device)
+    train_step(net, opt, first, cfg, device)
     _sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
-        _train_step(net, opt, first, cfg, device)
+        train_step(net, opt, first, cfg, device)
     _sync(device)
     model_rate = steps * cfg.clips_per_step / (time.perf_counter() - t0)
     print(f"\nmodel step alone: {model_rate:10.1f} clips/s ({steps} steps)")
 
     n_both = min(steps, max_fed_steps)
     it = epoch_batches(spec, n_both + 1, pin_memory=pin)
-    _train_step(net, opt, next(it), cfg, device)
+    train_step(net, opt, next(it), cfg, device)
     _sync(device)
     t0 = time.perf_counter()
     for batch in itertools.islice(it, n_both):
-        _train_step(net, opt, batch, cfg, device)
+        train_step(net, opt, batch, cfg, device)
     _sync(device)
     both_rate = n_both * cfg.clips_per_step / (time.perf_counter() - t0)
     print(f"loader ({cfg.num_workers} workers) + model: {both_rate:10.1f} clips/s ({n_both} steps)")

@@ -46,6 +46,9 @@ BENCHMARKS: dict[str, Command] = {
     "extract": Command("feature extraction vs the naive reference recipe", "flows.bench.extract"),
     "routing": Command("routing methods: step time and peak memory (paper tables 3 and 4)", "flows.bench.routing"),
     "train": Command("loader vs model step throughput", "flows.bench.train"),
+    "contention": Command(
+        "training steps alone vs beside a second process, per OpenMP wait setting (ratio)", "flows.bench.contention"
+    ),
     "ingest": Command(
         "no-change re-run and one-new-video run over many videos; manifest appends at 10 k-1 M rows",
         "flows.bench.ingest",
