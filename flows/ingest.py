@@ -20,8 +20,9 @@ from prefect.context import FlowRunContext
 from prefect.events import emit_event
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows import artifacts
+from flows import artifacts, progress
 from flows.events import EXTRACT_EVENT, IMPORT_EVENT, dataset_resource
+from flows.runners import batch_resources
 from pipeline.extract import ExtractConfig
 from pipeline.extract.ffmpeg import ffmpeg_binary
 from pipeline.ingest import ExtractRecord, IngestSource, IngestSummary, Videos, Worker, ingest
@@ -53,15 +54,23 @@ class TaskExecutor:
     """The running flow's task runner as the driver's executor: each batch an ``ingest-batch`` task run named after
     its first video (``extract-<video>``, ``extract-<video>-and-7-more``)."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, resources: dict[str, float] | None = None) -> None:
         context = FlowRunContext.get()
         self.kind = kind
         self.workers = runner_workers(context.task_runner if context is not None else None)
+        self.resources = resources or {}  # Dask worker resources each batch needs (flows.runners.batch_resources)
 
     def submit(self, worker: Worker, jobs: list[Any]) -> Any:
         more = f"-and-{len(jobs) - 1}-more" if len(jobs) > 1 else ""
-        name = f"{self.kind}-{jobs[0].video_id}{more}"
-        return ingest_batch_task.with_options(task_run_name=name).submit(worker, jobs)
+        task = ingest_batch_task.with_options(task_run_name=f"{self.kind}-{jobs[0].video_id}{more}")
+        if not self.resources:
+            return task.submit(worker, jobs)
+        import dask  # noqa: PLC0415  deferred: dask, only when batches ask for worker resources
+
+        # prefect_dask passes no resources of its own; distributed's Client.submit merges these annotations (threads
+        # runners ignore them).
+        with dask.annotate(resources=self.resources):
+            return task.submit(worker, jobs)
 
 
 # -- what a run shows ----------------------------------------------------------------------------------------------
@@ -71,15 +80,13 @@ class RunReport:
     def __init__(self, kind: str, dataset: str) -> None:
         self.kind, self.dataset = kind, dataset
         self.progress = artifacts.Progress(artifacts.artifact_key(kind, dataset, "progress"), f"{kind} {dataset}")
-        self.bar: Any = None
+        self.bar = progress.extraction(kind, dataset)  # the terminal's line: done/total, ok/failed, rate, ETA
         self.rows: list[dict[str, Any]] = []
         self.failed_rows: list[dict[str, Any]] = []
         self.hidden = 0
 
     def __call__(self, done: int, total: int, record: ExtractRecord) -> None:
-        if self.bar is None:
-            self.bar = artifacts.terminal_bar(total, f"{self.kind} {self.dataset}")
-        self.bar.update(1)
+        self.bar(done, total, record)
         self.progress.update(done, total)
         row = {
             "video": record.video_id,
@@ -98,8 +105,7 @@ class RunReport:
             self.hidden += 1
 
     def publish(self, summary: IngestSummary, notes: Sequence[str] = ()) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        self.bar.close()
         self.progress.update(1, 1)
         shown = self.failed_rows + self.rows[: max(0, MAX_TABLE_ROWS - len(self.failed_rows))]
         more = self.hidden + len(self.rows) - (len(shown) - len(self.failed_rows))
@@ -133,6 +139,7 @@ def _ingest(
     videos_per_task: int | None,
     event: str,
     notes: Sequence[str] = (),
+    resources: dict[str, float] | None = None,
 ) -> IngestSummary:
     """The flows' common body: the driver on the flow's task runner, then the table artifact and the event."""
     ws = Workspace(workspace)
@@ -141,7 +148,7 @@ def _ingest(
         source,
         dataset,
         ws,
-        executor=TaskExecutor(source.kind),
+        executor=TaskExecutor(source.kind, resources),
         retry_failed=retry_failed,
         rehash=force,
         max_count=shard_videos,
@@ -175,12 +182,14 @@ def extract_flow(
     wait_s: float = 0.0,
     shard_videos: int = DEFAULT_MAX_COUNT,
     videos_per_task: int | None = None,
+    gpu_tasks: bool | None = None,
 ) -> IngestSummary:
     """Extract the new or changed videos of ``source`` (folder, list file, URL or list of paths) into ``dataset``.
 
     Shards and manifest rows are published every ``shard_videos`` videos; ``videos_per_task`` videos make one task
     run (default: sized to the runner's workers). ``force`` reads every source file again. The dataset's writer lock
-    is held throughout; a second run waits up to ``wait_s`` seconds, then refuses.
+    is held throughout; a second run waits up to ``wait_s`` seconds, then refuses. ``gpu_tasks`` (default: whether
+    ``config.device`` is CUDA) makes each task ask a Dask cluster for a worker with ``GPU=1`` among its resources.
     """
     videos = Videos(source, config, captions)
     print(f"extract {dataset}: {config.resolve_precision().line()}; ffmpeg {ffmpeg_binary(config.ffmpeg).version}")
@@ -190,7 +199,14 @@ def extract_flow(
     return _ingest(
         videos, dataset, workspace, retry_failed=retry_failed, force=force, wait_s=wait_s, shard_videos=shard_videos,
         videos_per_task=videos_per_task, event=EXTRACT_EVENT, notes=[f"STAND-IN: {line}" for line in stand_ins],
+        resources=batch_resources(_needs_gpu(videos.config, gpu_tasks)),
     )  # fmt: skip
+
+
+def _needs_gpu(config: ExtractConfig, gpu_tasks: bool | None) -> bool:
+    """Whether extraction tasks run on CUDA: as asked, else when the config names a CUDA device (the device plan of
+    a cluster of GPU workers passes ``gpu_tasks``)."""
+    return gpu_tasks if gpu_tasks is not None else str(config.device or "").startswith("cuda")
 
 
 def layout_from_dict(data: dict[str, Any]) -> AnyLayout:

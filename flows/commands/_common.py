@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from flows.runners import make_task_runner
+from flows.runners import load_cluster_spec, make_task_runner
 from pipeline.evaluate.summary import metric_rows
 from pipeline.extract import ExtractConfig
 from pipeline.ingest.publish import DEFAULT_MAX_COUNT
@@ -94,13 +94,29 @@ def add_runner(parser: argparse.ArgumentParser) -> None:
         help="scheduler of an existing Dask cluster (implies --runner dask)",
     )
     parser.add_argument("--dask-workers", type=int, default=2, help="workers of the local Dask cluster")
+    parser.add_argument(
+        "--dask-cluster",
+        type=_cluster_file,
+        default=None,
+        metavar="FILE.yaml",
+        help="a Dask cluster to start for the run, e.g. class: dask_jobqueue.SLURMCluster, kwargs: {...}, adapt: "
+        "{minimum: 0, maximum: 10} (implies --runner dask)",
+    )
+
+
+def _cluster_file(text: str) -> Any:
+    """``--dask-cluster``'s file, checked while the arguments are parsed (before Prefect starts)."""
+    try:
+        return load_cluster_spec(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def task_runner(args: argparse.Namespace) -> Any:
-    """The task runner the options ask for (threads by default; a scheduler's address means Dask)."""
-    address = getattr(args, "dask_address", None)
-    runner = "dask" if address else getattr(args, "runner", "threads")
-    return make_task_runner(runner, address, args.dask_workers)
+    """The task runner the options ask for (threads by default; a scheduler's address or a cluster file means Dask)."""
+    address, cluster = getattr(args, "dask_address", None), getattr(args, "dask_cluster", None)
+    runner = "dask" if address or cluster else getattr(args, "runner", "threads")
+    return make_task_runner(runner, address, args.dask_workers, cluster)
 
 
 def print_metrics(metrics: dict[str, dict[str, Any]]) -> None:
