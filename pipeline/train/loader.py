@@ -39,6 +39,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader
 
 from pipeline.train.clips import ClipBuffers, batch_dict, sample_clips, write_clips
+from storage.counting import url_to_fs
 from storage.sample import VideoFeatures
 from storage.shards import iter_shard
 
@@ -132,7 +133,9 @@ def unit_samples(spec: LoaderSpec) -> Iterator[dict]:
         kept = 0
         position = 0
         for url in mine:
-            for raw in iter_shard(url):
+            # Each shard is streamed from where it lives (a path or an s3:// URL): a rank opens only its own shards.
+            fs, path = url_to_fs(url)
+            for raw in iter_shard(path, fs):
                 raw["__url__"] = url
                 position += 1
                 if not split_shards and (position - 1) % units != unit:
