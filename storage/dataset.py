@@ -1,20 +1,28 @@
-"""Reading an extracted dataset: the current ok rows of one extract fingerprint, their shards, their samples."""
+"""Reading an extracted dataset (the current ok rows of one extract fingerprint, their shards, their samples);
+deleting one (:func:`remove_dataset`, ``mmcaps rm``) and freeing the store's bytes that no dataset references
+(:func:`collect_garbage`, ``mmcaps gc``)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import os
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 import pyarrow as pa
 import yaml
 
+from storage.features import EntryId, FeatureStore, Location, index_shard, read_index, write_index
 from storage.hashing import table_fingerprint
+from storage.locks import LOCK_NAME, dataset_lock
 from storage.manifest import Manifest
 from storage.sample import VideoFeatures
 from storage.shards import iter_shard
-from storage.workspace import Workspace, safe_name
+from storage.workspace import TMP_MARKER, Workspace, safe_name
 
 CONFIG_FILE = "extract-config.yaml"  # the full extract config, beside the shards of its fingerprint
 
@@ -174,3 +182,240 @@ def inspect_dataset(workspace: Workspace, name: str) -> dict[str, Any]:
             }
         )
     return report
+
+
+# -- deleting a dataset; collecting what no dataset references ------------------------------------------------------
+def list_datasets(workspace: Workspace) -> list[str]:
+    """The dataset folders of the workspace (``datasets/<name>/``), sorted."""
+    root = workspace.join("datasets")
+    if not workspace.exists(root):
+        return []
+    found = workspace.fs.ls(root, detail=True)
+    names = (str(e["name"]).rstrip("/").rsplit("/", 1)[-1] for e in found if e.get("type") == "directory")
+    return sorted(n for n in names if n and safe_name(n) == n)
+
+
+@contextmanager
+def all_dataset_locks(workspace: Workspace, owner: str, wait_s: float = 0.0) -> Iterator[list[str]]:
+    """Hold the writer lock of every dataset (sorted, so two holders never deadlock), listing again until no new
+    dataset appeared; yields the names. Deleting arrays that any writer may be copying needs them all: a writer of
+    dataset B composes its samples from dataset A's shards. Raises LockBusy naming a live writer (after ``wait_s``)."""
+    with ExitStack() as stack:
+        held: set[str] = set()
+        while new := [n for n in list_datasets(workspace) if n not in held]:
+            for name in new:
+                stack.enter_context(dataset_lock(workspace, name, owner=owner, wait_s=wait_s))
+                held.add(name)
+        yield sorted(held)
+
+
+def named_shards(workspace: Workspace, dataset: str) -> list[str]:
+    """Full paths of the shards that the dataset's manifest names (any row, history included) and that exist."""
+    manifest = Manifest(workspace, dataset)
+    if not manifest.exists():
+        return []
+    named = set(manifest.read(columns=["shard"]).column("shard").to_pylist()) - {""}
+    root = workspace.dataset_dir(dataset)
+    return [p for p in sorted(f"{root}/{s}" for s in named) if workspace.exists(p)]
+
+
+def shard_entries(workspace: Workspace, shard: str) -> list[dict[str, Any]]:
+    """The store entries a shard holds: its index, or (a shard of an earlier mmcaps) what its headers say."""
+    rows = read_index(workspace, shard)
+    return rows if rows is not None else index_shard(workspace, shard)
+
+
+def _holders(
+    workspace: Workspace,
+    datasets: Iterable[str],
+    wanted: set[EntryId] | None,
+    unindexed: list[str] | None = None,
+    *,
+    write: bool = False,
+) -> dict[EntryId, Location]:
+    """A shard location of each store entry (of ``wanted``, or all) that the named shards of ``datasets`` hold.
+    Shards without an index (of an earlier mmcaps) are indexed from their headers: listed in ``unindexed`` when it
+    is given, and their index written beside them when ``write``."""
+    found: dict[EntryId, Location] = {}
+    for name in datasets:
+        for shard in named_shards(workspace, name):
+            rows = read_index(workspace, shard)
+            if rows is None:
+                rows = index_shard(workspace, shard)
+                if unindexed is not None:
+                    unindexed.append(shard)
+                if write:
+                    write_index(workspace, shard, rows)
+            rel = shard[len(workspace.root) + 1 :]
+            for row in rows:
+                entry = (row["stream"], row["fingerprint"], row["entry"])
+                if wanted is None or entry in wanted:
+                    found.setdefault(entry, Location(rel, int(row["offset"]), int(row["size"])))
+    return found
+
+
+def _size(workspace: Workspace, path: str) -> int:
+    try:
+        return int(workspace.fs.size(path))
+    except FileNotFoundError:
+        return 0
+
+
+@dataclass
+class Removal:
+    """What ``remove_dataset`` deleted (or, with ``dry_run``, would delete)."""
+
+    dataset: str
+    files: list[str] = field(default_factory=list)  # the dataset's own files: shards, indexes, manifest parts...
+    freed: list[EntryId] = field(default_factory=list)  # store entries that no other dataset holds: deleted
+    moved: list[EntryId] = field(default_factory=list)  # entries now naming another dataset's copy of their array
+    bytes_freed: int = 0
+    dry_run: bool = False
+
+
+def remove_dataset(workspace: Workspace, dataset: str, *, dry_run: bool = False, wait_s: float = 0.0) -> Removal:
+    """Delete dataset ``dataset``: its folder, and the store entries whose arrays no other dataset holds; an entry
+    another dataset's shards also hold is pointed at that copy. Holds every dataset's writer lock throughout.
+
+    Raises FileNotFoundError when there is no such dataset, LockBusy when a writer is busy (after ``wait_s``).
+    """
+    root = workspace.dataset_dir(dataset)
+    if not workspace.exists(root):
+        raise FileNotFoundError(f"dataset {dataset!r}: no such dataset ({root})")
+    report = Removal(safe_name(dataset, what="dataset name"), dry_run=dry_run)
+    with all_dataset_locks(workspace, owner=f"rm {dataset}", wait_s=wait_s) as names:
+        store = FeatureStore(workspace)
+        files = [p for p in sorted(workspace.fs.find(root)) if p.rsplit("/", 1)[-1] != LOCK_NAME]
+        held: set[EntryId] = set()
+        for shard in (p for p in files if p.endswith(".tar") and TMP_MARKER not in p.rsplit("/", 1)[-1]):
+            held |= {(r["stream"], r["fingerprint"], r["entry"]) for r in shard_entries(workspace, shard)}
+        others = _holders(workspace, [n for n in names if n != report.dataset], held)
+        mine = root[len(workspace.root) + 1 :] + "/"
+        for entry in sorted(held):
+            try:
+                at = store.location(*entry)
+            except FileNotFoundError:
+                continue
+            if at is not None and not at.shard.startswith(mine) and store.shard_exists(at.shard):
+                continue  # it names another dataset's copy already
+            if entry in others:
+                report.moved.append(entry)
+                report.bytes_freed += _size(workspace, store.array_path(*entry))
+                if not dry_run:
+                    store.locate(*entry, others[entry])
+            else:
+                report.freed.append(entry)
+                report.bytes_freed += _size(workspace, store.meta_path(*entry))
+                report.bytes_freed += _size(workspace, store.array_path(*entry))
+                if not dry_run:
+                    store.forget(*entry)
+        report.files = files
+        report.bytes_freed += sum(_size(workspace, p) for p in files)
+        if not dry_run and files:
+            workspace.fs.rm(files)  # entries name none of them now; the lock file goes when it is released
+    if not dry_run:
+        _remove_empty_folders(workspace, root)
+    return report
+
+
+def _remove_empty_folders(workspace: Workspace, root: str) -> None:
+    """Remove the folders left empty under ``root`` (and it): only empty ones, as a writer may have started since."""
+    if not workspace.is_local:
+        return  # an object store has no folders
+    for folder, _, _ in sorted(os.walk(root), key=lambda w: -len(w[0])):
+        with suppress(OSError):
+            os.rmdir(folder)
+
+
+@dataclass
+class Collection:
+    """What ``collect_garbage`` did (or, with ``dry_run``, would do)."""
+
+    removed: list[tuple[str, str]] = field(default_factory=list)  # (path, why): files deleted
+    located: list[EntryId] = field(default_factory=list)  # entries whose .npy a dataset's shard holds: .npy deleted
+    moved: list[EntryId] = field(default_factory=list)  # entries whose shard is gone, now naming another copy
+    indexed: list[str] = field(default_factory=list)  # shards (of an earlier mmcaps) given the index they lacked
+    kept: int = 0  # entries kept: a live dataset holds them, or a run's extraction younger than the grace period
+    bytes_freed: int = 0
+    dry_run: bool = False
+
+
+def _age_s(workspace: Workspace, path: str, now: float) -> float:
+    try:
+        return now - workspace.fs.modified(path).timestamp()
+    except (FileNotFoundError, NotImplementedError):
+        return 0.0
+
+
+def collect_garbage(
+    workspace: Workspace, *, dry_run: bool = False, grace_s: float = 86400.0, wait_s: float = 0.0
+) -> Collection:
+    """Free the store's bytes that no dataset needs, holding every dataset's writer lock:
+
+    - an entry's ``.npy`` that a dataset's shard holds byte for byte (a store of an earlier mmcaps; a publication
+      interrupted before it located its entries) is deleted and the entry names the shard;
+    - an entry naming a shard that is gone names another dataset's copy, or is deleted when there is none;
+    - an entry that no dataset holds (its ``.npy`` only) and a stray array or temporary are deleted once older than
+      ``grace_s``: younger ones are a running or interrupted extraction's, which the next run publishes.
+
+    Shards of an earlier mmcaps get the index they lack. ``dry_run`` changes nothing and reports the same.
+    """
+    report = Collection(dry_run=dry_run)
+    now = time.time()
+    with all_dataset_locks(workspace, owner="gc", wait_s=wait_s) as names:
+        store = FeatureStore(workspace)
+        holders = _holders(workspace, names, None, report.indexed, write=not dry_run)
+        exts: dict[EntryId, set[str]] = {}
+        for path, entry in store.files():
+            if entry is None:
+                if _age_s(workspace, path, now) > grace_s:
+                    _drop(workspace, report, path, "not an entry (a temporary)")
+                continue
+            exts.setdefault(entry, set()).add(path.rsplit(".", 1)[-1])
+        for entry, kinds in sorted(exts.items()):
+            _collect_entry(store, entry, kinds, holders.get(entry), report, grace_s, now)
+    return report
+
+
+def _drop(workspace: Workspace, report: Collection, path: str, why: str) -> None:
+    report.removed.append((path, why))
+    report.bytes_freed += _size(workspace, path)
+    if not report.dry_run:
+        with suppress(FileNotFoundError):
+            workspace.fs.rm(path)
+
+
+def _collect_entry(
+    store: FeatureStore,
+    entry: EntryId,
+    kinds: set[str],
+    holder: Location | None,
+    report: Collection,
+    grace_s: float,
+    now: float,
+) -> None:
+    """gc of one entry (see :func:`collect_garbage`); ``kinds`` are the files it has (``json``, ``npy``)."""
+    ws, npy, meta = store.workspace, store.array_path(*entry), store.meta_path(*entry)
+    if "json" not in kinds:  # an array whose entry was never written (a crash between the two writes)
+        if _age_s(ws, npy, now) > grace_s:
+            _drop(ws, report, npy, "an array without its entry")
+        return
+    at = store.location(*entry)
+    if at is not None and store.shard_exists(at.shard):
+        if "npy" in kinds:
+            _drop(ws, report, npy, f"a copy of what {at.shard} holds")
+        report.kept += 1
+        return
+    if holder is not None and (at is not None or store.array_bytes(*entry) == store._read_at(holder)):
+        (report.moved if at is not None else report.located).append(entry)
+        report.bytes_freed += _size(ws, npy)
+        if not report.dry_run:
+            store.locate(*entry, holder)
+        report.kept += 1
+        return
+    if at is None and _age_s(ws, meta, now) <= grace_s:
+        report.kept += 1  # a run's extraction that no shard holds yet
+        return
+    why = f"its shard {at.shard} is gone" if at is not None else "no dataset holds it"
+    for path in (meta, npy) if "npy" in kinds else (meta,):
+        _drop(ws, report, path, why)

@@ -23,8 +23,9 @@ from storage.workspace import Workspace
 
 _SAFE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 # Every member's mtime: a constant, so the same samples give the same shard bytes on any host and at any time (when
-# a video was extracted is the manifest's extracted_at).
-MEMBER_MTIME = 0.0
+# a video was extracted is the manifest's extracted_at). An int: a float mtime costs every member a PAX header
+# (1 KB more per member: 6 KB per sample, the store's 4 entries again).
+MEMBER_MTIME = 0
 _MODE = 0o444  # members are read-only, as webdataset's TarWriter writes them
 _BLOCK = 512  # tar block size: every member costs one header block plus its data rounded up to blocks
 
@@ -36,13 +37,18 @@ class _TarStream:
     def __init__(self, fh: IO[bytes]) -> None:
         self._tar = tarfile.open(fileobj=fh, mode="w|", format=tarfile.PAX_FORMAT)  # noqa: SIM115 -- closed in close()
 
-    def write(self, sample: dict[str, Any]) -> None:
+    def write(self, sample: dict[str, Any]) -> dict[str, tuple[int, int]]:
+        """Append the sample's members; returns where each member's data lies: name → (byte offset, size)."""
         key = sample["__key__"]
+        where: dict[str, tuple[int, int]] = {}
         for name in sorted(k for k in sample if not k.startswith("_")):
             data = bytes(sample[name])
             info = tarfile.TarInfo(f"{key}.{name}")
             info.size, info.mtime, info.mode = len(data), MEMBER_MTIME, _MODE
             self._tar.addfile(info, io.BytesIO(data))
+            # tarfile counts what it wrote: the header (PAX records included), then the data padded to blocks.
+            where[name] = (self._tar.offset - -(-len(data) // _BLOCK) * _BLOCK, len(data))
+        return where
 
     def close(self) -> None:
         self._tar.close()
@@ -86,6 +92,8 @@ class ShardWriter:
     A shard is closed once it holds ``max_count`` samples or at least ``max_bytes`` (so one sample larger than
     ``max_bytes`` gets a shard of its own). ``write`` returns the final path of the shard that will hold the sample;
     ``close`` publishes the last shard and returns every final path, in order. A key may appear once per shard.
+    After each ``write``, ``offsets`` says where the sample's members lie in its shard (member → (offset, size)),
+    so a reader can fetch one member with a ranged read (:func:`read_member`).
     Usable as a context manager; leaving it with an exception discards the open shard (its temporary is removed).
     """
 
@@ -115,6 +123,7 @@ class ShardWriter:
         self._keys: set[str] = set()
         self._bytes = 0
         self._closed = False
+        self.offsets: dict[str, tuple[int, int]] = {}
 
     def __enter__(self) -> ShardWriter:
         return self
@@ -155,7 +164,7 @@ class ShardWriter:
         if key in self._keys:
             raise ValueError(f"duplicate key {key!r} in shard {self._path(self.index)}")
         assert self._tar is not None
-        self._tar.write(sample)
+        self.offsets = self._tar.write(sample)
         self._keys.add(key)
         self._bytes += sample_nbytes(sample)
         path = self._path(self.index)
@@ -195,6 +204,39 @@ def write_shard(path: str, samples: list[dict[str, Any]], workspace: Workspace) 
             tar.write(sample)
         tar.close()
     return path
+
+
+def read_member(fs: fsspec.AbstractFileSystem, path: str, offset: int, size: int) -> bytes:
+    """The ``size`` bytes at ``offset`` of a shard: one member's data, by a ranged read (one request on S3).
+
+    Raises FileNotFoundError when the shard is gone, ValueError when it is shorter than the range."""
+    try:
+        data = fs.cat_file(path, start=offset, end=offset + size)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"shard {path}: no such file") from exc
+    if len(data) != size:
+        raise ValueError(f"shard {path}: {len(data)} of the {size} bytes at offset {offset}")
+    return bytes(data)
+
+
+def member_offsets(path: str, fs: fsspec.AbstractFileSystem) -> Iterator[tuple[str, str, int, int, bytes | None]]:
+    """Every file member of a shard as (key, member, data offset, size, data), reading headers only: ``data`` is
+    read for the small JSON members (``*.json``) and None for the others (their bytes are skipped, not read).
+
+    For shards written before shards had an index (:func:`storage.features.index_shard`); raises ValueError naming
+    the shard when it is not a tar archive."""
+    with fs.open(path, "rb") as fh:
+        try:
+            tar = tarfile.open(fileobj=fh, mode="r:", tarinfo=_StrictTarInfo)  # noqa: SIM115 (closed by the with)
+        except tarfile.TarError as exc:
+            raise ValueError(f"shard {path}: not a tar archive ({exc})") from exc
+        with tar:
+            for info in tar:
+                if not info.isfile():
+                    continue
+                key, member = _split_member(info.name)
+                data = tar.extractfile(info).read() if member.endswith(".json") else None  # type: ignore[union-attr]
+                yield key, member, info.offset_data, info.size, data
 
 
 class _StrictTarInfo(tarfile.TarInfo):

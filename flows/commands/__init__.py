@@ -84,6 +84,10 @@ COMMANDS: dict[str, Command] = {
         "show a dataset: videos ok/failed/skipped, hours, captions, shards, fingerprints, failures",
         "flows.commands.inspect",
     ),
+    "rm": Command("delete a dataset and the stored features no other dataset holds", "flows.commands.rm"),
+    "gc": Command(
+        "free the feature store's bytes that no dataset references (--dry-run lists them)", "flows.commands.gc"
+    ),
     "train": Command("train a network on extracted datasets (resumable; DDP under torchrun)", "flows.commands.train"),
     "runs": Command(
         "list the training runs of the workspace (id, data, model, steps, losses, created)", "flows.commands.runs"

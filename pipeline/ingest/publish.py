@@ -1,7 +1,8 @@
 """The writing end of an ingest run: stored features → samples → shards (atomic) → manifest rows, and the summary.
 
 Durability: a video's arrays are in the feature store (each entry complete or absent) before its record exists;
-shards are renamed into place before the manifest names them. A crash leaves temporaries (swept by the next run's
+shards are renamed into place before the manifest names them, and the manifest names them before a store entry does
+(the entry's ``.npy`` is deleted only then: each array is stored once, in the shards). A crash leaves temporaries (swept by the next run's
 :func:`recover`) and store entries that the next run reads instead of computing again; never a half shard that the
 manifest names.
 """
@@ -11,11 +12,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import numpy as np
 
 from pipeline.ingest.records import ExtractRecord, IngestPlan, IngestSummary, Tally, new_run_id
 from storage.dataset import CONFIG_FILE, open_dataset
-from storage.features import STREAMS, FeatureStore
+from storage.features import STREAMS, EntryId, FeatureStore, Location, StreamArrays, index_rows, write_index
 from storage.manifest import Manifest
 from storage.sample import Captions, VideoFeatures
 from storage.shards import ShardWriter
@@ -66,9 +70,8 @@ def write_extract_config(workspace: Workspace, dataset: str, config: RecipeFile)
     return write_text_once(workspace, path, config.to_yaml())
 
 
-def compose_sample(record: ExtractRecord, workspace: Workspace) -> VideoFeatures:
-    """The dataset sample of an ok record, from the feature store (the one place a sample is composed)."""
-    store = FeatureStore(workspace)
+def _compose(record: ExtractRecord, store: FeatureStore) -> tuple[VideoFeatures, dict[str, StreamArrays]]:
+    """The dataset sample of an ok record and the store entries it was composed from."""
     keys = record.store_keys()
     entries = {s: store.get(s, record.stream_fingerprints[s], keys[s]) for s in STREAMS}
     text_meta = dict(entries["text"].meta)
@@ -82,13 +85,20 @@ def compose_sample(record: ExtractRecord, workspace: Workspace) -> VideoFeatures
         "extract_fingerprint": record.extract_fingerprint,
         "stream_fingerprints": dict(record.stream_fingerprints),
     }
-    return VideoFeatures.from_streams(
+    features = VideoFeatures.from_streams(
         video_id=record.video_id,
         captions=captions,
         arrays={s: e.array for s, e in entries.items()},
         metas=metas,
         identity=identity,
     )
+    return features, entries
+
+
+def compose_sample(record: ExtractRecord, workspace: Workspace) -> VideoFeatures:
+    """The dataset sample of an ok record, from the feature store (the one place a sample is composed): arrays
+    from the store's ``.npy`` files, or by ranged reads from the shards of the datasets that hold them."""
+    return _compose(record, FeatureStore(workspace))[0]
 
 
 def _relative(workspace: Workspace, dataset: str, path: str) -> str:
@@ -118,6 +128,51 @@ def _latest_in_video_order(records: Sequence[ExtractRecord]) -> dict[str, list[E
     return by_fp
 
 
+@dataclass
+class _Written:
+    """What writing one fingerprint's shards gave: the shards, the manifest rows of their videos, and the store
+    entries whose ``.npy`` a shard now holds (to locate there once the manifest names the shard)."""
+
+    shards: list[str] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    placed: dict[EntryId, Location] = field(default_factory=dict)
+
+
+def _write_shards(
+    ok: Sequence[ExtractRecord], store: FeatureStore, dataset: str, prefix: str, max_count: int, max_bytes: int
+) -> _Written:
+    """Compose the records' samples into new shards of their fingerprint's folder, each with its index beside it."""
+    workspace = store.workspace
+    folder = workspace.shard_dir(dataset, ok[0].extract_fingerprint)
+    start = _next_index(workspace, folder, prefix)
+    out = _Written()
+    index: dict[str, list[dict[str, Any]]] = {}
+    with ShardWriter(folder, prefix, max_count, max_bytes, workspace, start_index=start) as writer:
+        for rec in ok:
+            try:
+                features, entries = _compose(rec, store)
+                sample = features.to_sample()
+            except (OSError, ValueError) as exc:
+                log.warning("%s: %s; it will be extracted again next run", rec.video_id, exc)
+                continue
+            shard = writer.write(sample)
+            out.rows.append(rec.manifest_row(_relative(workspace, dataset, shard)))
+            # A member is the entry's .npy bytes when the entry's array is float16 (np.save of the same array).
+            same = {s: rec.stream_fingerprints[s] for s, e in entries.items() if e.array.dtype == np.float16}
+            keys = rec.store_keys()
+            rows = index_rows(sample["__key__"], same, keys, writer.offsets)
+            index.setdefault(shard, []).extend(rows)
+            rel = shard[len(workspace.root) + 1 :]
+            for row in rows:
+                if entries[row["stream"]].at is None:  # still the store's own .npy: this shard will hold it
+                    entry = (row["stream"], row["fingerprint"], row["entry"])
+                    out.placed.setdefault(entry, Location(rel, row["offset"], row["size"]))
+    for shard in writer.paths:  # published: a crash before its index leaves a shard that gc indexes from its headers
+        write_index(workspace, shard, index.get(shard, []))
+    out.shards = list(writer.paths)
+    return out
+
+
 def write_dataset(
     records: Sequence[ExtractRecord],
     workspace: Workspace,
@@ -127,36 +182,33 @@ def write_dataset(
     max_count: int = DEFAULT_MAX_COUNT,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> list[str]:
-    """Compose the ok records' samples from the store into shards ``shards/<fp>/<dataset>-<run>-<n:06d>.tar``, then
-    append every record's manifest row (failed ones too); returns the shard paths written.
+    """Compose the ok records' samples from the store into shards ``shards/<fp>/<dataset>-<run>-<n:06d>.tar`` (each
+    with its ``.index.parquet``), append every record's manifest row (failed ones too), then locate the store
+    entries these shards now hold (their ``.npy`` files go: each array is stored once); returns the shard paths.
 
-    The manifest names a shard only once it is renamed into place. A record whose store entries vanished is left
-    out (logged): the next run sees its video as not done.
+    The manifest names a shard only once it is renamed into place, and an entry names a shard only once the manifest
+    does. A record whose store entries vanished is left out (logged): the next run sees its video as not done.
     """
     run_id = run_id or new_run_id()
     prefix = f"{safe_name(dataset, what='dataset name')}-{safe_name(run_id)}"
+    store = FeatureStore(workspace)
     rows: list[dict[str, Any]] = []
     written: list[str] = []
-    for fp, group in _latest_in_video_order(records).items():
+    placed: dict[EntryId, Location] = {}
+    for _fp, group in _latest_in_video_order(records).items():
         rows += [rec.manifest_row("") for rec in group if rec.status != "ok"]
         ok = [r for r in group if r.status == "ok"]
-        if not ok:
-            continue
-        folder = workspace.shard_dir(dataset, fp)
-        writer = ShardWriter(
-            folder, prefix, max_count, max_bytes, workspace, start_index=_next_index(workspace, folder, prefix)
-        )
-        with writer:
-            for rec in ok:
-                try:
-                    sample = compose_sample(rec, workspace).to_sample()
-                except (OSError, ValueError) as exc:
-                    log.warning("%s: %s; it will be extracted again next run", rec.video_id, exc)
-                    continue
-                shard = writer.write(sample)
-                rows.append(rec.manifest_row(_relative(workspace, dataset, shard)))
-        written += writer.paths
+        if ok:
+            out = _write_shards(ok, store, dataset, prefix, max_count, max_bytes)
+            rows += out.rows
+            written += out.shards
+            placed.update({k: v for k, v in out.placed.items() if k not in placed})
     Manifest(workspace, dataset).append(rows)  # only now, with every shard it names renamed into place
+    for (stream, fingerprint, key), at in placed.items():
+        try:
+            store.locate(stream, fingerprint, key, at)
+        except OSError as exc:  # the entry keeps its .npy (gc locates it later): nothing is lost
+            log.warning("feature store: %s entry %s not located in %s: %s", stream, key, at.shard, exc)
     return written
 
 
