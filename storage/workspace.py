@@ -2,10 +2,11 @@
 
 Layout (README "Datasets")::
 
-    <root>/features/<stream>/<stream-fp>/<key[:2]>/<key>.{npy,json}   per-stream arrays by content (storage.features)
+    <root>/features/<stream>/<stream-fp>/<key[:2]>/<key>.json        a stream's entry by content: where a shard holds
+                                                                      its array (storage.features); .npy until then
     <root>/datasets/<dataset>/manifest.parquet/part-<seq>-<tag>.parquet    every row, one immutable part per append
     <root>/datasets/<dataset>/current.parquet/part-<seq>-<tag>.parquet     the current view (storage.manifest)
-    <root>/datasets/<dataset>/shards/<extract-fp>/<dataset>-<run>-<n:06d>.tar
+    <root>/datasets/<dataset>/shards/<extract-fp>/<dataset>-<run>-<n:06d>.tar   (and .index.parquet: its entries)
     <root>/models/<run-id>/...                                        a training run (pipeline.runs.RunFolder)
     <root>/evals/<run-id>/<eval-dataset>/{metrics.json, per_query.parquet, report.html, *.png}
     <root>/cache/...
