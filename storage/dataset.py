@@ -298,7 +298,7 @@ def remove_dataset(workspace: Workspace, dataset: str, *, dry_run: bool = False,
                 continue
             if at is not None and not at.shard.startswith(mine) and store.shard_exists(at.shard):
                 continue  # it names another dataset's copy already
-            if entry in others:
+            if entry in others and (at is not None or store.holds_same(*entry, others[entry])):
                 report.moved.append(entry)
                 report.bytes_freed += _size(workspace, store.array_path(*entry))
                 if not dry_run:
@@ -406,7 +406,7 @@ def _collect_entry(
             _drop(ws, report, npy, f"a copy of what {at.shard} holds")
         report.kept += 1
         return
-    if holder is not None and (at is not None or store.array_bytes(*entry) == store._read_at(holder)):
+    if holder is not None and (at is not None or store.holds_same(*entry, holder)):
         (report.moved if at is not None else report.located).append(entry)
         report.bytes_freed += _size(ws, npy)
         if not report.dry_run:

@@ -163,7 +163,8 @@ class FeatureStore:
     def meta(self, stream: str, fingerprint: str, key: str) -> dict[str, Any]:
         return self._entry(stream, fingerprint, key)[0]
 
-    def _read_at(self, at: Location) -> bytes:
+    def read_at(self, at: Location) -> bytes:
+        """The bytes at a location (one ranged read of the shard)."""
         return read_member(self.workspace.fs, self.workspace.join(at.shard), at.offset, at.size)
 
     def array_bytes(self, stream: str, fingerprint: str, key: str) -> bytes:
@@ -182,7 +183,7 @@ class FeatureStore:
                 if at is None:
                     raise FileNotFoundError(f"feature store: {stream} entry {key} has no array ({path})") from None
         try:
-            return self._read_at(at), at
+            return self.read_at(at), at
         except FileNotFoundError:
             try:  # located, but its shard is gone: a .npy a crash left beside the entry still serves
                 return self.workspace.read_bytes(path), None
@@ -200,6 +201,14 @@ class FeatureStore:
             where = at.shard if at is not None else self.array_path(stream, fingerprint, key)
             raise ValueError(f"{where}: {stream} entry {key} is not a numpy array file ({exc})") from exc
         return StreamArrays(array, meta, at)
+
+    def holds_same(self, stream: str, fingerprint: str, key: str, at: Location) -> bool:
+        """Whether ``at`` holds the entry's array byte for byte (an entry without any array: whether ``at`` holds
+        a numpy array file of the size it says)."""
+        try:
+            return self.array_bytes(stream, fingerprint, key) == self.read_at(at)
+        except FileNotFoundError:
+            return self.read_at(at)[:6] == b"\x93NUMPY"
 
     def locate(self, stream: str, fingerprint: str, key: str, at: Location) -> int:
         """Record that ``at`` holds the entry's array, then delete its ``.npy``; returns the bytes freed. Call it
