@@ -16,6 +16,7 @@ from pydantic import Field
 from model.fingerprint import FingerprintedConfig, content_fingerprint, runtime_field
 from pipeline.extract.ffmpeg import ffmpeg_binary
 from pipeline.extract.recipes import CALIBRATION, RECIPES_3D
+from pipeline.extract.registry import StreamConfig, StreamName
 from pipeline.hardware import ResolvesPrecision
 from storage.hashing import sha256_local
 
@@ -121,6 +122,11 @@ class ExtractConfig(ResolvesPrecision, FingerprintedConfig):
     rgb3d: Rgb3dConfig = Field(default_factory=Rgb3dConfig, description="3D motion stream (1.5 rows per second)")
     audio: AudioConfig = Field(default_factory=AudioConfig, description="log-mel audio stream (100 columns per second)")
     text: TextConfig = Field(default_factory=TextConfig, description="caption vectors (one row per caption)")
+    streams: dict[StreamName, StreamConfig] = Field(
+        default_factory=dict,
+        description="extra feature streams by name, a registered backbone each (pipeline.extract.registry), e.g. "
+        "{clip: {backbone: clip-vit-b-32, weights: open_clip_pytorch_model.bin}}",
+    )
     # An explicit bf16 where it is only emulated warns: it is 2-80x slower than fp32 there (pipeline.hardware).
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto: bf16 where the GPU or CPU multiplies in bf16 (sm80+, AVX-512 BF16, AMX), else fp32"
@@ -159,6 +165,11 @@ class ExtractConfig(ResolvesPrecision, FingerprintedConfig):
             out.append("rgb3d.weights=random: a seeded, calibrated random 3D network, not Kinetics weights")
         if not self.text.word2vec:
             out.append("text.word2vec is not set: every caption gets a zero vector (text retrieval cannot work)")
+        out += [
+            f"streams.{n}.weights=random: a seeded random {s.backbone}"
+            for n, s in self.streams.items()
+            if s.weights == RANDOM
+        ]
         if self.max_seconds is not None:
             out.append(f"max_seconds={self.max_seconds:g}: only the first {self.max_seconds:g} s of every video")
         return out
@@ -191,6 +202,8 @@ class ExtractConfig(ResolvesPrecision, FingerprintedConfig):
             "audio": {"audio": self.audio.fingerprint_payload(), **decoding},
             "text": {"text": self.text.fingerprint_payload()},
         }
+        for name, stream in self.streams.items():  # extra streams: adding one leaves the others' fingerprints
+            parts[name] = {name: stream.fingerprint_payload(), **(decoding if stream.spec.kind == "audio" else visual)}
         return {name: content_fingerprint(f"stream:{name}", payload) for name, payload in parts.items()}
 
     def fingerprint_payload(self) -> dict[str, Any]:

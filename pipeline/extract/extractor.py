@@ -31,6 +31,7 @@ from pipeline.extract.audio import log_mel
 from pipeline.extract.backbones import Backbone, build_2d, build_3d, check_weights
 from pipeline.extract.config import ExtractConfig
 from pipeline.extract.errors import ExtractError
+from pipeline.extract.extra import ExtraStreams
 from pipeline.extract.ffmpeg import FrameSpec, FrameStreams, VideoInfo, decode_audio, ffmpeg_binary, probe
 from pipeline.extract.recipes import IMAGENET_MEAN, IMAGENET_STD, RECIPES_3D
 from pipeline.extract.runner import NetRunner
@@ -180,6 +181,7 @@ class Extractor:
         self.recipe3d = RECIPES_3D[cfg.rgb3d.arch]
         self._weights: dict[str, str] = {}  # weights id of each backbone, once built
         self._dims: dict[str, int] = {}
+        self.extra = ExtraStreams(cfg.streams, cfg.seed)  # CLIP, timm, S3D, VGGish streams (ExtractConfig.streams)
         self.last_timing: dict[str, float] = {}  # seconds of the last extraction: wall, rgb2d, rgb3d, audio, waits
 
     @property
@@ -290,14 +292,15 @@ class Extractor:
         """
         cfg = self.cfg
         want = set(streams)
-        unknown = want - set(STREAMS)
+        unknown = want - set(STREAMS) - set(cfg.streams)
         if unknown:
             raise ValueError(f"unknown streams {sorted(unknown)}; streams are {STREAMS}")
         captions = captions if captions is not None else Captions()
         t_start = time.perf_counter()
         out: dict[str, StreamArrays] = {}
         timing = {"rgb2d": 0.0, "rgb3d": 0.0, "audio": 0.0, "wait2d": 0.0, "wait3d": 0.0}
-        if want & {"rgb2d", "rgb3d", "audio"}:
+        timing.update(dict.fromkeys(cfg.streams, 0.0))
+        if want & {"rgb2d", "rgb3d", "audio", *cfg.streams}:
             path = str(video_path)
             info = probe(path)
             duration = info.duration_s if cfg.max_seconds is None else min(info.duration_s, cfg.max_seconds)
@@ -313,7 +316,7 @@ class Extractor:
                 audio = _AudioJob(path, info, cfg, self.ffmpeg.path)
             try:
                 with torch_threads(self.threads):
-                    rows = self._frames(path, info, want & {"rgb2d", "rgb3d"}, timing)
+                    rows = self._frames(path, info, want & {"rgb2d", "rgb3d", *self.extra.frame_names}, timing)
                 mel = audio.result() if audio is not None else np.zeros((cfg.audio.n_mels, 0), np.float32)
             finally:
                 if audio is not None:
@@ -330,6 +333,7 @@ class Extractor:
                 if name == "rgb3d":
                     meta["arch"] = cfg.rgb3d.arch
                 out[name] = StreamArrays(arr, meta)
+            out.update(self.extra.audio_streams(self, path, info, want, visual))
             if "audio" in want:
                 out["audio"] = StreamArrays(
                     mel.astype(np.float16), {"ffmpeg": self.ffmpeg.version, "probe": probed, "columns": mel.shape[1]}
@@ -339,7 +343,7 @@ class Extractor:
             weights = self.words.weights_id if self.words is not None else "none"
             out["text"] = StreamArrays(w2v, {"weights": weights, "n_captions": len(captions), "n_captions_oov": oov})
         self.last_timing = {"wall": time.perf_counter() - t_start, **timing}
-        return {name: out[name] for name in STREAMS if name in out}
+        return {name: out[name] for name in (*STREAMS, *sorted(cfg.streams)) if name in out}
 
     def _frames(self, path: str, info: VideoInfo, want: set[str], timing: dict[str, float]) -> dict[str, np.ndarray]:
         """Decode the wanted frame streams once (one ffmpeg) and run each chunk through its network as it comes."""
@@ -354,6 +358,7 @@ class Extractor:
         nets = {"rgb2d": self.features_2d, "rgb3d": self.features_3d}
         for name in specs:  # build before decoding starts, so ffmpeg never waits on a network being built
             _ = self.net2d if name == "rgb2d" else self.net3d
+        specs.update(self.extra.begin(self, want, nets))
         rows: dict[str, list[np.ndarray]] = {name: [] for name in specs}
         frames = streams = None
         common = {"timeout_s": cfg.timeout_s, "max_seconds": cfg.max_seconds, "info": info, "exe": self.ffmpeg.path}
@@ -373,6 +378,7 @@ class Extractor:
                 timing["wait3d"] = streams.wait_s.get("rgb3d", 0.0)
             if frames is not None:
                 frames.close()
+        self.extra.finish(self, rows)  # clip streams' last windows
         return {
             name: np.concatenate(parts) if parts else np.zeros((0, self._dims[name]), np.float16)
             for name, parts in rows.items()
