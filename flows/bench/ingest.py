@@ -9,6 +9,12 @@ are encoded). The added video is a new clip: one real extraction. Times are meas
 best and median of ``--repeats`` no-change runs; the engine's share of adding a video is the run's time minus the
 extraction's.
 
+``--workspace s3://bucket/prefix`` (any fsspec URL) runs the same steps on that workspace as well, in the same run,
+and prints its requests per video, the no-change re-run's requests and seconds, and their ratio to the local
+workspace's. Requests are the calls each run makes to the workspace's filesystem, counted by :mod:`storage.counting`
+(each at least one HTTP request on object storage; a local workspace's renames go through ``os.replace`` and are
+not counted).
+
 Then "manifest append" (issue 23): appending 1000 manifest rows onto manifests of ``--manifest-rows`` rows (10 k and
 100 k by default; 1 M on request), the current view, a compaction, and what the same append cost before the
 parts layout (read, concatenate, rewrite the file and its current view). ``--manifest-only`` runs only that.
@@ -35,6 +41,7 @@ import pyarrow.parquet as pq
 from pipeline.extract import ExtractConfig, Extractor
 from pipeline.extract.ffmpeg import ffmpeg_exe
 from pipeline.ingest import run_extract
+from storage.counting import RequestCounter, count_requests
 from storage.manifest import MANIFEST_SCHEMA, Manifest, current_view, forget_part_keys
 from storage.workspace import Workspace
 
@@ -55,6 +62,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--append-rows", type=int, default=1000, help="rows per manifest append (default 1000)")
     parser.add_argument("--manifest-only", action="store_true", help="run only the manifest append section")
+    parser.add_argument(
+        "--workspace",
+        default=None,
+        metavar="URL",
+        help="also run the engine section on this workspace (s3://bucket/prefix, any fsspec URL; its dataset 'bench' "
+        "is written anew) and compare its requests and seconds with the local workspace's",
+    )
 
 
 def _make_clip(path: Path, pattern: str, freq: int) -> None:
@@ -64,44 +78,53 @@ def _make_clip(path: Path, pattern: str, freq: int) -> None:
     subprocess.run(args, check=True, capture_output=True, timeout=60)
 
 
-def _bench(work: Path, n_videos: int, repeats: int) -> dict[str, float | int | str]:
+def _make_bases(work: Path) -> list[Path]:
+    """The four distinct tiny clips every benchmark video is a copy of, and the clip the 'add one' step adds."""
     clips = work / "clips"
     clips.mkdir(parents=True, exist_ok=True)
     bases = []
-    for i, (pattern, freq) in enumerate((("testsrc", 440), ("smptebars", 550), ("testsrc2", 660), ("rgbtestsrc", 770))):
+    patterns = (("testsrc", 440), ("smptebars", 550), ("testsrc2", 660), ("rgbtestsrc", 770), ("testsrc", 880))
+    for i, (pattern, freq) in enumerate(patterns):
         bases.append(clips / f"base{i}.mp4")
         _make_clip(bases[-1], pattern, freq)
-    src = work / "videos"
-    src.mkdir(exist_ok=True)
+    return bases
+
+
+def _make_videos(src: Path, bases: list[Path], n_videos: int) -> None:
+    src.mkdir(parents=True, exist_ok=True)
     for i in range(n_videos):
-        shutil.copyfile(bases[i % len(bases)], src / f"video{i:05d}.mp4")
+        shutil.copyfile(bases[i % 4], src / f"video{i:05d}.mp4")
         (src / f"video{i:05d}.vtt").write_text(VTT.format(i=i), encoding="utf-8")
-    ws = Workspace(work / "ws")
-    ex = Extractor(ExtractConfig(), cache_dir=os.environ.get("MMCAPS_CACHE") or ws.cache_dir())
 
-    t0 = time.perf_counter()
-    first = run_extract(src, "bench", workspace=ws, extractor=ex)
-    initial_s = time.perf_counter() - t0
-    assert first.extracted == n_videos and not first.failed, str(first)
 
-    nochange = []
-    for _ in range(repeats):
+def _counted_extract(src: Path, root: str, ex: Extractor, **kwargs: Any) -> tuple[Any, float, RequestCounter]:
+    """One ``run_extract`` on the workspace at ``root``: its summary, seconds and the workspace requests it made
+    (every Workspace made inside the block counts: the driver's and its worker's)."""
+    with count_requests(root) as counter:
         t0 = time.perf_counter()
-        again = run_extract(src, "bench", workspace=ws, extractor=ex)
-        nochange.append(time.perf_counter() - t0)
+        summary = run_extract(src, "bench", workspace=Workspace(root), extractor=ex, **kwargs)
+        return summary, time.perf_counter() - t0, counter
+
+
+def _bench(src: Path, bases: list[Path], root: str, ex: Extractor, n_videos: int, repeats: int) -> dict[str, Any]:
+    """Initial run, ``repeats`` no-change re-runs and one added video on the workspace at ``root``: times and
+    requests (calls to the workspace's filesystem, storage.counting)."""
+    first, initial_s, initial_req = _counted_extract(src, root, ex)
+    assert first.extracted == n_videos and not first.failed, str(first)
+    nochange, nochange_req = [], initial_req
+    for _ in range(repeats):
+        again, seconds, nochange_req = _counted_extract(src, root, ex)
+        nochange.append(seconds)
         assert again.extracted == 0 and again.unchanged == n_videos, str(again)
 
-    _make_clip(src / "zz-added.mp4", "testsrc", 880)
+    shutil.copyfile(bases[4], src / "zz-added.mp4")
     (src / "zz-added.vtt").write_text(VTT.format(i="new"), encoding="utf-8")
     extraction_s: list[float] = []
-    t0 = time.perf_counter()
-    added = run_extract(
-        src, "bench", workspace=ws, extractor=ex, progress=lambda d, n, r: extraction_s.append(r.elapsed_s)
-    )
-    add_s = time.perf_counter() - t0
+    added, add_s, add_req = _counted_extract(src, root, ex, progress=lambda d, n, r: extraction_s.append(r.elapsed_s))
     assert added.extracted == 1 and added.unchanged == n_videos, str(added)
     return {
         "videos": n_videos,
+        "workspace": root,
         "extractor": "Extractor (random backbones; 4 distinct clips, the rest from the feature store)",
         "initial_reused": first.reused,
         "initial_run_s": initial_s,
@@ -112,7 +135,38 @@ def _bench(work: Path, n_videos: int, repeats: int) -> dict[str, float | int | s
         "add_one_extraction_s": sum(extraction_s),
         "add_one_overhead_s": add_s - sum(extraction_s),
         "target_s": TARGET_S,
+        "initial_requests": initial_req.total,
+        "initial_requests_per_video": initial_req.total / n_videos,
+        "initial_requests_by_kind": initial_req.counts(),
+        "nochange_requests": nochange_req.total,
+        "nochange_requests_by_kind": nochange_req.counts(),
+        "add_one_requests": add_req.total,
     }
+
+
+def _engine(work: Path, n_videos: int, repeats: int, remote: str | None) -> dict[str, Any]:
+    """The engine's figures on a local workspace, and with ``remote`` (an fsspec URL) on it too in the same run."""
+    taken = Workspace(remote) if remote else None
+    if taken is not None and taken.exists(taken.dataset_dir("bench")):
+        raise ValueError(f"{remote} already has a dataset 'bench': give the benchmark an unused prefix")
+    bases = _make_bases(work)
+    ex = Extractor(ExtractConfig(), cache_dir=os.environ.get("MMCAPS_CACHE") or str(work / "cache"))
+    # The backbones' first use (loading, calibrating) happens here, untimed: every timed run then pays the same.
+    _make_videos(work / "warm-up", bases[:1], 1)
+    run_extract(work / "warm-up", "warm-up", workspace=Workspace(work / "warm-up-ws"), extractor=ex)
+    _make_videos(work / "videos", bases, n_videos)
+    figures = _bench(work / "videos", bases, str((work / "ws").resolve()), ex, n_videos, repeats)
+    if remote:
+        _make_videos(work / "videos-remote", bases, n_videos)
+        far = _bench(work / "videos-remote", bases, remote.rstrip("/"), ex, n_videos, repeats)
+        figures["remote"] = far
+        figures["remote_vs_local"] = {
+            "initial_requests": far["initial_requests"] / max(1, figures["initial_requests"]),
+            "nochange_requests": far["nochange_requests"] / max(1, figures["nochange_requests"]),
+            "nochange_s": far["nochange_best_s"] / figures["nochange_best_s"],
+            "initial_s": far["initial_run_s"] / figures["initial_run_s"],
+        }
+    return figures
 
 
 def _manifest_sizes(text: str) -> list[int]:
@@ -130,8 +184,10 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="mmcaps-bench-ingest-") as tmp:
         work = Path(args.workdir) if args.workdir else Path(tmp)
         if not args.manifest_only:
-            figures = _bench(work, args.videos, args.repeats)
+            figures = _engine(work, args.videos, args.repeats, args.workspace)
             _print_engine(figures, args.repeats)
+            if "remote" in figures:
+                _print_remote(figures)
         if sizes:
             rows = [_bench_manifest(work / "manifest", n, args.append_rows, args.repeats) for n in sizes]
             _print_manifest(rows)
@@ -159,6 +215,27 @@ def _print_engine(figures: dict[str, Any], repeats: int) -> None:
     ok_add = figures["add_one_overhead_s"] < TARGET_S
     print(f"  target: no-change < {TARGET_S:.0f} s: {'met' if ok_nochange else 'MISSED'}; "
           f"add-one overhead < {TARGET_S:.0f} s: {'met' if ok_add else 'MISSED'}")  # fmt: skip
+    print(
+        f"  workspace requests: initial {figures['initial_requests']} ({figures['initial_requests_per_video']:.1f}"
+        f" per video), no-change re-run {figures['nochange_requests']}, add one {figures['add_one_requests']}"
+    )
+
+
+def _print_remote(figures: dict[str, Any]) -> None:
+    far, ratio = figures["remote"], figures["remote_vs_local"]
+    print(f"  on {far['workspace']} (the same videos, a fresh dataset; requests = filesystem calls, storage.counting)")
+    print(f"                                     {'remote':>10} {'local':>10}   remote/local")
+    rows = (
+        ("requests per video (initial run)", "initial_requests_per_video", "{:10.1f}", "initial_requests"),
+        ("no-change re-run: requests", "nochange_requests", "{:10d}", "nochange_requests"),
+        ("no-change re-run: seconds (best)", "nochange_best_s", "{:10.2f}", "nochange_s"),
+        ("initial run: seconds", "initial_run_s", "{:10.2f}", "initial_s"),
+    )
+    for label, key, fmt, ratio_key in rows:
+        print(f"  {label:<34} {fmt.format(far[key])} {fmt.format(figures[key])}   {ratio[ratio_key]:8.2f}x")
+    print(
+        f"  no-change requests by kind: {far['nochange_requests_by_kind']} (local {figures['nochange_requests_by_kind']})"
+    )
 
 
 # -- manifest append (issue 23): a 1000-row append and the current view on manifests of growing size ------------------
