@@ -16,6 +16,7 @@ network (eval mode, CPU) mapping a preprocessed batch to ``[B, dim]``, with how 
 
 from __future__ import annotations
 
+import functools
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -111,7 +112,22 @@ def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], *, where: 
             k = wrong[0]
             parts.append(f"shape of {k}: {_shape(state[k])}, {arch} has {_shape(expected[k])}")
         raise ValueError(f"{where}: not a {arch} state dict: {'; '.join(parts)}")
-    module.load_state_dict(state, strict=True)
+    module.load_state_dict(state, strict=True, assign=any(t.is_meta for t in module.state_dict().values()))
+
+
+def _from_file(
+    build: Callable[[], nn.Module], load: Callable[[nn.Module], None], meta_build: Callable[[], nn.Module] | None = None
+) -> nn.Module:
+    """``build()`` then ``load(net)``, skipping the random initialisation that the file's weights replace: built on
+    the meta device and loaded by assignment (seconds for a CLIP model), unless the network holds tensors that no
+    state dict carries (non-persistent buffers), then built for real."""
+    with torch.device("meta"):
+        net = (meta_build or build)()
+    load(net)
+    if any(t.is_meta for t in [*net.parameters(), *net.buffers()]):
+        net = build()
+        load(net)
+    return net
 
 
 def weights_id(weights: str) -> str:
@@ -148,14 +164,21 @@ def _clip_model(cfg: StreamConfig, seed: int) -> StreamModel:
     import open_clip  # noqa: PLC0415  deferred: open_clip
 
     spec = cfg.spec
-    model = _seeded(seed, lambda: open_clip.create_model(spec.arch, pretrained=None))
-    if cfg.weights != RANDOM:
+    build = functools.partial(open_clip.create_model, spec.arch, pretrained=None)
+    if cfg.weights == RANDOM:
+        model = _seeded(seed, build)
+    else:
         state = read_state_dict(cfg.weights, cfg.backbone)
-        if all(k.startswith("visual.") for k in state):
-            visual = {k[len("visual.") :]: v for k, v in state.items()}
-            load_strict(model.visual, visual, where=cfg.weights, arch=f"open_clip {spec.arch} image tower")
-        else:
-            load_strict(model, state, where=cfg.weights, arch=f"open_clip {spec.arch}")
+
+        def load(model: nn.Module) -> None:
+            if all(k.startswith("visual.") for k in state):
+                visual = {k[len("visual.") :]: v for k, v in state.items()}
+                load_strict(model.visual, visual, where=cfg.weights, arch=f"open_clip {spec.arch} image tower")
+            else:
+                load_strict(model, state, where=cfg.weights, arch=f"open_clip {spec.arch}")
+
+        # open_clip moves the model to its ``device`` argument at the end: on the meta device, it is the meta device.
+        model = _from_file(build, load, functools.partial(build, device="meta"))
     net = model.visual.eval()
     pre = net.preprocess_cfg
     size = pre["size"][0] if isinstance(pre["size"], (tuple, list)) else int(pre["size"])
@@ -188,17 +211,19 @@ def _timm_model(cfg: StreamConfig, seed: int) -> StreamModel:
     from timm.data import resolve_data_config  # noqa: PLC0415  deferred: timm
 
     assert cfg.model is not None
-    try:
-        model = _seeded(seed, lambda: timm.create_model(cfg.model, pretrained=False))
-    except RuntimeError as exc:  # timm's "Unknown model (...)"
-        raise ValueError(f"timm model {cfg.model!r}: {exc}; see timm.list_models()") from exc
+    if cfg.model not in timm.list_models():
+        raise ValueError(f"timm model {cfg.model!r}: unknown to timm {timm.__version__}; see timm.list_models()")
+    build = functools.partial(timm.create_model, cfg.model, pretrained=False)
+    if cfg.weights == RANDOM:
+        model = _seeded(seed, build)
+    else:
+        state = read_state_dict(cfg.weights, cfg.model)
+        model = _from_file(build, lambda net: load_strict(net, state, where=cfg.weights, arch=f"timm {cfg.model}"))
     data = resolve_data_config({}, model=model)
     if data.get("crop_mode", "center") != "center":
         raise ValueError(f"timm model {cfg.model!r}: crop_mode {data['crop_mode']!r} is not supported (center only)")
     size = int(data["input_size"][-1])
     resize = int(size / data["crop_pct"])  # timm's eval transform: Resize(floor(size / crop_pct)), CenterCrop(size)
-    if cfg.weights != RANDOM:
-        load_strict(model, read_state_dict(cfg.weights, cfg.model), where=cfg.weights, arch=f"timm {cfg.model}")
     model.reset_classifier(0)
     model.eval()
     if cfg.weights == RANDOM:
