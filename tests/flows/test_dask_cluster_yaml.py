@@ -188,7 +188,10 @@ def _executed(address: str) -> dict[str, int]:
 
 def test_gpu_extraction_batches_run_only_on_gpu_workers(prefect_api, synth_corpus, extract_cache, tmp_path):
     """Extraction on CUDA asks each batch for GPU=1: on a cluster of two CPU workers where only w1 was started with
-    `--resources GPU=1`, every batch runs on w1 (forced with gpu_tasks=True here: these workers have no CUDA)."""
+    `--resources GPU=1`, every batch runs on w1 (forced with gpu_tasks=True here: these workers have no CUDA).
+
+    The videos are extracted first on threads in this process, so the cluster's batches find their streams in the
+    feature store (no backbone loads in a worker) and give the same dataset."""
     from flows.ingest import extract_flow
     from pipeline.extract import ExtractConfig
 
@@ -197,12 +200,15 @@ def test_gpu_extraction_batches_run_only_on_gpu_workers(prefect_api, synth_corpu
     for name in ("train-0000", "train-0001"):
         shutil.copy(synth_corpus / "train" / "videos" / f"{name}.mp4", src / f"{name}.mp4")
     cfg = ExtractConfig().with_updates({"max_seconds": 1, "text.word2vec": str(synth_corpus / "word2vec.bin")})
+    captions, ws = str(synth_corpus / "train" / "caption.json"), str(tmp_path / "ws")
+    first = extract_flow(str(src), "threads", cfg, captions, ws)
+    assert first.extracted == 2 and not first.failed, first
     with _cluster(tmp_path, [[], ["--resources", "GPU=1"]]) as address:
         before = _executed(address)
         flow = extract_flow.with_options(task_runner=make_task_runner("dask", address))
-        summary = flow(str(src), "gpu", cfg, str(synth_corpus / "train" / "caption.json"), str(tmp_path / "ws"),
-                       videos_per_task=1, gpu_tasks=True)  # fmt: skip
+        summary = flow(str(src), "gpu", cfg, captions, ws, videos_per_task=1, gpu_tasks=True)
         after = _executed(address)
     assert summary.extracted == 2 and not summary.failed, summary
     ran = {name: after[name] - before[name] for name in after}
     assert ran == {"w0": 0, "w1": 2}, ran  # two batches of one video, both on the GPU worker
+    assert sorted(Manifest(Workspace(ws), "gpu").read().column("video_id").to_pylist()) == ["train-0000", "train-0001"]
