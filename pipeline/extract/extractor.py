@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.device import activation_bytes, batch_for_memory, cuda_free_bytes, plan_device, to_device
 from pipeline.extract.audio import log_mel
 from pipeline.extract.backbones import Backbone, build_2d, build_3d, check_weights
 from pipeline.extract.config import ExtractConfig
@@ -36,7 +37,7 @@ from pipeline.extract.ffmpeg import FrameSpec, FrameStreams, VideoInfo, decode_a
 from pipeline.extract.recipes import IMAGENET_MEAN, IMAGENET_STD, RECIPES_3D
 from pipeline.extract.runner import NetRunner
 from pipeline.extract.text import WordVectors
-from pipeline.hardware import intra_op_threads, resolve_device, resolve_precision, torch_threads
+from pipeline.hardware import intra_op_threads, torch_threads
 from storage.features import STREAMS, StreamArrays
 from storage.sample import Captions, VideoFeatures
 
@@ -162,9 +163,10 @@ class Extractor:
         device: str | torch.device | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        self.device = torch.device(resolve_device(str(device) if device is not None else cfg.device))
-        # Precision resolved for the device this extractor runs on; the config it records says what was used.
-        self.precision = resolve_precision(cfg.precision, str(self.device))
+        # The device (checked: CUDA asked for where there is none is one line), the precision resolved for it (the
+        # config it records says what was used) and, on CUDA, TF32 off (pipeline.device).
+        self.plan = plan_device(device if device is not None else cfg.device, cfg.precision)
+        self.device, self.precision = self.plan.device, self.plan.precision
         self.cfg = cfg = cfg.model_copy(update={"precision": self.precision.precision})
         self.ffmpeg = ffmpeg_binary(cfg.ffmpeg)
         self.fingerprint = cfg.fingerprint()
@@ -182,6 +184,7 @@ class Extractor:
         self._weights: dict[str, str] = {}  # weights id of each backbone, once built
         self._dims: dict[str, int] = {}
         self.extra = ExtraStreams(cfg.streams, cfg.seed)  # CLIP, timm, S3D, VGGish streams (ExtractConfig.streams)
+        self._caps: dict[tuple, int] = {}  # CUDA: items per network call that fit, by (stream, input shape)
         self.last_timing: dict[str, float] = {}  # seconds of the last extraction: wall, rgb2d, rgb3d, audio, waits
 
     @property
@@ -243,10 +246,21 @@ class Extractor:
         return {**self._weights, "text": self.words.weights_id if self.words is not None else "none"}
 
     # -- networks ------------------------------------------------------------------------------------------------
-    @staticmethod
-    def _rows(runner: NetRunner, x: torch.Tensor) -> np.ndarray:
-        y = F.normalize(runner(x), dim=1)
+    def _rows(self, runner: NetRunner, x: torch.Tensor) -> np.ndarray:
+        y = F.normalize(self._run(runner, x), dim=1)
         return y.cpu().numpy().astype(np.float16)
+
+    def _run(self, runner: NetRunner, x: torch.Tensor) -> torch.Tensor:
+        """``runner(x)``: one call on the CPU; on CUDA in slices no larger than the GPU's free memory holds (sized
+        once per input shape from the network's activation shapes, :func:`pipeline.device.batch_for_memory`)."""
+        if self.device.type != "cuda":
+            return runner(x)
+        key = (id(runner), tuple(x.shape[1:]))
+        if key not in self._caps:
+            item = activation_bytes(runner.net, x.shape[1:], runner.dtype)
+            self._caps[key] = batch_for_memory(cuda_free_bytes(self.device), item)
+        cap = self._caps[key]
+        return torch.cat([runner(x[i : i + cap]) for i in range(0, len(x), cap)])
 
     def features_2d(self, frames: np.ndarray) -> np.ndarray:
         """uint8 frames [n, H, W, 3] → float16 [n, 2048], L2-normalised rows (RGB / 255, ImageNet mean and std)."""
@@ -254,7 +268,7 @@ class Extractor:
         if len(frames) == 0:
             return np.zeros((0, self._dims["rgb2d"]), np.float16)
         mean, std = self._norm2d
-        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device).permute(0, 3, 1, 2)  # (n, c, h, w) NHWC
+        x = to_device(frames, self.device).permute(0, 3, 1, 2)  # (n, c, h, w) NHWC; pinned + non_blocking on CUDA
         x = (x.float() / 255.0 - mean) / std
         return self._rows(runner, x)
 
@@ -266,7 +280,7 @@ class Extractor:
         if n == 0:
             return np.zeros((0, self._dims["rgb3d"]), np.float16)
         pad = (-n) % r.frames
-        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
+        x = to_device(frames, self.device)
         if pad:
             x = torch.cat([x, x.new_zeros((pad, *x.shape[1:]))])
         x = x.view(-1, r.frames, *x.shape[1:]).permute(0, 4, 1, 2, 3)  # (b, c, t, h, w)
@@ -328,6 +342,8 @@ class Extractor:
                 "ffmpeg": self.ffmpeg.version,
                 "probe": probed,
             }
+            if self.plan.cuda:  # TF32 shapes fp32 numbers on CUDA only
+                visual.update(device=str(self.device), tf32=self.plan.tf32.record())
             for name, arr in rows.items():
                 meta = {**visual, "weights": self._weights[name], "rows": len(arr)}
                 if name == "rgb3d":
