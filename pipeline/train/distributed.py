@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from pipeline.device import ddp_backend
+
 
 @dataclass
 class DistInfo:
@@ -53,7 +55,7 @@ def setup_distributed(device: torch.device) -> DistInfo:
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     here = False
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend=ddp_backend(device))  # nccl between GPUs, gloo between CPU processes
         here = True
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, initialised_here=here)
 

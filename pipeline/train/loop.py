@@ -46,6 +46,7 @@ from tqdm import tqdm
 
 from model import build_model, mms_loss
 from model.encoders import load_avlnet_audio, sync_batchnorm
+from pipeline.device import apply_tf32, loader_workers_hint, select_device
 from pipeline.runs import RunFolder
 from pipeline.runs.checkpoint import (
     FORMAT,
@@ -167,10 +168,7 @@ def default_run_id(cfg: TrainConfig, data: Sequence[TrainData]) -> str:
 
 
 def _pick_device(cfg: TrainConfig) -> torch.device:
-    if cfg.device:
-        device = torch.device(cfg.device)
-    else:
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = select_device(cfg.device)  # unset: cuda when visible; CUDA asked for where there is none: one line
     if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1 and device.index is None:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if device.type == "cuda":
@@ -401,8 +399,17 @@ class _Training:
         self.net, self.notes = build_network(cfg, device, ddp)
         # A frozen encoder's parameters stay out of the optimiser (Adam would keep state for them for nothing).
         self.optimizer = torch.optim.Adam(
-            [p for p in self.net.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
+            [p for p in self.net.parameters() if p.requires_grad],
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            fused=True if device.type == "cuda" else None,  # one kernel for all parameters on CUDA
         )
+        # What shapes the numbers besides the config: TF32 off on CUDA (pipeline.device), recorded in run.json.
+        self.notes["device"] = {"device": str(device), "precision": cfg.precision, "tf32": apply_tf32(device).record(),
+                                "fused_adam": device.type == "cuda", "pin_memory": device.type == "cuda"}  # fmt: skip
+        hint = loader_workers_hint(device, cfg.num_workers, world=ddp.world_size)
+        if hint and ddp.main:
+            log.warning(hint)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, WarmupCosine(cfg.warmup_steps, self.total_steps, cfg.min_lr_ratio)
         )
