@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from pipeline.device import select_device, to_device
 from pipeline.embed.pooling import N_MELS, TEXT_DIM, VIDEO_DIM, audio_window, crop_audio, pool_video
 from pipeline.embed.request import EmbedRequest
 from storage.sample import VideoFeatures
@@ -65,7 +66,7 @@ class _Batcher:
         """video [n, 4096] -> (embeddings [n, D], activations [n, C] or None)."""
         embs, acts = [], []
         for i in range(0, len(video), self.batch_size):
-            out = self.net(video=torch.from_numpy(video[i : i + self.batch_size]).to(self.device))
+            out = self.net(video=to_device(video[i : i + self.batch_size], self.device))  # pinned, non_blocking on CUDA
             embs.append(out.embeddings["video"].float().cpu())
             if "video" in out.activations:
                 acts.append(out.activations["video"].float().cpu())
@@ -77,7 +78,7 @@ class _Batcher:
         parts = []
         for i in range(0, len(mel), self.batch_size):
             lens = torch.from_numpy(np.maximum(lengths[i : i + self.batch_size], 1)).long().to(self.device)
-            block = torch.from_numpy(mel[i : i + self.batch_size].astype(np.float32)).to(self.device)
+            block = to_device(mel[i : i + self.batch_size].astype(np.float32), self.device)
             emb = self.net.encode_audio(block, lens)
             parts.append(emb.float().cpu())
         out = torch.cat(parts)
@@ -89,7 +90,7 @@ class _Batcher:
         """word2vec sentence vectors [n, 300] -> [n, D]."""
         parts = []
         for i in range(0, len(vectors), self.batch_size):
-            parts.append(self.net.encode_text(torch.from_numpy(vectors[i : i + self.batch_size]).to(self.device)))
+            parts.append(self.net.encode_text(to_device(vectors[i : i + self.batch_size], self.device)))
         return torch.cat(parts).float().cpu() if parts else torch.zeros(0)
 
 
@@ -191,7 +192,7 @@ def embed_request(
     (:func:`pipeline.embed.pooling.audio_window`; None: the second). ``progress("embed videos", done, total)``
     follows each video read.
     """
-    batcher = _Batcher(net, torch.device(device), batch_size)
+    batcher = _Batcher(net, select_device(device), batch_size)  # cuda where none is visible: one line
     clips_of = _rows_by_video(c.video_id for c in request.clips)
     steps_of = _rows_by_video(sv.video_id for sv in request.step_videos)
     inputs = _ClipInputs(request, audio_frames, with_audio)
