@@ -20,7 +20,7 @@ from prefect.context import FlowRunContext
 from prefect.events import emit_event
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows import artifacts
+from flows import artifacts, progress
 from flows.events import EXTRACT_EVENT, IMPORT_EVENT, dataset_resource
 from flows.runners import batch_resources
 from pipeline.extract import ExtractConfig
@@ -80,15 +80,13 @@ class RunReport:
     def __init__(self, kind: str, dataset: str) -> None:
         self.kind, self.dataset = kind, dataset
         self.progress = artifacts.Progress(artifacts.artifact_key(kind, dataset, "progress"), f"{kind} {dataset}")
-        self.bar: Any = None
+        self.bar = progress.extraction(kind, dataset)  # the terminal's line: done/total, ok/failed, rate, ETA
         self.rows: list[dict[str, Any]] = []
         self.failed_rows: list[dict[str, Any]] = []
         self.hidden = 0
 
     def __call__(self, done: int, total: int, record: ExtractRecord) -> None:
-        if self.bar is None:
-            self.bar = artifacts.terminal_bar(total, f"{self.kind} {self.dataset}")
-        self.bar.update(1)
+        self.bar(done, total, record)
         self.progress.update(done, total)
         row = {
             "video": record.video_id,
@@ -107,8 +105,7 @@ class RunReport:
             self.hidden += 1
 
     def publish(self, summary: IngestSummary, notes: Sequence[str] = ()) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        self.bar.close()
         self.progress.update(1, 1)
         shown = self.failed_rows + self.rows[: max(0, MAX_TABLE_ROWS - len(self.failed_rows))]
         more = self.hidden + len(self.rows) - (len(shown) - len(self.failed_rows))

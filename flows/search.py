@@ -15,6 +15,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from flows import artifacts
+from flows.progress import StageProgress
 from flows.tasks import digest, result_storage
 from pipeline.runs import RunFolder
 from pipeline.search.build import IndexPlan, embed_videos, merge_index, plan_index
@@ -109,6 +110,7 @@ def _embed_groups(
     """One ``index-videos`` task per group of the plan; a row per video (video, clips, status new or cached)."""
     embed = embed_task.with_options(result_storage=store, refresh_cache=force)
     rows: list[dict[str, Any]] = []
+    terminal = StageProgress(f"index {plan.dataset}", sum(len(g) for g in plan.groups), unit="videos")
     for done, group in enumerate(plan.groups, start=1):
         label = f"{len(group) - 1}" if len(group) > 1 else "0"
         args = (plan.run_id, plan.dataset, config, ws.root, plan.parts_key, group, label)
@@ -120,6 +122,8 @@ def _embed_groups(
             status = "new"
         rows += [{"video": r["video_id"], "clips": r["clips"], "status": status} for r in records]
         progress.update(done, len(plan.groups))
+        terminal.update(len(rows))
+    terminal.close()
     return rows
 
 

@@ -21,8 +21,8 @@ from typing import Any
 
 from prefect import task
 
-from flows import artifacts
-from flows.artifacts import Progress, terminal_bar
+from flows import artifacts, progress
+from flows.artifacts import Progress
 from pipeline.evaluate.config import EvalConfig
 from pipeline.evaluate.dataset import EvalDataset
 from pipeline.evaluate.run import eval_dataset_name, report, score
@@ -91,11 +91,13 @@ def train_task(
     Runs that validate (``config.validate_on``) get their benchmark validator here, above the training library."""
     ws = Workspace(root)
     validator = validator_for_training(config, ws, datasets)
-    progress = Progress(progress_key, "training steps")
+    bar = Progress(progress_key, "training steps")
+    terminal = progress.training(", ".join(datasets), config.clips_per_step)
     validated: list[dict[str, Any]] = []
 
     def on_step(step: int, total: int, losses: dict[str, float]) -> None:
-        progress.update(step, total)
+        bar.update(step, total)
+        terminal(step, total, losses)
 
     def on_validation(step: int, results: dict[str, Any]) -> None:
         # One table for the run, rewritten with every validation so far (each write is a new artifact version).
@@ -107,17 +109,20 @@ def train_task(
                 )
         artifacts.table(f"{progress_key.removesuffix('-progress')}-validation", validated, "validation while training")
 
-    result = train(
-        datasets,
-        config,
-        ws,
-        run_id=run_id,
-        resume=resume,
-        progress=on_step,
-        validator=validator,
-        on_validation=on_validation,
-    )
-    progress.update(1, 1)
+    try:
+        result = train(
+            datasets,
+            config,
+            ws,
+            run_id=run_id,
+            resume=resume,
+            progress=on_step,
+            validator=validator,
+            on_validation=on_validation,
+        )
+    finally:
+        terminal.close()
+    bar.update(1, 1)
     out = asdict(result)
     out["final_losses"] = {k: float(v) for k, v in result.final_losses.items()}
     return out
@@ -146,16 +151,10 @@ def score_task(
     """Embed and score one extracted evaluation set (``dataset``: its prepared EvalDataset, ``spec`` what it was
     prepared from) with checkpoint ``checkpoint`` of the run, then write its figures and report.html."""
     ws = Workspace(root)
-    bars: dict[str, Any] = {}
-
-    def on_progress(stage: str, done: int, total: int) -> None:
-        bar = bars.get(stage) or bars.setdefault(stage, terminal_bar(total, f"{dataset.name}: {stage}", unit=""))
-        bar.update(done - bar.n)
-
+    stages = progress.Stages(f"evaluate {dataset.name}")  # a terminal line per stage (embed videos, ...)
     try:
-        metrics = score(dataset, run_id, ws, config, checkpoint=checkpoint, progress=on_progress)
+        metrics = score(dataset, run_id, ws, config, checkpoint=checkpoint, progress=stages)
     finally:
-        for bar in bars.values():
-            bar.close()
+        stages.close()
     metrics["report"] = report(run_id, dataset.name, ws, config, checkpoint=checkpoint)
     return metrics

@@ -19,6 +19,7 @@ import os
 from dataclasses import asdict
 from typing import Any
 
+from flows import progress
 from flows.commands._common import add_set_option, add_workspace, parse_set_option
 from flows.events import emit_train_completed
 from pipeline.evaluate.config import EvalSpec
@@ -89,9 +90,20 @@ def _train_ranks(request: TrainRequest, ws: Workspace) -> dict[str, Any]:
     validator = (
         validator_for_training(request.config, ws, request.datasets, extract_missing=False) if main_rank else None
     )
-    trained = train(
-        request.datasets, request.config, ws, run_id=request.run_id, resume=request.resume, validator=validator
-    )
+    terminal = progress.training(", ".join(request.datasets), request.config.clips_per_step) if main_rank else None
+    try:
+        trained = train(
+            request.datasets,
+            request.config,
+            ws,
+            run_id=request.run_id,
+            resume=request.resume,
+            validator=validator,
+            progress=terminal,
+        )
+    finally:
+        if terminal is not None:
+            terminal.close()
     result = asdict(trained)
     if main_rank and result["trained"]:
         emit_train_completed(result, request.datasets, ws.root)

@@ -34,7 +34,6 @@ import json
 import logging
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +41,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
 from model import build_model, mms_loss
 from model.encoders import load_avlnet_audio, sync_batchnorm
@@ -419,7 +417,6 @@ class _Training:
         self.step, self.resumed_from = 0, None
         self.metrics: list[dict[str, Any]] = []  # the rows of metrics.jsonl
         self.losses: dict[str, float] = {}  # per pair, at the last logged step
-        self.bar: tqdm | None = None
 
     # -- before the first step
 
@@ -460,7 +457,7 @@ class _Training:
         log.info("resuming run %s from %s (step %d of %d)", run.run_id, path, self.step, self.total_steps)
 
     def start(self) -> None:
-        """Wrap the network for DDP, write config.yaml and run.json (rank 0), open the progress bar."""
+        """Wrap the network for DDP, write config.yaml and run.json (rank 0)."""
         ddp = self.ddp
         if ddp.distributed:
             self.net = torch.nn.parallel.DistributedDataParallel(
@@ -470,9 +467,6 @@ class _Training:
             self.run.write_config(self.cfg)
             self.write_info("running", {})
         barrier(ddp)
-        if ddp.main and sys.stderr.isatty():
-            desc = f"train {self.run.run_id}"
-            self.bar = tqdm(total=self.total_steps, initial=self.step, desc=desc, unit="step", dynamic_ncols=True)
 
     # -- the steps
 
@@ -508,8 +502,6 @@ class _Training:
         lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
         self.step += 1
-        if self.bar is not None:
-            self.bar.update(1)
         return loss, parts, lr
 
     def log(
@@ -537,8 +529,6 @@ class _Training:
         }
         better = self.validate(row) if validate_now else False
         self.metrics.append(row)
-        if self.bar is not None:
-            self.bar.set_postfix(loss=f"{row['loss']:.4f}")
         if ddp.main and hooks.progress is not None:
             hooks.progress(step, self.total_steps, {"loss": row["loss"], **self.losses})
         if ddp.main:
@@ -627,8 +617,6 @@ class _Training:
         """final.pt, curves.png and run.json "finished" at the last step; only the step checkpoint when stopped
         early (the resume point)."""
         ddp, run = self.ddp, self.run
-        if self.bar is not None:
-            self.bar.close()
         checksum = float(sum(p.detach().double().sum() for p in _unwrap(self.net).parameters()))
         stopped_early = self.step < self.total_steps  # on request: the newest step checkpoint is the resume point
         if stopped_early:
@@ -738,6 +726,11 @@ def _run_info(
         # Evaluation extracts its videos with the training data's recipe.
         "extract_config": data[0].extract_config,
         "final_losses": dict(losses),
+        # what the step time depends on besides the config (a shared machine: flows.threads sets the wait policy)
+        "threads": {
+            "torch": torch.get_num_threads(),
+            **{k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ},
+        },
     }
 
 
