@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 log = logging.getLogger(__name__)
 
@@ -214,14 +217,24 @@ class ResolvesPrecision:
 
 
 __all__ = [
+    "CPU_SWEEP",
+    "CUDA_SWEEP",
     "CpuCapabilities",
+    "CpuCore",
+    "Gemm",
+    "PeakSweep",
     "Precision",
     "PrecisionChoice",
     "ResolvedPrecision",
     "ResolvesPrecision",
     "cpu_capabilities",
+    "cpu_clock_ghz",
+    "cpu_core",
+    "fma_peak_gflops",
+    "peak_sweep",
     "resolve_device",
     "resolve_precision",
+    "time_gemm",
 ]
 
 
@@ -254,3 +267,234 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+# -- the compute limit: the ISA's FMA peak and a GEMM sweep ------------------------------------------------------------
+#
+# "% of the limit" means something only if the limit is one: a single 2048^3 matmul under-measures a machine (one
+# shape, one library, one moment of a shared machine), and a network measured at another moment then shows 172 % of
+# it. The limit used here is the larger of the ISA's FMA peak at the clock read and the best GEMM of a sweep over
+# shapes, libraries and thread settings; each is reported, and nothing a GEMM measured can exceed it.
+
+
+@dataclass(frozen=True)
+class CpuCore:
+    """What one core multiplies per cycle, from the vendor, the CPU family and the vector ISA ATen uses."""
+
+    vendor: str  # "AuthenticAMD", "GenuineIntel", ...
+    family: int
+    model: int
+    aten: str  # ATen's capability: AVX512, AVX2, DEFAULT, ...
+    amx: bool = False
+    native_bf16: bool = False
+
+    def fp32_flops_per_cycle(self) -> int | None:
+        """FMA units x fp32 lanes x 2, or None where the ISA is not one this table knows (then no FMA peak).
+
+        AVX-512: Intel's server cores have two 512-bit FMA units; AMD Zen 4 (family 25) runs 512-bit FMAs on two
+        256-bit units (the same 32 FLOP/cycle as AVX2), Zen 5 (family 26) on two 512-bit units. AVX2: two 256-bit FMA
+        units (Haswell and later, Zen 2 and later); Zen 1 (family 23, model < 0x30) splits them into 128-bit halves.
+        A one-FMA-unit Xeon is counted at two: its fraction reads low, never above 100 %.
+        """
+        amd = self.vendor == "AuthenticAMD"
+        isa = self.aten.upper()
+        if isa.startswith("AVX512"):
+            lanes = 8 if amd and self.family <= 25 else 16
+        elif isa.startswith("AVX2"):
+            lanes = 4 if amd and self.family == 23 and self.model < 0x30 else 8
+        else:
+            return None
+        return 2 * lanes * 2
+
+    def bf16_factor(self) -> int:
+        """bf16 FLOPs per fp32 FLOP of the same unit: AMX tiles 16x (1024 vs 64 per cycle on Sapphire Rapids),
+        AVX-512 BF16 dot products 2x (two products per fp32 lane), 1 where bf16 is emulated."""
+        if not self.native_bf16:
+            return 1
+        return 16 if self.amx else 2
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo, and ``max_mhz``: the highest ``cpu MHz`` of any processor."""
+    out: dict[str, str] = {}
+    mhz: list[float] = []
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            key, value = key.strip(), value.strip()
+            if key == "cpu MHz":
+                mhz.append(float(value))
+            out.setdefault(key, value)
+    if mhz:
+        out["max_mhz"] = str(max(mhz))
+    return out
+
+
+def cpu_clock_ghz() -> tuple[float | None, str]:
+    """(GHz, where it was read): cpufreq's highest ``cpuinfo_max_freq`` (the boost clock, bare metal), else the
+    highest ``cpu MHz`` in /proc/cpuinfo (under a hypervisor: the nominal clock, often below the running one)."""
+    freqs = []
+    for path in Path("/sys/devices/system/cpu").glob("cpu[0-9]*/cpufreq/cpuinfo_max_freq"):
+        with contextlib.suppress(OSError, ValueError):
+            freqs.append(int(path.read_text().strip()))
+    if freqs:
+        return max(freqs) / 1e6, "cpufreq cpuinfo_max_freq"
+    info = _cpuinfo()
+    if "max_mhz" in info:
+        return float(info["max_mhz"]) / 1e3, "/proc/cpuinfo cpu MHz"
+    return None, "no clock found"
+
+
+def cpu_core() -> CpuCore:
+    """This machine's :class:`CpuCore` (the ISA as this process's ATen and oneDNN will use it)."""
+    info, caps = _cpuinfo(), cpu_capabilities()
+    return CpuCore(
+        vendor=info.get("vendor_id", ""),
+        family=int(info.get("cpu family", "0") or 0),
+        model=int(info.get("model", "0") or 0),
+        aten=caps.aten,
+        amx=caps.amx,
+        native_bf16=caps.native_bf16,
+    )
+
+
+def fma_peak_gflops(core: CpuCore, cores: int, ghz: float | None, precision: Precision = "fp32") -> float | None:
+    """cores x FMA units x lanes x 2 x GHz (x the bf16 factor), or None when the ISA or the clock is unknown."""
+    per_cycle = core.fp32_flops_per_cycle()
+    if per_cycle is None or ghz is None:
+        return None
+    return cores * per_cycle * ghz * (core.bf16_factor() if precision == "bf16" else 1)
+
+
+@dataclass(frozen=True)
+class Gemm:
+    """One GEMM of a sweep: ``m x k @ k x n`` through ``library`` (``mm``: torch.mm, BLAS on the CPU, cuBLAS on CUDA;
+    ``conv1x1``: a 1x1 channels-last convolution, oneDNN's GEMM on the CPU) with ``threads`` intra-op threads."""
+
+    m: int
+    n: int
+    k: int
+    library: str = "mm"
+    threads: int = 0  # 0: this process's count
+
+    def label(self) -> str:
+        return f"{self.library} {self.m}x{self.n}x{self.k}" + (f" {self.threads} thread(s)" if self.threads else "")
+
+
+def _gemm_call(g: Gemm, dtype: Any, device: Any) -> Callable[[], Any]:
+    import torch  # noqa: PLC0415  deferred: torch
+
+    if g.library == "mm":
+        a = torch.randn(g.m, g.k, device=device).to(dtype)
+        b = torch.randn(g.k, g.n, device=device).to(dtype)
+        return lambda: torch.mm(a, b)
+    if g.library != "conv1x1":
+        raise ValueError(f"unknown GEMM library {g.library!r} (mm or conv1x1)")
+    side = max(1, math.isqrt(g.m))  # m = batch x H x W: one image of side x side, m rounded to a square
+    conv = torch.nn.Conv2d(g.k, g.n, 1, bias=False).to(device=device, dtype=dtype, memory_format=torch.channels_last)
+    x = torch.randn(1, g.k, side, side, device=device).to(dtype).contiguous(memory_format=torch.channels_last)
+    return lambda: conv(x)
+
+
+def time_gemm(g: Gemm, precision: Precision = "fp32", device: str = "cpu", repeats: int = 3) -> float:
+    """Best-of-``repeats`` GFLOP/s of ``g`` (after one untimed call: kernel selection, page faults)."""
+    import torch  # noqa: PLC0415  deferred: torch
+
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    flops = 2 * g.m * g.n * g.k
+    if g.library == "conv1x1":
+        flops = 2 * math.isqrt(g.m) ** 2 * g.n * g.k
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    with torch_threads(g.threads or intra_op_threads()), torch.inference_mode():
+        call = _gemm_call(g, dtype, device)
+        call()
+        best = math.inf
+        for _ in range(repeats):
+            sync()
+            t0 = time.perf_counter()
+            call()
+            sync()
+            best = min(best, time.perf_counter() - t0)
+    return flops / best / 1e9
+
+
+CPU_SWEEP = (Gemm(2048, 2048, 2048), Gemm(1024, 1024, 1024), Gemm(4096, 512, 1024), Gemm(3136, 256, 256, "conv1x1"),
+             Gemm(784, 1024, 1024, "conv1x1"))  # fmt: skip
+CUDA_SWEEP = (Gemm(8192, 8192, 8192), Gemm(4096, 4096, 4096), Gemm(16384, 4096, 4096), Gemm(3136, 1024, 1024))
+
+
+@dataclass
+class PeakSweep:
+    """A GEMM sweep's rows and the limit they give with the ISA's FMA peak (``fma_gflops``; None: unknown)."""
+
+    precision: str
+    rows: list[dict[str, Any]]
+    fma_gflops: float | None = None
+    fma_note: str = ""
+
+    @property
+    def best_gflops(self) -> float:
+        """The best GFLOP/s of any row (a one-thread row counts times the threads it stands for)."""
+        return max(r["gflops_all_threads"] for r in self.rows)
+
+    @property
+    def limit_gflops(self) -> float:
+        """The larger of the FMA peak and the sweep's best: what no measured GEMM can exceed."""
+        return max(self.best_gflops, self.fma_gflops or 0.0)
+
+    def fraction(self, gflops: float) -> float:
+        """``gflops`` as a share of :attr:`limit_gflops`."""
+        return gflops / self.limit_gflops
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "precision": self.precision,
+            "rows": self.rows,
+            "best_gflops": self.best_gflops,
+            "fma_gflops": self.fma_gflops,
+            "fma_note": self.fma_note,
+            "limit_gflops": self.limit_gflops,
+        }
+
+
+def peak_sweep(
+    precision: Precision = "fp32",
+    gemms: Sequence[Gemm] = CPU_SWEEP,
+    device: str = "cpu",
+    *,
+    single_thread: bool = True,
+    budget_s: float = math.inf,
+) -> PeakSweep:
+    """GFLOP/s of every GEMM in ``gemms`` with this process's threads and (``single_thread``, CPU) with one thread
+    scaled by the thread count (what every core does when the others are not disturbed: on a shared machine the
+    all-thread run is the first to suffer); stops starting GEMMs once ``budget_s`` is spent. On the CPU the ISA's
+    FMA peak at the clock read is computed beside it."""
+    start, threads = time.perf_counter(), intra_op_threads()
+    cpu = device == "cpu"
+    settings = [0, 1] if cpu and single_thread and threads > 1 else [0]
+    rows = []
+    for g in gemms:
+        for t in settings:
+            if rows and time.perf_counter() - start > budget_s:
+                break
+            gemm = Gemm(g.m, g.n, g.k, g.library, t)
+            gflops = time_gemm(gemm, precision, device)
+            scale = threads if t == 1 else 1
+            rows.append(
+                {"gemm": gemm.label(), "threads": t or threads, "gflops": gflops, "gflops_all_threads": gflops * scale}
+            )
+    sweep = PeakSweep(precision=precision, rows=rows)
+    if cpu:
+        core, (ghz, source) = cpu_core(), cpu_clock_ghz()
+        sweep.fma_gflops = fma_peak_gflops(core, threads, ghz, precision)
+        per_cycle = core.fp32_flops_per_cycle()
+        if sweep.fma_gflops is None:
+            sweep.fma_note = f"no FMA peak: {'clock unknown' if ghz is None else f'ISA {core.aten} not in the table'}"
+        else:
+            implied = sweep.best_gflops / (threads * per_cycle * (core.bf16_factor() if precision == "bf16" else 1))
+            sweep.fma_note = (
+                f"{threads} core(s) x {per_cycle} FLOP/cycle ({core.aten}"
+                + (f", bf16 x{core.bf16_factor()}" if precision == "bf16" else "")
+                + f") x {ghz:.2f} GHz ({source}); the best GEMM implies {implied:.2f} GHz"
+            )
+    return sweep

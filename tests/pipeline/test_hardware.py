@@ -11,7 +11,17 @@ import pytest
 
 import pipeline.hardware as hardware
 from pipeline.extract import ExtractConfig
-from pipeline.hardware import CpuCapabilities, resolve_precision
+from pipeline.hardware import (
+    CpuCapabilities,
+    CpuCore,
+    Gemm,
+    cpu_clock_ghz,
+    cpu_core,
+    fma_peak_gflops,
+    peak_sweep,
+    resolve_precision,
+    time_gemm,
+)
 from pipeline.train import TrainConfig
 
 
@@ -86,3 +96,62 @@ def test_environment_caps_take_effect_in_a_fresh_process():
     env = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     assert out.startswith("precision fp32 (auto on cpu: ATen AVX2") and "oneDNN capped at AVX2" in out
+
+
+# -- the compute limit ------------------------------------------------------------------------------------------------
+
+ZEN4 = CpuCore("AuthenticAMD", 25, 17, "AVX512", amx=False, native_bf16=True)
+
+
+@pytest.mark.parametrize(
+    ("core", "per_cycle", "bf16"),
+    [(ZEN4, 32, 2),  # AVX-512 on two 256-bit FMA units
+     (CpuCore("AuthenticAMD", 26, 2, "AVX512", native_bf16=True), 64, 2),  # Zen 5: 512-bit units
+     (CpuCore("GenuineIntel", 6, 143, "AVX512", amx=True, native_bf16=True), 64, 16),  # Sapphire Rapids, AMX
+     (CpuCore("GenuineIntel", 6, 85, "AVX512"), 64, 1),  # Skylake-X: bf16 emulated
+     (CpuCore("GenuineIntel", 6, 158, "AVX2"), 32, 1),
+     (CpuCore("AuthenticAMD", 23, 1, "AVX2"), 16, 1),  # Zen 1: 128-bit halves
+     (CpuCore("AuthenticAMD", 23, 49, "AVX2"), 32, 1),  # Zen 2
+     (CpuCore("ARM", 0, 0, "DEFAULT"), None, 1)],
+)  # fmt: skip
+def test_fma_units_lanes_and_bf16_by_isa(core, per_cycle, bf16):
+    assert core.fp32_flops_per_cycle() == per_cycle and core.bf16_factor() == bf16
+    peak = fma_peak_gflops(core, 2, 3.7)
+    assert peak == (None if per_cycle is None else pytest.approx(2 * per_cycle * 3.7))
+    if peak is not None:
+        assert fma_peak_gflops(core, 2, 3.7, "bf16") == pytest.approx(peak * bf16)
+    assert fma_peak_gflops(core, 2, None) is None
+
+
+def test_clock_and_this_core_are_read():
+    ghz, source = cpu_clock_ghz()
+    assert (ghz is None) == (source == "no clock found") and (ghz is None or 0.2 < ghz < 10)
+    assert cpu_core().aten == hardware.cpu_capabilities().aten
+
+
+def test_peak_sweep_is_a_limit_for_every_gemm_it_measured():
+    """Tiny shapes: the best is at least every row (one-thread rows scaled by the threads), the limit at least the
+    best and the FMA peak, and no row's fraction of the limit exceeds 1."""
+    gemms = (Gemm(64, 64, 64), Gemm(96, 32, 64), Gemm(49, 32, 32, "conv1x1"))
+    sweep = peak_sweep("fp32", gemms)
+    threads = hardware.intra_op_threads()
+    assert len(sweep.rows) == len(gemms) * (2 if threads > 1 else 1)
+    for row in sweep.rows:
+        assert row["gflops"] > 0 and row["gflops_all_threads"] == row["gflops"] * (
+            threads if row["threads"] == 1 else 1
+        )
+        assert sweep.best_gflops >= row["gflops_all_threads"] and sweep.fraction(row["gflops_all_threads"]) <= 1
+    assert (
+        sweep.limit_gflops == max(sweep.best_gflops, sweep.fma_gflops or 0) and sweep.fraction(sweep.best_gflops) <= 1
+    )
+    record = sweep.record()
+    assert record["limit_gflops"] == sweep.limit_gflops and record["rows"] == sweep.rows
+    if sweep.fma_gflops is not None:
+        assert "GHz" in sweep.fma_note and "implies" in sweep.fma_note
+    with pytest.raises(ValueError, match="unknown GEMM library"):
+        time_gemm(Gemm(8, 8, 8, "einsum"))
+
+
+def test_a_spent_budget_stops_the_sweep_after_one_gemm():
+    sweep = peak_sweep("fp32", (Gemm(32, 32, 32), Gemm(48, 48, 48)), single_thread=False, budget_s=0.0)
+    assert [r["gemm"] for r in sweep.rows] == ["mm 32x32x32"]
