@@ -243,12 +243,14 @@ def _artifacts_like(prefix: str) -> dict[str, object]:
 
 
 def test_one_new_video_reruns_only_its_extraction_and_downstream(trained_demo, tmp_path):
-    """On a copy of the demo (its corpus, and its feature store: so the copy's first run computes no network pass)
-    trained for a few steps: one new video re-runs its extraction, training and scoring, and nothing else."""
+    """On a copy of the demo (its corpus, its feature store and the dataset shards that hold the store's arrays: so the
+    copy's first run computes no network pass) trained for a few steps: one new video re-runs its extraction, training
+    and scoring, and nothing else."""
     corpus = tmp_path / "corpus"
     shutil.copytree(trained_demo.corpus, corpus)
     ws_root = tmp_path / "ws"
-    shutil.copytree(trained_demo.workspace / "features", ws_root / "features")
+    for part in ("features", "datasets"):
+        shutil.copytree(trained_demo.workspace / part, ws_root / part)
     argv = ["demo", "--size", "tiny", "--workspace", str(ws_root), "--corpus", str(corpus), "--set", "max_steps=10"]
     assert main(argv) == 0
     new = corpus / "train" / "videos" / "zz-new-video.mp4"
