@@ -16,14 +16,13 @@ import functools
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from pipeline.extract.ffmpeg import FrameSpec, VideoInfo, decode_audio
 from pipeline.extract.frame_models import (
-    StreamModel,
     Windows,
     build_stream,
     check_weights_file,
@@ -32,10 +31,25 @@ from pipeline.extract.frame_models import (
 )
 from pipeline.extract.registry import StreamConfig
 from pipeline.extract.runner import NetRunner
+from pipeline.extract.stream_weights import StreamModel
+from pipeline.extract.vggish import SAMPLE_RATE, log_mel_examples
 from storage.features import StreamArrays
 
-if TYPE_CHECKING:
-    from pipeline.extract.extractor import Extractor
+
+class Extractor(Protocol):
+    """What these streams use of :class:`pipeline.extract.extractor.Extractor` (named here, not imported: that
+    module imports this one)."""
+
+    device: torch.device
+    cfg: Any
+    ffmpeg: Any
+    _weights: dict[str, str]
+    _dims: dict[str, int]
+
+    def _runner(self, backbone: Any, memory_format: torch.memory_format, max_batch: int) -> NetRunner: ...
+
+    def _rows(self, runner: NetRunner, x: torch.Tensor) -> np.ndarray: ...
+
 
 _FORMATS = {"frame": torch.channels_last, "clip": torch.channels_last_3d, "audio": torch.contiguous_format}
 
@@ -123,8 +137,6 @@ class ExtraStreams:
         names = sorted(want & self.audio_names)
         if not names:
             return {}
-        from pipeline.extract.vggish import SAMPLE_RATE, log_mel_examples  # noqa: PLC0415  deferred: the audio model
-
         cfg = ex.cfg
         examples = np.zeros((0, 96, 64), np.float32)
         if info.has_audio:

@@ -11,153 +11,32 @@ network (eval mode, CPU) mapping a preprocessed batch to ``[B, dim]``, with how 
   of :mod:`pipeline.extract.backbones` where the network has BatchNorm); a file is read with
   ``torch.load(weights_only=True)`` (or safetensors) and loaded strictly. A TorchScript archive (OpenAI's original
   CLIP ``.pt``) is refused with the one line that converts it; a state dict of another architecture is refused
-  naming its first missing and unexpected keys with their shapes. Nothing is downloaded.
+  naming its first missing and unexpected keys with their shapes (:mod:`pipeline.extract.stream_weights`), and
+  :func:`check_weights_file` does that on the meta device when the extractor is made. Nothing is downloaded.
+- Input: :func:`normalise_frames` / :func:`clip_input` crop and normalise decoded frames; :class:`Windows` cuts a
+  clip stream's frames into windows across decoded chunks.
 """
 
 from __future__ import annotations
 
 import functools
-import zipfile
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from pipeline.extract.backbones import calibrate_batchnorm, calibration_pixels
 from pipeline.extract.registry import OPENAI_MEAN, OPENAI_STD, RANDOM, StreamConfig
-from storage.hashing import sha256_local
-
-
-@dataclass
-class StreamModel:
-    """A stream's network and its input recipe.
-
-    Frame models take ``[B, 3, crop, crop]``, clip models ``[B, 3, T, crop, crop]``, audio models ``[B, 1, 96, 64]``
-    log-mel patches; all return ``[B, dim]``. Pixels: decoded with the short side at ``resize``, centre-cropped to
-    ``crop``, then ``(pixel / 255 - mean) / std``.
-    """
-
-    net: nn.Module
-    dim: int
-    weights_id: str
-    kind: str
-    resize: int = 0
-    crop: int = 0
-    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
-    std: tuple[float, ...] = (1.0, 1.0, 1.0)
-
-
-# -- weights files ---------------------------------------------------------------------------------------------------
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("/constants.pkl") or "/code/" in name for name in archive.namelist()[:200])
-
-
-def read_state_dict(path: str, what: str) -> dict[str, torch.Tensor]:
-    """A local weights file as a flat state dict (``state_dict``/``model``/``module.`` wrappers removed).
-
-    ``.safetensors`` through safetensors, anything else through ``torch.load(weights_only=True)``; a TorchScript
-    archive is refused with the one line that converts it.
-    """
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise FileNotFoundError(f"{path}: {what} weights file not found; put the file there or set weights=random")
-    if p.suffix == ".safetensors":
-        from safetensors.torch import load_file  # noqa: PLC0415  deferred: safetensors
-
-        state: Mapping = load_file(str(p))
-    elif _is_torchscript(p):
-        raise ValueError(
-            f"{path}: a TorchScript archive (OpenAI's CLIP .pt), which weights_only=True cannot load; convert it once: "
-            f"python -c \"import open_clip, torch; m = open_clip.load_openai_model('{path}', device='cpu'); "
-            "torch.save(m.state_dict(), 'clip-state.pth')\" and name clip-state.pth with a *-quickgelu backbone"
-        )
-    else:
-        try:
-            state = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
-        except Exception as exc:
-            raise ValueError(f"{path}: cannot load {what} weights with weights_only=True ({exc})") from exc
-    for wrapper in ("state_dict", "model_state", "model"):
-        if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
-            state = state[wrapper]
-            break
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: not a state dict of tensors ({what})")
-    return {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
-
-
-def _shape(t: torch.Tensor) -> list[int]:
-    return list(t.shape)
-
-
-def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], *, where: str, arch: str) -> None:
-    """``module.load_state_dict(state, strict=True)``; on a mismatch one ``ValueError`` naming the first missing and
-    unexpected keys (and mismatched shapes) with their shapes."""
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [k for k in expected if k in state and expected[k].shape != state[k].shape]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[0]} {_shape(expected[missing[0]])} (+{len(missing) - 1} more)")
-        if unexpected:
-            parts.append(f"unexpected {unexpected[0]} {_shape(state[unexpected[0]])} (+{len(unexpected) - 1} more)")
-        if wrong:
-            k = wrong[0]
-            parts.append(f"shape of {k}: {_shape(state[k])}, {arch} has {_shape(expected[k])}")
-        raise ValueError(f"{where}: not a {arch} state dict: {'; '.join(parts)}")
-    module.load_state_dict(state, strict=True, assign=any(t.is_meta for t in module.state_dict().values()))
-
-
-def _from_file(
-    build: Callable[[], nn.Module], load: Callable[[nn.Module], None], meta_build: Callable[[], nn.Module] | None = None
-) -> nn.Module:
-    """``build()`` then ``load(net)``, skipping the random initialisation that the file's weights replace: built on
-    the meta device and loaded by assignment (seconds for a CLIP model), unless the network holds tensors that no
-    state dict carries (non-persistent buffers), then built for real."""
-    with torch.device("meta"):
-        net = (meta_build or build)()
-    load(net)
-    if any(t.is_meta for t in [*net.parameters(), *net.buffers()]):
-        net = build()
-        load(net)
-    return net
-
-
-def weights_id(weights: str) -> str:
-    """How ``meta.json`` names weights: ``file:<name>:sha256:<hex>`` (the whole hash) or ``random:seed<N>``."""
-    p = Path(weights).expanduser()
-    return f"file:{p.name}:sha256:{sha256_local(p)}"
-
-
-# -- construction ----------------------------------------------------------------------------------------------------
-def _seeded(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build()
-
-
-def _calibrate_2d(net: nn.Module, size: int, mean, std, seed: int) -> None:
-    """Random networks with BatchNorm: re-estimate its statistics on the seeded calibration images."""
-    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
-        return
-    g = torch.Generator().manual_seed(seed + 1)
-    m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
-    calibrate_batchnorm(net, [(calibration_pixels((8, 3, size, size), g) / 255.0 - m) / s for _ in range(2)])
-
-
-def _calibrate_bn_3d(net: nn.Module, seed: int, *, frames: int, size: int, mean, std) -> None:
-    """A random clip network's BatchNorm statistics from 4 seeded calibration clips ``[3, frames, size, size]``."""
-    g = torch.Generator().manual_seed(seed + 2)
-    m, s = torch.tensor(mean).view(1, 3, 1, 1, 1), torch.tensor(std).view(1, 3, 1, 1, 1)
-    batches = [(calibration_pixels((2, 3, frames, size, size), g) / 255.0 - m) / s for _ in range(2)]
-    calibrate_batchnorm(net, batches)
+from pipeline.extract.s3d import S3DHowTo100M, build_s3d
+from pipeline.extract.stream_weights import (
+    StreamModel,
+    build_from_file,
+    calibrate_2d,
+    load_strict,
+    read_state_dict,
+    seeded,
+    weights_id,
+)
+from pipeline.extract.vggish import VGGish, build_vggish
 
 
 def _clip_model(cfg: StreamConfig, seed: int) -> StreamModel:
@@ -166,7 +45,7 @@ def _clip_model(cfg: StreamConfig, seed: int) -> StreamModel:
     spec = cfg.spec
     build = functools.partial(open_clip.create_model, spec.arch, pretrained=None)
     if cfg.weights == RANDOM:
-        model = _seeded(seed, build)
+        model = seeded(seed, build)
     else:
         state = read_state_dict(cfg.weights, cfg.backbone)
 
@@ -178,7 +57,7 @@ def _clip_model(cfg: StreamConfig, seed: int) -> StreamModel:
                 load_strict(model, state, where=cfg.weights, arch=f"open_clip {spec.arch}")
 
         # open_clip moves the model to its ``device`` argument at the end: on the meta device, it is the meta device.
-        model = _from_file(build, load, functools.partial(build, device="meta"))
+        model = build_from_file(build, load, functools.partial(build, device="meta"))
     net = model.visual.eval()
     pre = net.preprocess_cfg
     size = pre["size"][0] if isinstance(pre["size"], (tuple, list)) else int(pre["size"])
@@ -215,10 +94,10 @@ def _timm_model(cfg: StreamConfig, seed: int) -> StreamModel:
         raise ValueError(f"timm model {cfg.model!r}: unknown to timm {timm.__version__}; see timm.list_models()")
     build = functools.partial(timm.create_model, cfg.model, pretrained=False)
     if cfg.weights == RANDOM:
-        model = _seeded(seed, build)
+        model = seeded(seed, build)
     else:
         state = read_state_dict(cfg.weights, cfg.model)
-        model = _from_file(build, lambda net: load_strict(net, state, where=cfg.weights, arch=f"timm {cfg.model}"))
+        model = build_from_file(build, lambda net: load_strict(net, state, where=cfg.weights, arch=f"timm {cfg.model}"))
     data = resolve_data_config({}, model=model)
     if data.get("crop_mode", "center") != "center":
         raise ValueError(f"timm model {cfg.model!r}: crop_mode {data['crop_mode']!r} is not supported (center only)")
@@ -227,7 +106,7 @@ def _timm_model(cfg: StreamConfig, seed: int) -> StreamModel:
     model.reset_classifier(0)
     model.eval()
     if cfg.weights == RANDOM:
-        _calibrate_2d(model, 128, data["mean"], data["std"], seed)
+        calibrate_2d(model, 128, data["mean"], data["std"], seed)
     ident = weights_id(cfg.weights) if cfg.weights != RANDOM else f"random:timm:{cfg.model}:seed{seed}"
     return StreamModel(
         net=TimmFeatures(model).eval(),
@@ -248,11 +127,7 @@ def build_stream(cfg: StreamConfig, *, seed: int) -> StreamModel:
     if cfg.backbone == "timm":
         return _timm_model(cfg, seed)
     if cfg.backbone == "s3d-howto100m":
-        from pipeline.extract.s3d import build_s3d  # noqa: PLC0415  deferred: keeps this module's import light
-
         return build_s3d(cfg, seed=seed)
-    from pipeline.extract.vggish import build_vggish  # noqa: PLC0415  deferred: keeps this module's import light
-
     return build_vggish(cfg, seed=seed)
 
 
@@ -343,12 +218,8 @@ def check_weights_file(cfg: StreamConfig) -> None:
 
             net, arch = timm.create_model(cfg.model, pretrained=False), f"timm {cfg.model}"
         elif cfg.backbone == "s3d-howto100m":
-            from pipeline.extract.s3d import S3DHowTo100M  # noqa: PLC0415  deferred: keeps this module light
-
             net, arch = S3DHowTo100M(), "S3D HowTo100M (s3d_howto100m.pth)"
         else:
-            from pipeline.extract.vggish import VGGish  # noqa: PLC0415  deferred: keeps this module light
-
             net, arch = VGGish(), "torchvggish VGGish"
     meta_state = {k: torch.empty(v.shape, device="meta") for k, v in state.items()}
     load_strict(net, meta_state, where=cfg.weights, arch=arch)

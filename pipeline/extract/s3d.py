@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.extract.frame_models import StreamModel, _calibrate_bn_3d, load_strict, read_state_dict, weights_id
 from pipeline.extract.registry import RANDOM, StreamConfig
+from pipeline.extract.stream_weights import StreamModel, calibrate_bn_3d, load_strict, read_state_dict, weights_id
 
 # (name, in, branch 0, branch 1 reduce, branch 1, branch 2 reduce, branch 2, branch 3): the inception blocks.
 BLOCKS = (
@@ -169,7 +169,7 @@ def build_s3d(cfg: StreamConfig, *, seed: int) -> StreamModel:
         net.text_module = None  # the stream uses the video tower only
         ident = weights_id(cfg.weights)
     else:
-        _calibrate_bn_3d(net, seed, frames=8, size=64, mean=(0.0,) * 3, std=(1.0,) * 3)
+        calibrate_bn_3d(net, seed, frames=8, size=64, mean=(0.0,) * 3, std=(1.0,) * 3)
         ident = f"random:s3d-howto100m:seed{seed}"
     spec = cfg.spec
     return StreamModel(net=net.eval(), dim=VIDEO_DIM, weights_id=ident, kind="clip", resize=spec.size, crop=spec.size)

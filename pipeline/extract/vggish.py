@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.extract.frame_models import StreamModel, load_strict, read_state_dict, weights_id
 from pipeline.extract.registry import RANDOM, StreamConfig
+from pipeline.extract.stream_weights import StreamModel, load_strict, read_state_dict, weights_id
 
 SAMPLE_RATE = 16000
 WINDOW, HOP, FFT = 400, 160, 512  # samples: 25 ms, 10 ms, the next power of two

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from pipeline.extract import ExtractConfig, Extractor
-from pipeline.extract.frame_models import Windows, centre_crop, check_weights_file, read_state_dict
+from pipeline.extract.frame_models import Windows, centre_crop, check_weights_file
 from pipeline.extract.registry import BACKBONES, StreamConfig
+from pipeline.extract.stream_weights import read_state_dict
 
 
 def test_unknown_backbone_lists_the_known_ones():

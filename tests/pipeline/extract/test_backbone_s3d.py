@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.extract.frame_models import build_stream, load_strict
+from pipeline.extract.frame_models import build_stream
 from pipeline.extract.registry import StreamConfig
 from pipeline.extract.s3d import S3DHowTo100M, space_to_depth
+from pipeline.extract.stream_weights import load_strict
 
 BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
