@@ -110,6 +110,11 @@ def plan_extract(
     ``VideoSource``s. Hashes are remembered in the workspace by (path, size, modification time) so that a re-run
     reads only new or rewritten files (:class:`storage.hashing.HashCache`); ``rehash`` reads every file again.
     """
+    if getattr(config, "streams", None):  # ExtractConfig.streams (issue 26): not stored in datasets yet
+        raise ValueError(
+            f"extract config names extra streams {sorted(config.streams)}: datasets hold rgb2d, rgb3d, audio and "
+            "text so far; compute extra streams with pipeline.extract.Extractor.extract_streams"
+        )
     if isinstance(source, (list, tuple)) and source and isinstance(source[0], VideoSource):
         videos = list(source)
     else:
