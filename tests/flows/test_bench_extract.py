@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from flows.bench.extract import OUR_RUNS, _make_video, choose_runs
+from flows.bench.extract import OUR_RUNS, _make_video, _print_gflops, choose_runs
 from flows.cli import main
 from pipeline.extract.ffmpeg import decode_audio, expected_frames, probe
-from pipeline.hardware import resolve_precision
+from pipeline.hardware import PeakSweep, resolve_precision
 
 
 @pytest.mark.parametrize("native", [True, False])
@@ -52,6 +52,11 @@ def test_bench_extract_speed_table(tmp_path, capsys, extract_cache):
             assert row["gflops_rgb2d"] > 0 and row["gflops_rgb3d"] > 0
     assert figures["macs"]["rgb2d"] > 1e10 and figures["macs"]["rgb3d"] > 1e9  # ResNet-152 on 224x398 frames
     assert figures["matmul_gflops"]["fp32"] > 0
+    for precision, peak in figures["peak"].items():  # the limit: no GEMM it measured exceeds it
+        assert figures["matmul_gflops"][precision] == peak["best_gflops"]
+        assert peak["limit_gflops"] == max(peak["best_gflops"], peak["fma_gflops"] or 0)
+        assert all(0 < r["gflops_all_threads"] <= peak["best_gflops"] for r in peak["rows"])
+    assert "of the limit" in out and "FMA peak" in out and "% of matmul" not in out
     assert set(figures["agreement"]) == {f"{n}/{s}" for n in expected - {"naive-fp32"} for s in ("rgb2d", "rgb3d")}
     assert figures["agreement"]["ours-fp32/rgb2d"]["min"] >= 0.999  # fp32 features: the naive recipe's
     assert figures["agreement"]["ours-fp32/rgb3d"]["min"] >= 0.999
@@ -79,3 +84,17 @@ def test_bench_extract_memory(tmp_path, capsys, extract_cache):
             "mel": 1 + n // 160,
         }
         assert f["peak_mib"] >= f["built_mib"] > 100  # the backbones alone take hundreds of MiB
+
+
+def test_gflops_are_reported_as_a_share_of_the_limit(capsys):
+    """The limit is the larger of the FMA peak and the sweep's best (a one-thread row counted for every thread)."""
+    rows = [{"gemm": "mm 2048x2048x2048", "threads": 2, "gflops": 150.0, "gflops_all_threads": 150.0},
+            {"gemm": "mm 2048x2048x2048 1 thread(s)", "threads": 1, "gflops": 100.0, "gflops_all_threads": 200.0}]  # fmt: skip
+    quiet = PeakSweep("fp32", rows, fma_gflops=166.0, fma_note="2 core(s) x 32 FLOP/cycle")
+    _print_gflops({"ours-fp32": {"precision": "fp32", "gflops_rgb2d": 100.0, "gflops_rgb3d": 50.0}},
+                  {"rgb2d": 2e10, "rgb3d": 1e9}, {"fp32": quiet})  # fmt: skip
+    out = capsys.readouterr().out
+    assert "limit 200 GFLOP/s; FMA peak 166 GFLOP/s" in out and "best GEMM 200 GFLOP/s (mm 2048x2048x2048" in out
+    assert "100.0 GFLOP/s ( 50% of the limit)" in out and "50.0 GFLOP/s ( 25% of the limit)" in out
+    assert PeakSweep("fp32", rows, fma_gflops=300.0).limit_gflops == 300.0
+    assert PeakSweep("fp32", rows).limit_gflops == 200.0  # FMA peak unknown: the sweep alone
