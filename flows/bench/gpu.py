@@ -18,7 +18,9 @@ soon as it has a row, so a run that is cut off still leaves what it measured:
   preset's audio length, and the projected epoch over HowTo100M's 136 M clips, beside the paper's (4 V100s);
 * ``backbones``: ResNet-152 (torchvision, random seeded weights) and the 3D ResNeXt-101 on synthetic frames: frames
   per second in fp32 and bf16 autocast, and the smallest row cosine of bf16 features on the device to fp32
-  features on the CPU for the same frames (target >= 0.999);
+  features on the CPU for the same frames (target >= 0.999), and their bf16 GFLOP/s as a share of the device's
+  bf16 limit: a dense GEMM sweep over shapes (:func:`pipeline.hardware.peak_sweep`; on a CPU also the ISA's FMA
+  peak), in the summary under ``peak``;
 * ``ffmpeg``: seconds of video per second end to end (ffmpeg decoding 1 fps 224x224 frames on the CPUs, ResNet-152
   on the device) and the device's busy fraction; only when ``ffmpeg`` is on PATH.
 
@@ -49,6 +51,7 @@ import torch.nn.functional as F
 import torchvision
 import yaml
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 import model
 from flows.bench.routing import (
@@ -63,7 +66,9 @@ from flows.bench.routing import (
     format_table,
     time_steps,
 )
+from pipeline.device import apply_tf32, current_tf32
 from pipeline.extract.resnext3d import resnext101
+from pipeline.hardware import Gemm, PeakSweep, peak_sweep
 
 PRESET_DIR = Path(model.__file__).resolve().parent / "presets"
 HOWTO100M_CLIPS = 136_000_000
@@ -149,6 +154,12 @@ class Sizes:
     clips_3d: tuple[int, int, int, int] = (16, 16, 112, 112)  # ResNeXt-101: clips per batch, T, H, W
     cosine_rows: int = 8  # frames (clips) checked against the CPU fp32 reference
     video_s: float = 60.0  # ffmpeg section: seconds of synthetic video
+    peak_gemms: tuple[tuple[int, int, int], ...] = (
+        (8192, 8192, 8192),
+        (4096, 4096, 4096),
+        (16384, 4096, 4096),
+        (3136, 1024, 1024),
+    )  # m, n, k of the dense bf16 sweep
 
 
 FULL = Sizes(net=tuple(SIZES["paper"].items()))
@@ -167,6 +178,7 @@ TINY = Sizes(
     clips_3d=(1, 2, 64, 64),
     cosine_rows=2,
     video_s=2.0,
+    peak_gemms=((128, 128, 128), (64, 256, 128)),
 )  # fmt: skip
 
 
@@ -496,13 +508,18 @@ def backbone_row(name: str, shape: tuple[int, ...], device: torch.device, sizes:
     pairwise = float(((normed @ normed.T).sum() - n) / (n * (n - 1))) if n > 1 else None  # None: a single row
     row["reference_mean_pairwise_cosine"] = pairwise
     row["bf16_speedup"] = row["bf16_per_s"] / row["fp32_per_s"]
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        net(x[:1])
+    row["gflop_per_item"] = counter.get_total_flops() / 1e9  # torch's FLOP count of one frame (clip)
     return row
 
 
 def backbones_section(device: torch.device, sizes: Sizes, budget: Budget, report: Report) -> list[dict[str, Any]]:
-    """ResNet-152 on 2D frames and the 3D ResNeXt-101 on clips: one row each."""
+    """ResNet-152 on 2D frames and the 3D ResNeXt-101 on clips: one row each, after the device's bf16 limit."""
     n2, h2, w2 = sizes.frames_2d
     n3, t3, h3, w3 = sizes.clips_3d
+    peak = bf16_limit(device, sizes, budget)
+    report.summarise("peak", peak.record())
     rows = []
     for name, shape in (("resnet152", (n2, 3, h2, w2)), ("resnext101_3d", (n3, 3, t3, h3, w3))):
         if budget.left() <= 0:
@@ -511,12 +528,24 @@ def backbones_section(device: torch.device, sizes: Sizes, budget: Budget, report
             _free(device)
             try:
                 row = backbone_row(name, shape, device, sizes, budget)
+                row["bf16_gflops"] = row["gflop_per_item"] * row["bf16_per_s"]
+                row["bf16_fraction_of_limit"] = peak.fraction(row["bf16_gflops"])
             except Exception as exc:
                 row = {"section": "backbones", "backbone": name, "error": f"{type(exc).__name__}: {exc}"}
         print(f"  {name}: {_backbone_status(row)}", flush=True)
         rows.append(row)
         report.add(row)
     return rows
+
+
+def bf16_limit(device: torch.device, sizes: Sizes, budget: Budget) -> PeakSweep:
+    """The device's dense bf16 limit: a GEMM sweep over ``sizes.peak_gemms`` (a fifth of the section's budget at
+    most); on a CPU the limit is also at least the ISA's bf16 FMA peak."""
+    gemms = tuple(Gemm(m, n, k) for m, n, k in sizes.peak_gemms)
+    sweep = peak_sweep("bf16", gemms, str(device), single_thread=False, budget_s=budget.left() / 5)
+    fma = "" if sweep.fma_gflops is None else f", FMA peak {sweep.fma_gflops:.0f} ({sweep.fma_note})"
+    print(f"  bf16 limit {sweep.limit_gflops:.0f} GFLOP/s: best GEMM {sweep.best_gflops:.0f}{fma}", flush=True)
+    return sweep
 
 
 def _backbone_status(row: dict[str, Any]) -> str:
@@ -527,6 +556,11 @@ def _backbone_status(row: dict[str, Any]) -> str:
         f"{row['fp32_per_s']:.1f} {row['unit']}/s fp32, {row['bf16_per_s']:.1f} bf16 ({row['bf16_speedup']:.2f}x); "
         f"bf16 vs CPU fp32 min cosine {row['bf16_min_cosine']:.5f} (target >= 0.999), fp32 {row['fp32_min_cosine']:.6f}"
         + (f"; reference rows' mean pairwise cosine {pairwise:.3f}" if pairwise is not None else "")
+        + (
+            f"; bf16 {row['bf16_gflops']:.0f} GFLOP/s, {row['bf16_fraction_of_limit']:.0%} of the limit"
+            if "bf16_gflops" in row
+            else ""
+        )
     )
 
 
@@ -599,14 +633,13 @@ def _header(device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "matmul_precision": torch.get_float32_matmul_precision(),
-        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "tf32": current_tf32().record(),  # the pipeline's setting (pipeline.device: off on CUDA), applied by run()
         "ffmpeg": shutil.which("ffmpeg"),
         "sizes": asdict(TINY if args.tiny else FULL),
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda)
-        info["cuda_matmul_allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
         info["bf16_supported"] = torch.cuda.is_bf16_supported()
     return info
 
@@ -621,6 +654,7 @@ SECTION_RUNNERS: dict[str, Callable[[torch.device, Sizes, Budget, Report], list[
 
 def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    apply_tf32(device)  # as extraction and training run: fp32 is IEEE fp32
     sizes = TINY if args.tiny else FULL
     report = Report(args.out, _header(device, args))
     report.write()

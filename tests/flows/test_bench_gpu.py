@@ -88,6 +88,18 @@ def _check_backbones(rows: list[dict]) -> None:
         assert r["bf16_min_cosine"] <= r["bf16_mean_cosine"] <= 1.0 + 1e-6
 
 
+def _check_limit(peak: dict, rows: list[dict]) -> None:
+    """The bf16 limit is at least every GEMM of its sweep (and the FMA peak on a CPU); the backbones' bf16 GFLOP/s
+    are their FLOPs per item times items per second, a share of the limit no larger than 1."""
+    assert peak["precision"] == "bf16" and peak["rows"]
+    assert all(0 < r["gflops"] <= peak["best_gflops"] <= peak["limit_gflops"] for r in peak["rows"])
+    assert peak["limit_gflops"] == max(peak["best_gflops"], peak["fma_gflops"] or 0)
+    for r in (r for r in rows if r["section"] == "backbones"):
+        assert r["gflop_per_item"] > 0 and r["bf16_gflops"] == pytest.approx(r["gflop_per_item"] * r["bf16_per_s"])
+        assert r["bf16_fraction_of_limit"] == pytest.approx(r["bf16_gflops"] / peak["limit_gflops"])
+        assert 0 < r["bf16_fraction_of_limit"] <= 1
+
+
 @pytest.mark.slow
 def test_tiny_check_on_cpu_through_the_cli(tmp_path, monkeypatch, capsys) -> None:
     """Every section, the ffmpeg one with the pinned ffmpeg build first on PATH, in at most 30 s."""
@@ -109,6 +121,8 @@ def test_tiny_check_on_cpu_through_the_cli(tmp_path, monkeypatch, capsys) -> Non
     _check_routing(rows, payload["summary"]["routing"])
     _check_train(rows)
     _check_backbones(rows)
+    _check_limit(payload["summary"]["peak"], rows)
+    assert set(payload["settings"]["tf32"]) == {"cuda_matmul", "cudnn_conv", "float32_matmul_precision"}
     (ffmpeg,) = [r for r in rows if r["section"] == "ffmpeg"]
     assert ffmpeg["frames"] == 2 and ffmpeg["video_s_per_s"] > 0 and 0 < ffmpeg["device_busy"] < 1
     assert not out.with_name("gpu.json.tmp").exists()
