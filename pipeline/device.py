@@ -271,8 +271,12 @@ def activation_bytes(net: nn.Module, item_shape: Sequence[int], dtype: torch.dty
     leaves = [m for m in net.modules() if not list(m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
     try:
-        state = {k: torch.empty_like(v, device="meta") for k, v in net.state_dict(keep_vars=True).items()}
-        x = torch.empty((1, *item_shape), device="meta")
+        # Weights and input in ``dtype`` (a bf16 runner's weights are bf16; meta kernels check that dtypes agree).
+        state = {
+            k: torch.empty_like(v, device="meta", dtype=dtype if v.is_floating_point() else v.dtype)
+            for k, v in net.state_dict(keep_vars=True).items()
+        }
+        x = torch.empty((1, *item_shape), device="meta", dtype=dtype)
         with torch.no_grad():
             torch.func.functional_call(net, state, (x,))
     finally:

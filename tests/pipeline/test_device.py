@@ -142,6 +142,8 @@ def test_activation_bytes_from_shapes_only():
     weight = net[0].weight.detach().clone()
     assert activation_bytes(net, (3, 16, 16)) == 2 * 4096 * 4
     assert activation_bytes(net, (3, 16, 16), torch.bfloat16) == 2 * 4096 * 2
+    bf16_net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU()).to(torch.bfloat16)  # a bf16 runner's weights
+    assert activation_bytes(bf16_net, (3, 16, 16), torch.bfloat16) == 2 * 4096 * 2
     assert activation_bytes(net, (3, 32, 32)) == 4 * activation_bytes(net, (3, 16, 16))
     assert net[0].weight.device.type == "cpu" and torch.equal(net[0].weight, weight)
     assert not net[0]._forward_hooks  # its hooks are removed
