@@ -7,6 +7,7 @@ records live there), so cache records never leak between sessions.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -183,11 +184,18 @@ def trained_demo(prefect_api, synth_corpus, tmp_path_factory) -> TrainedDemo:
     return TrainedDemo(root / "ws", corpus, run_dir.name, out.getvalue())
 
 
-@pytest.fixture(scope="session")
-def dask_cluster(prefect_api, tmp_path_factory):
-    """A real Dask cluster as README tells users to start one: ``dask scheduler`` and two ``dask worker`` processes,
-    on 127.0.0.1, reporting their task runs to the session's Prefect API. Yields the scheduler's address."""
-    import contextlib
+class DaskProcesses:
+    """What :func:`start_dask` started: the scheduler's address, and per worker name (``w0``, ``w1``…) its process
+    (a ``dask worker`` with its nanny, in a process group of its own: ``os.killpg`` takes down the whole worker)."""
+
+    def __init__(self, address: str, workers: dict) -> None:
+        self.address, self.workers = address, workers
+
+
+@contextlib.contextmanager
+def start_dask(folder: Path, n_workers: int = 2, env: dict | None = None):
+    """``dask scheduler`` and ``n_workers`` ``dask worker`` processes on 127.0.0.1 (one thread each), logs in
+    ``folder``; yields a :class:`DaskProcesses`, and stops them all on exit."""
     import json
     import signal
     import subprocess
@@ -195,12 +203,10 @@ def dask_cluster(prefect_api, tmp_path_factory):
     import time
 
     from distributed import Client
-    from prefect.settings import PREFECT_API_URL
 
-    folder = tmp_path_factory.mktemp("dask")
     scheduler_file = folder / "scheduler.json"
     dask = str(Path(sys.executable).with_name("dask"))
-    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    env = env or dict(os.environ)
     common = ["--no-dashboard"]
     logs = contextlib.ExitStack()
 
@@ -219,7 +225,7 @@ def dask_cluster(prefect_api, tmp_path_factory):
             assert procs[0].poll() is None, (folder / "scheduler.log").read_text()
             assert time.monotonic() < deadline, "dask scheduler did not start"
             time.sleep(0.1)
-        for i in range(2):
+        for i in range(n_workers):
             procs.append(
                 subprocess.Popen(
                     [dask, "worker", "--scheduler-file", str(scheduler_file), "--host", "127.0.0.1", "--nthreads", "1",
@@ -231,8 +237,8 @@ def dask_cluster(prefect_api, tmp_path_factory):
         address = json.loads(scheduler_file.read_text())["address"]
         assert address.startswith("tcp://127.0.0.1:"), address
         with Client(address, timeout=60) as client:
-            client.wait_for_workers(2, timeout=120)
-        yield address
+            client.wait_for_workers(n_workers, timeout=120)
+        yield DaskProcesses(address, {f"w{i}": proc for i, proc in enumerate(procs[1:])})
     finally:
         for proc in reversed(procs):
             if proc.poll() is None:
@@ -246,6 +252,17 @@ def dask_cluster(prefect_api, tmp_path_factory):
         logs.close()
 
 
+@pytest.fixture(scope="session")
+def dask_cluster(prefect_api, tmp_path_factory):
+    """A real Dask cluster as README tells users to start one: ``dask scheduler`` and two ``dask worker`` processes,
+    on 127.0.0.1, reporting their task runs to the session's Prefect API. Yields the scheduler's address."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    with start_dask(tmp_path_factory.mktemp("dask"), 2, env) as cluster:
+        yield cluster.address
+
+
 class S3Server:
     """What :func:`s3_server` started: ``moto_server`` on loopback, a bucket, and the canary secret it was given."""
 
@@ -257,15 +274,10 @@ class S3Server:
         return f"s3://{self.bucket}/{prefix.strip('/')}"
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory):
-    """A real S3 API: ``moto_server`` as a separate process on 127.0.0.1, one bucket, credentials in the environment.
-
-    s3fs (through botocore >= 1.31) reads ``AWS_ENDPOINT_URL`` from the environment, so ``Workspace("s3://…")`` and
-    ``--workspace s3://…`` reach this server with no mmcaps code or option; the secret key is a canary that tests grep
-    for in everything mmcaps writes or prints.
-    """
-    import secrets
+@contextlib.contextmanager
+def start_moto_server(folder: Path):
+    """``moto_server`` on a free port of 127.0.0.1 (its log in ``folder``), answering; yields ``(endpoint, process)``
+    (the process leads its own process group: a test may SIGSTOP it to play an outage) and stops it on exit."""
     import signal
     import socket
     import subprocess
@@ -273,7 +285,6 @@ def s3_server(tmp_path_factory):
     import time
     import urllib.request
 
-    folder = tmp_path_factory.mktemp("s3")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -284,15 +295,6 @@ def s3_server(tmp_path_factory):
         proc = subprocess.Popen(
             [moto, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-    secret = f"mmcaps-canary-secret-{secrets.token_hex(12)}"
-    env = {
-        "AWS_ACCESS_KEY_ID": "mmcaps-test-key",
-        "AWS_SECRET_ACCESS_KEY": secret,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": endpoint,
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -303,21 +305,48 @@ def s3_server(tmp_path_factory):
             except OSError:
                 assert time.monotonic() < deadline, f"moto_server did not answer: {log.read_text()}"
                 time.sleep(0.2)
-        import s3fs
-
-        bucket = "mmcaps-test"
-        s3fs.S3FileSystem(skip_instance_cache=True).mkdir(bucket)
-        yield S3Server(endpoint, bucket, secret, log)
+        yield endpoint, proc
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGCONT)  # a test that paused it may have failed before resuming it
             os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 API: ``moto_server`` as a separate process on 127.0.0.1, one bucket, credentials in the environment.
+
+    s3fs (through botocore >= 1.31) reads ``AWS_ENDPOINT_URL`` from the environment, so ``Workspace("s3://…")`` and
+    ``--workspace s3://…`` reach this server with no mmcaps code or option; the secret key is a canary that tests grep
+    for in everything mmcaps writes or prints.
+    """
+    import secrets
+
+    folder = tmp_path_factory.mktemp("s3")
+    with start_moto_server(folder) as (endpoint, _proc):
+        secret = f"mmcaps-canary-secret-{secrets.token_hex(12)}"
+        env = {
+            "AWS_ACCESS_KEY_ID": "mmcaps-test-key",
+            "AWS_SECRET_ACCESS_KEY": secret,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": endpoint,
+        }
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            import s3fs
+
+            bucket = "mmcaps-test"
+            s3fs.S3FileSystem(skip_instance_cache=True).mkdir(bucket)
+            yield S3Server(endpoint, bucket, secret, folder / "moto.log")
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
