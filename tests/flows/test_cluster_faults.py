@@ -1,0 +1,112 @@
+"""Faults beyond one machine: the S3 server paused mid-run (SIGSTOP/SIGCONT of a ``moto_server`` of this test's own).
+
+A writer's run here is what the ingest driver's publisher does per video, on the storage layer alone (no CNN): under
+the dataset's writer lock, a shard (one sample) is written, then its manifest row is appended. A 3 s pause of the
+server is waited out: every video once, each shard whole.
+
+Found while writing this: against a SIGSTOPped server (the kernel still accepts its connections) a request waits for
+the server to come back. aiobotocore's ``read_timeout`` (1 s here, through ``$FSSPEC_S3``'s ``config_kwargs``) did
+not fire within 8 s, so botocore's retry settings never come into play for this kind of outage; an outage that
+refuses connections is another case (botocore retries those, then raises OSError), not tested here.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import threading
+import time
+import uuid
+
+import fsspec
+import numpy as np
+import pyarrow.compute as pc
+
+from storage.locks import dataset_lock
+from storage.manifest import Manifest
+from storage.shards import ShardWriter, iter_shard
+from storage.workspace import Workspace
+from tests.conftest import start_moto_server
+from tests.storage.test_manifest import row
+
+VIDEOS = [f"v{i:02d}" for i in range(6)]
+
+
+def s3_workspace(endpoint: str, attempts: int) -> Workspace:
+    """A workspace in a new bucket of the server at ``endpoint``; s3fs's own retry loop (``S3FileSystem.retries``,
+    5 tries of a timed-out request) off, so botocore's ``attempts`` decide alone."""
+    ws = Workspace(f"s3://faults-{uuid.uuid4().hex[:8]}/ws")
+    ws.fs.retries = 1
+    ws.fs.mkdir(ws.root.split("/")[2])
+    return ws
+
+
+def s3_conf(endpoint: str, attempts: int) -> dict:
+    """s3fs options as a user gives them in ``$FSSPEC_S3`` (fsspec's config): 1 s timeouts, ``attempts`` tries."""
+    return {
+        "endpoint_url": endpoint,
+        "key": "k",
+        "secret": "s",
+        "config_kwargs": {
+            "connect_timeout": 1,
+            "read_timeout": 1,
+            "retries": {"mode": "standard", "total_max_attempts": attempts},
+        },
+    }
+
+
+def sample(video: str) -> dict:
+    buf = io.BytesIO()
+    np.save(buf, np.full((3, 4), int(video[1:]), dtype=np.float16))
+    return {"__key__": video, "rgb2d.npy": buf.getvalue(), "meta.json": json.dumps({"video_id": video}).encode()}
+
+
+def run(ws: Workspace, on_video=None) -> None:
+    """Publish every video the manifest lacks: its shard, then its row (the publisher's order)."""
+    manifest = Manifest(ws, "lab")
+    with dataset_lock(ws, "lab", owner="extract lab", heartbeat_s=0.5, stale_after_s=5, poll_s=0.1, wait_s=15):
+        done = set(manifest.read().column("video_id").to_pylist()) if manifest.exists() else set()
+        run_id = uuid.uuid4().hex[:6]
+        for i, video in enumerate(v for v in VIDEOS if v not in done):
+            if on_video is not None:
+                on_video(i)
+            with ShardWriter(ws.join("datasets", "lab", "shards"), f"lab-{run_id}-{video}", 1, workspace=ws) as writer:
+                writer.write(sample(video))
+            shard = writer.paths[0].split("/datasets/lab/", 1)[1]
+            manifest.append([row(video, sha=f"{i:064x}", shard=shard)])
+
+
+def assert_nothing_lost(ws: Workspace) -> None:
+    rows = Manifest(Workspace(ws.root), "lab").read()
+    assert sorted(rows.column("video_id").to_pylist()) == VIDEOS  # every video once
+    assert pc.all(pc.equal(rows.column("status"), "ok")).as_py()
+    for r in rows.to_pylist():
+        (got,) = list(iter_shard(ws.join("datasets", "lab", r["shard"])))  # raises if torn
+        assert got == sample(r["video_id"])
+
+
+def pause(proc, at: int, seconds: float):
+    """A hook that SIGSTOPs the server when video ``at`` starts and SIGCONTs it ``seconds`` later (from a timer)."""
+
+    def hook(i: int) -> None:
+        if i == at:
+            os.killpg(proc.pid, signal.SIGSTOP)
+            threading.Timer(seconds, os.killpg, (proc.pid, signal.SIGCONT)).start()
+
+    return hook
+
+
+def test_a_paused_s3_server_is_waited_out_and_nothing_is_lost(tmp_path, monkeypatch):
+    with start_moto_server(tmp_path) as (endpoint, proc):
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        monkeypatch.setitem(fsspec.config.conf, "s3", s3_conf(endpoint, attempts=10))
+        ws = s3_workspace(endpoint, 10)
+        started = time.monotonic()
+        try:
+            run(ws, pause(proc, at=2, seconds=3.0))
+        finally:
+            os.killpg(proc.pid, signal.SIGCONT)
+        assert time.monotonic() - started >= 3.0  # it did wait the outage out
+        assert_nothing_lost(ws)
