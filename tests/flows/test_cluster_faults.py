@@ -1,4 +1,5 @@
-"""Faults beyond one machine: the S3 server paused mid-run (SIGSTOP/SIGCONT of a ``moto_server`` of this test's own).
+"""Faults beyond one machine: the S3 server paused mid-run (SIGSTOP/SIGCONT of a ``moto_server`` of this test's own),
+and a Dask worker SIGKILLed mid-extraction (a ``dask scheduler`` and two ``dask worker`` processes of its own).
 
 A writer's run here is what the ingest driver's publisher does per video, on the storage layer alone (no CNN): under
 the dataset's writer lock, a shard (one sample) is written, then its manifest row is appended. A 3 s pause of the
@@ -19,24 +20,26 @@ import signal
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import fsspec
 import numpy as np
 import pyarrow.compute as pc
+import pytest
 
 from storage.locks import dataset_lock
 from storage.manifest import Manifest
 from storage.shards import ShardWriter, iter_shard
-from storage.workspace import Workspace
+from storage.workspace import TMP_MARKER, Workspace
 from tests.conftest import start_moto_server
 from tests.storage.test_manifest import row
 
 VIDEOS = [f"v{i:02d}" for i in range(6)]
 
 
-def s3_workspace(endpoint: str, attempts: int) -> Workspace:
-    """A workspace in a new bucket of the server at ``endpoint``; s3fs's own retry loop (``S3FileSystem.retries``,
-    5 tries of a timed-out request) off, so botocore's ``attempts`` decide alone."""
+def s3_workspace() -> Workspace:
+    """A workspace in a new bucket (of the server ``fsspec.config.conf["s3"]`` names); s3fs's own retry loop
+    (``S3FileSystem.retries``, 5 tries of a timed-out request) off, so botocore's retry settings decide alone."""
     ws = Workspace(f"s3://faults-{uuid.uuid4().hex[:8]}/ws")
     ws.fs.retries = 1
     ws.fs.mkdir(ws.root.split("/")[2])
@@ -102,7 +105,7 @@ def test_a_paused_s3_server_is_waited_out_and_nothing_is_lost(tmp_path, monkeypa
     with start_moto_server(tmp_path) as (endpoint, proc):
         monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
         monkeypatch.setitem(fsspec.config.conf, "s3", s3_conf(endpoint, attempts=10))
-        ws = s3_workspace(endpoint, 10)
+        ws = s3_workspace()
         started = time.monotonic()
         try:
             run(ws, pause(proc, at=2, seconds=3.0))
@@ -110,3 +113,69 @@ def test_a_paused_s3_server_is_waited_out_and_nothing_is_lost(tmp_path, monkeypa
             os.killpg(proc.pid, signal.SIGCONT)
         assert time.monotonic() - started >= 3.0  # it did wait the outage out
         assert_nothing_lost(ws)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_extraction_is_rescheduled(prefect_api, synth_corpus, tmp_path):
+    """A Dask worker (with its nanny) SIGKILLed while it runs an extraction task: Dask runs the task on the other
+    worker, the flow completes, every video is in the manifest once, each shard reads back whole, no shard is
+    written twice, and every feature-store entry loads."""
+    import shutil
+
+    from distributed import Client
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.ingest import extract_flow
+    from flows.runners import make_task_runner
+    from pipeline.extract import ExtractConfig
+    from storage.dataset import open_dataset
+    from tests.conftest import start_dask
+
+    src = tmp_path / "src"
+    src.mkdir()
+    names = ["train-0000", "train-0001", "train-0002"]
+    for name in names:
+        shutil.copy(synth_corpus / "train" / "videos" / f"{name}.mp4", src / f"{name}.mp4")
+    ws = Workspace(tmp_path / "ws")
+    cfg = ExtractConfig.model_validate({"max_seconds": 1, "text": {"word2vec": str(synth_corpus / "word2vec.bin")}})
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    (tmp_path / "dask").mkdir()
+    with start_dask(tmp_path / "dask", 2, env) as cluster, Client(cluster.address, timeout=60) as client:
+        result: dict = {}
+        flow = extract_flow.with_options(task_runner=make_task_runner("dask", cluster.address))
+        thread = threading.Thread(
+            target=lambda: result.update(summary=flow(str(src), "lab", cfg, None, ws.root, shard_videos=1,
+                                                      videos_per_task=1))
+        )  # fmt: skip
+        thread.start()
+        seen: dict[str, float] = {}
+        victim = None
+        deadline = time.monotonic() + 240
+        while victim is None:
+            assert thread.is_alive(), "the flow finished before a worker could be killed"
+            assert time.monotonic() < deadline, "no task ran on a worker in time"
+            for address, keys in client.processing().items():
+                if keys:
+                    seen.setdefault(address, time.monotonic())
+                    if time.monotonic() - seen[address] > 1.0:  # running for a second: mid-extraction
+                        victim = address
+            time.sleep(0.1)
+        name = client.scheduler_info()["workers"][victim]["name"]
+        os.killpg(cluster.workers[name].pid, signal.SIGKILL)  # the worker and its nanny: a lost machine
+        thread.join(timeout=300)
+        assert not thread.is_alive(), "the flow did not finish after the kill"
+    summary = result["summary"]
+    assert summary.failed == [] and summary.videos == len(names), summary
+    rows = Manifest(ws, "lab").read().to_pylist()
+    assert sorted(r["video_id"] for r in rows) == names and all(r["status"] == "ok" for r in rows)
+    shards = [p for p in ws.fs.find(ws.dataset_dir("lab")) if p.endswith(".tar")]
+    keys = [s["__key__"] for p in shards for s in iter_shard(p)]  # raises if a shard is torn
+    assert sorted(keys) == names  # no shard lost, none written twice
+    assert sorted(v.video_id for v in open_dataset(ws, "lab").iter_videos()) == names
+    for path in ws.fs.find(ws.join("features")):
+        if TMP_MARKER in path:
+            continue  # the killed worker's unfinished write: never read as an entry
+        if path.endswith(".npy"):
+            np.load(path)
+        elif path.endswith(".json"):
+            json.loads(Path(path).read_text())
