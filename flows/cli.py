@@ -100,7 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             raise
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # str(KeyError) adds quotes
-        print(f"mmcaps {args.command}: error: {message}", file=sys.stderr)
+        for line in str(message).splitlines() or [""]:  # flows.commands.checks.Problems: one line per problem
+            print(f"mmcaps {args.command}: error: {line}", file=sys.stderr)
         return USAGE
 
 

@@ -11,17 +11,9 @@ from __future__ import annotations
 import argparse
 
 from flows.commands import FAILED_ITEMS
-from flows.commands._common import (
-    add_extract_config,
-    add_runner,
-    add_shard_videos,
-    extract_config,
-    parse_set_option,
-    say_stand_ins,
-    task_runner,
-)
-from pipeline.ingest.sources import discover_videos
-from storage.workspace import Workspace, safe_name
+from flows.commands._common import add_extract_config, add_runner, add_shard_videos, say_stand_ins, task_runner
+from flows.commands.checks import Checks
+from storage.workspace import Workspace
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -57,10 +49,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
 
-    # Everything that can be wrong with the invocation is found here, in a second, before Prefect starts.
-    safe_name(args.dataset, what="dataset name")
-    cfg = extract_config(args.config, parse_set_option(args.overrides))
-    discover_videos(args.source)  # raises naming the source when it is missing or holds no video
+    # Everything that can be wrong with the invocation is found here, all at once, before Prefect starts.
+    checks = Checks()
+    checks.name(args.dataset, "dataset name")
+    cfg = checks.extraction(args.source, args.config, args.overrides, args.captions)
+    checks.done()
     workspace = Workspace(args.workspace)
     say_stand_ins(cfg)
 

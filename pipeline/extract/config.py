@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from model.fingerprint import FingerprintedConfig, content_fingerprint, runtime_field
 from pipeline.extract.ffmpeg import ffmpeg_binary
@@ -95,17 +95,26 @@ class TextConfig(FingerprintedConfig):
     """Caption vectors: max over word2vec vectors of in-vocabulary tokens."""
 
     # Fingerprinted by content hash, not path: moving the file keeps the fingerprint, replacing it changes it.
-    word2vec: str | None = Field(
+    # False (spelled none): no word vectors, said on purpose; the command line refuses captions without vectors
+    # otherwise (flows/commands/checks.py). Unset and none make the same zero vectors, hence the same fingerprint.
+    word2vec: str | Literal[False] | None = Field(
         None,
-        description="word2vec binary or text file (GoogleNews-vectors-negative300.bin); unset: every caption gets a "
-        "zero vector",
+        description="word2vec binary or text file (GoogleNews-vectors-negative300.bin); none: no text features, "
+        "every caption gets a zero vector (mmcaps extract refuses captions without vectors unless told so)",
     )
     dim: int = Field(300, ge=1, description="dimension of the word vectors")
 
+    @field_validator("word2vec", mode="before")
+    @classmethod
+    def _none_means_no_vectors(cls, value: Any) -> Any:
+        return False if isinstance(value, str) and value.strip().lower() == "none" else value
+
     def fingerprint_payload(self) -> dict[str, Any]:
         out = super().fingerprint_payload()
-        if self.word2vec is not None:
+        if self.word2vec:
             out["word2vec"] = _file_payload(self.word2vec, "word2vec")
+        elif self.word2vec is False:
+            out["word2vec"] = None
         return out
 
 
@@ -163,7 +172,9 @@ class ExtractConfig(ResolvesPrecision, FingerprintedConfig):
             out.append("rgb2d.weights=random: a seeded, calibrated random ResNet-152, not ImageNet weights")
         if self.rgb3d.weights == RANDOM:
             out.append("rgb3d.weights=random: a seeded, calibrated random 3D network, not Kinetics weights")
-        if not self.text.word2vec:
+        if self.text.word2vec is False:
+            out.append("text.word2vec=none: every caption gets a zero vector, as asked (text retrieval cannot work)")
+        elif not self.text.word2vec:
             out.append("text.word2vec is not set: every caption gets a zero vector (text retrieval cannot work)")
         out += [
             f"streams.{n}.weights=random: a seeded random {s.backbone}"
