@@ -53,6 +53,14 @@ class _CurrentStderr(logging.StreamHandler):
 
     def __init__(self) -> None:
         super().__init__(sys.stderr)
+        self.verbose = False
+
+    def filter(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+        # Prefect's own INFO lines (a line per task run) go to its API and, with -v, to its console handler; where
+        # Prefect's loggers propagate to the root (a process that configured Prefect before us), drop them here.
+        if not self.verbose and record.name.startswith("prefect") and record.levelno < logging.WARNING:
+            return False
+        return bool(super().filter(record))
 
     @property
     def stream(self):  # type: ignore[override]
@@ -65,10 +73,12 @@ class _CurrentStderr(logging.StreamHandler):
 
 def _configure_logging(verbose: bool) -> None:
     root = logging.getLogger()
-    if not any(isinstance(h, _CurrentStderr) for h in root.handlers):
+    handler = next((h for h in root.handlers if isinstance(h, _CurrentStderr)), None)
+    if handler is None:
         handler = _CurrentStderr()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
+    handler.verbose = verbose
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
@@ -100,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             raise
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # str(KeyError) adds quotes
-        for line in str(message).splitlines() or [""]:  # flows.commands.checks.Problems: one line per problem
+        for line in str(message).splitlines() or [""]:  # flows.commands._checks.Problems: one line per problem
             print(f"mmcaps {args.command}: error: {line}", file=sys.stderr)
         return USAGE
 

@@ -198,12 +198,11 @@ def extraction(kind: str, dataset: str) -> Callable[[int, int, Any], None]:
 class _IngestProgress:
     def __init__(self, kind: str, dataset: str) -> None:
         self.kind, self.dataset = kind, dataset
-        self.display: StageProgress | None = None
+        # made now, not at the first video back: the rate counts from the run's start, not from that video
+        self.display = StageProgress(f"{kind} {dataset}", 0, unit="videos")
         self.ok = self.failed = 0
 
     def __call__(self, done: int, total: int, record: Any) -> None:
-        if self.display is None:
-            self.display = StageProgress(f"{self.kind} {self.dataset}", total, unit="videos")
         if getattr(record, "status", "ok") == "failed":
             self.failed += 1
         else:
@@ -211,8 +210,7 @@ class _IngestProgress:
         self.display.update(done, total, f"({self.ok} ok, {self.failed} failed)")
 
     def close(self) -> None:
-        if self.display is not None:
-            self.display.close()
+        self.display.close()
 
 
 def training(run: str, clips_per_step: int) -> _TrainProgress:

@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -156,8 +157,14 @@ def test_prefect_lines_stay_off_the_terminal_unless_verbose(prefect_api, tmp_pat
     prefect_info = {v: [line for line in out if "| INFO" in line] for v, out in lines.items()}
     assert prefect_info[False] == [], prefect_info[False]
     assert any("Task run" in line for line in prefect_info[True])
-    quiet = lines[False]  # what the user sees: our summary, four lines, and the note on word vectors
-    assert quiet[0].startswith("dataset d0 (import fingerprint ") and quiet[0].endswith(
+    # what the user sees: the progress lines (stderr: the first video back and the end), then the summary, four
+    # lines, and the note on word vectors
+    quiet = lines[False]
+    progress = [line for line in quiet if line.startswith("import d0: ")]
+    assert 1 <= len(progress) <= 2, quiet
+    assert re.fullmatch(r"import d0: 2/2 videos \(2 ok, 0 failed\), [\d.]+ videos/s, took \d+ s", progress[-1]), quiet
+    summary = [line for line in quiet if line not in progress]
+    assert summary[0].startswith("dataset d0 (import fingerprint ") and summary[0].endswith(
         ": 2 imported, 0 unchanged, 0 failed"
     )
-    assert len(quiet) == 4, quiet
+    assert len(summary) == 4, quiet

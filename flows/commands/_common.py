@@ -96,7 +96,6 @@ def add_runner(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dask-workers", type=int, default=2, help="workers of the local Dask cluster")
     parser.add_argument(
         "--dask-cluster",
-        type=_cluster_file,
         default=None,
         metavar="FILE.yaml",
         help="a Dask cluster to start for the run, e.g. class: dask_jobqueue.SLURMCluster, kwargs: {...}, adapt: "
@@ -104,19 +103,15 @@ def add_runner(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _cluster_file(text: str) -> Any:
-    """``--dask-cluster``'s file, checked while the arguments are parsed (before Prefect starts)."""
-    try:
-        return load_cluster_spec(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
 def task_runner(args: argparse.Namespace) -> Any:
-    """The task runner the options ask for (threads by default; a scheduler's address or a cluster file means Dask)."""
+    """The task runner the options ask for (threads by default; a scheduler's address or a cluster file means Dask).
+
+    ``--dask-cluster``'s file is read here, not while the arguments are parsed, so that a command is checked whole
+    (flows.commands._checks) and its parse stays free of files; a bad file is a ValueError naming it, one line.
+    """
     address, cluster = getattr(args, "dask_address", None), getattr(args, "dask_cluster", None)
     runner = "dask" if address or cluster else getattr(args, "runner", "threads")
-    return make_task_runner(runner, address, args.dask_workers, cluster)
+    return make_task_runner(runner, address, args.dask_workers, load_cluster_spec(cluster) if cluster else None)
 
 
 def print_metrics(metrics: dict[str, dict[str, Any]]) -> None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 
 from flows.commands import FAILED_ITEMS
+from flows.commands._checks import Checks
 from flows.commands._common import add_extract_config, add_runner, add_shard_videos, say_stand_ins, task_runner
-from flows.commands.checks import Checks
 from storage.workspace import Workspace
 
 
@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     checks = Checks()
     checks.name(args.dataset, "dataset name")
     cfg = checks.extraction(args.source, args.config, args.overrides, args.captions)
+    checks.cluster(args.dask_cluster)
     checks.done()
     workspace = Workspace(args.workspace)
     say_stand_ins(cfg)

@@ -108,13 +108,14 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ValueError("--batch-size must be at least 1")
     layout, captions, cfg = resolve(args)
+    runner = task_runner(args)  # a bad --dask-cluster file stops here, before the workspace is touched
     if not cfg.recipe.text.word2vec:
         print("note: no word vectors (--word2vec): every caption gets a zero vector", file=sys.stderr)
     workspace = Workspace(args.workspace)
 
     from flows.ingest import import_flow, layout_to_dict  # noqa: PLC0415  deferred: prefect, after the arguments are checked
 
-    summary = import_flow.with_options(task_runner=task_runner(args))(
+    summary = import_flow.with_options(task_runner=runner)(
         layout_to_dict(layout), args.dataset, cfg, captions, workspace.root, args.retry_failed, args.force,
         args.batch_size, args.wait, args.shard_videos,
     )  # fmt: skip

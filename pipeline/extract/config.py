@@ -96,7 +96,7 @@ class TextConfig(FingerprintedConfig):
 
     # Fingerprinted by content hash, not path: moving the file keeps the fingerprint, replacing it changes it.
     # False (spelled none): no word vectors, said on purpose; the command line refuses captions without vectors
-    # otherwise (flows/commands/checks.py). Unset and none make the same zero vectors, hence the same fingerprint.
+    # otherwise (flows/commands/_checks.py). Unset and none make the same zero vectors, hence the same fingerprint.
     word2vec: str | Literal[False] | None = Field(
         None,
         description="word2vec binary or text file (GoogleNews-vectors-negative300.bin); none: no text features, "

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from flows.commands._common import parse_set_option
+from flows.runners import load_cluster_spec
 from model.fingerprint import FingerprintedConfig, plain_errors
 from pipeline.evaluate.adapters import load_spec
 from pipeline.evaluate.config import FEATURE_KINDS, EvalConfig, EvalSpec
@@ -116,6 +117,12 @@ class Checks:
         if run is not None:
             with self.catch("--index"):
                 IndexFolder(run, dataset).info()
+
+    def cluster(self, path: str | None) -> None:
+        """``--dask-cluster``'s file: YAML of a Dask cluster class that imports and takes its kwargs."""
+        if path:
+            with self.catch():
+                load_cluster_spec(path)
 
     # -- configs -------------------------------------------------------------------------------------------------
     def config(self, base: C, items: list[str], *, what: str, flag: str = "--set") -> C | None:
