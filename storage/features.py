@@ -1,5 +1,5 @@
 """The feature store: one video's arrays per stream, computed once per (content, stream fingerprint), shared by every
-dataset that holds the video — each array stored once, in the dataset shards that hold it (README "Datasets").
+dataset that holds the video — each array stored once, in the dataset shards that hold it (storage/README.md).
 
 Layout::
 
@@ -42,7 +42,7 @@ from storage.shards import member_offsets, read_member
 from storage.workspace import Workspace
 
 STREAMS = ("rgb2d", "rgb3d", "audio", "text")
-# The member of a dataset sample (README "Shard sample") that holds each stream's array.
+# The member of a dataset sample (storage/README.md "Shard sample") that holds each stream's array.
 STREAM_MEMBERS = {"rgb2d": "rgb2d", "rgb3d": "rgb3d", "audio": "mel", "text": "w2v"}
 _KEY = re.compile(r"^[0-9a-f]{16,64}$")  # a sha256 (of a file or of captions), hex
 _FINGERPRINT = re.compile(r"^[0-9a-f]{8,64}$")

@@ -1,4 +1,4 @@
-"""The dataset manifest: one row per video and extraction, as plain Parquet (README "Datasets").
+"""The dataset manifest: one row per video and extraction, as plain Parquet (storage/README.md).
 
 Layout: ``datasets/<ds>/manifest.parquet/`` is a folder of immutable parts, one per append
 (``part-<seq:08d>-<tag>.parquet``), that pandas, pyarrow and DuckDB read with one call each::

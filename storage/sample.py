@@ -1,6 +1,6 @@
 """The per-video sample: what extraction produces, what a shard stores and what training reads.
 
-One :class:`VideoFeatures` is one WebDataset sample (README "Shard sample"):
+One :class:`VideoFeatures` is one WebDataset sample (storage/README.md "Shard sample"):
 
 ==================  =======================  =================================================================
 member              dtype, shape             meaning

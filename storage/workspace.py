@@ -1,6 +1,6 @@
 """The workspace: one root folder (local path or fsspec URL) that holds every artifact mmcaps writes.
 
-Layout (README "Datasets")::
+Layout (storage/README.md)::
 
     <root>/features/<stream>/<stream-fp>/<key[:2]>/<key>.json        a stream's entry by content: where a shard holds
                                                                       its array (storage.features); .npy until then

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,7 +30,7 @@ import torch
 
 from flows.bench.train import _load, cpu_model, train_step, write_random_shards
 from flows.commands._common import add_set_option, parse_set_option
-from flows.threads import SHARED_MACHINE_DEFAULTS, openmp_library, without_thread_settings
+from flows.threads import OPENMP_WAIT_KEYS, SHARED_MACHINE_DEFAULTS, openmp_library, without_thread_settings
 from model import build_model
 from pipeline.train import TrainConfig
 from pipeline.train.loader import LoaderSpec, epoch_batches
@@ -62,6 +63,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads per process (default: the cores)")
     parser.add_argument("--tiny", action="store_true", help="a tiny network and batch, 3 steps (a quick check)")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="measure every setting this many times, in turns; medians (default 1)"
+    )
     parser.add_argument("--json", dest="json_out", default=None, metavar="FILE", help="also write the rows here")
 
 
@@ -83,11 +87,14 @@ def parse_setting(text: str) -> tuple[str, dict[str, str]]:
 
 @dataclass
 class Row:
+    """One measurement of a setting: wall and CPU seconds of ``steps`` steps alone, and of each process beside."""
+
     setting: str
     env: dict[str, str]
     threads: int
     openmp: str
     alone_s: float
+    alone_cpu_s: float  # this process's CPU seconds over the same steps: > threads x useful work means spinning
     beside_s: tuple[float, float]
 
     @property
@@ -123,8 +130,8 @@ class _Child:
         self.proc.stdin.write("go\n")
         self.proc.stdin.flush()
 
-    def seconds(self) -> float:
-        return float(self._read()["seconds"])
+    def timing(self) -> dict[str, float]:
+        return self._read()
 
     def close(self) -> None:
         if self.proc.stdin is not None:
@@ -140,15 +147,18 @@ def measure(name: str, env: dict[str, str], request: dict[str, Any]) -> Row:
         for child in children:
             child.ready()
         children[0].go()
-        alone = children[0].seconds()
+        alone = children[0].timing()
         for child in children:  # both at once: each was told before either reads
             child.go()
-        a, b = (child.seconds() for child in children)
+        a, b = (child.timing()["seconds"] for child in children)
     finally:
         for child in children:
             child.close()
     info = children[0].info
-    return Row(name, env, int(info["threads"]), str(info["openmp"]), alone, (a, b))
+    wanted = {k: full.get(k) for k in OPENMP_WAIT_KEYS}
+    if info["env"] != wanted:  # the measured processes must run with the setting's environment, nothing else
+        raise RuntimeError(f"setting {name}: the measuring process saw {info['env']}, not {wanted}")
+    return Row(name, env, int(info["threads"]), str(info["openmp"]), alone["seconds"], alone["cpu_seconds"], (a, b))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -158,27 +168,28 @@ def run(args: argparse.Namespace) -> int:
         overrides = {**TINY_OVERRIDES, **overrides}
         steps = min(steps, 3)
     settings = [parse_setting(s) for s in (args.settings or ["default", "mmcaps"])]
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="mmcaps-bench-contention-") as tmp:
         request = {"preset": args.preset, "overrides": overrides, "steps": steps, "threads": args.threads}
         request["shards"] = _shards(tmp, request)
-        first = None
-        rows = []
-        for name, env in settings:
-            row = measure(name, env, request)
-            if first is None:
-                first = row
-                _header(args.preset, steps, row)
-            rows.append(row)
-            pairs = ", ".join(f"{k}={v}" for k, v in env.items()) or "(the runtime's defaults)"
-            print(
-                f"| {name} | {pairs} | {row.threads} | {row.alone_s:.2f} | {row.beside_s[0]:.2f} / "
-                f"{row.beside_s[1]:.2f} | {row.ratio:.2f}x |",
-                flush=True,
-            )
-    base = rows[0]
-    for row in rows[1:]:
+        for round_ in range(args.rounds):  # settings take turns, so a change in the machine's load hits them all
+            for name, env in settings:
+                row = measure(name, env, request)
+                if not rows:
+                    _header(args.preset, steps, row)
+                rows.append(row)
+                print(_row_line(row, round_ + 1), flush=True)
+    if args.rounds > 1:
+        print(f"\nmedians over {args.rounds} rounds:")
+    by_setting = {name: [r for r in rows if r.setting == name] for name, _ in settings}
+    medians = {name: _median_row(group) for name, group in by_setting.items()}
+    if args.rounds > 1:
+        for row in medians.values():
+            print(_row_line(row, "median"))
+    base_name, base = next(iter(medians.items()))
+    for name, row in list(medians.items())[1:]:
         print(
-            f"{row.setting} vs {base.setting}: alone {row.alone_s / base.alone_s:.2f}x the time, "
+            f"{name} vs {base_name}: alone {row.alone_s / base.alone_s:.2f}x the time, "
             f"beside another {sum(row.beside_s) / sum(base.beside_s):.2f}x"
         )
     print(f"\nload average at the end {_load()}")
@@ -186,6 +197,28 @@ def run(args: argparse.Namespace) -> int:
         with open(args.json_out, "w", encoding="utf-8") as fh:
             json.dump([{**vars(r), "ratio": r.ratio} for r in rows], fh, indent=2)
     return 0
+
+
+def _row_line(row: Row, round_: int | str) -> str:
+    pairs = ", ".join(f"{k}={v}" for k, v in row.env.items()) or "(the runtime's defaults)"
+    return (
+        f"| {row.setting} | {pairs} | {round_} | {row.threads} | {row.alone_s:.2f} | {row.alone_cpu_s:.2f} | "
+        f"{row.beside_s[0]:.2f} / {row.beside_s[1]:.2f} | {row.ratio:.2f}x |"
+    )
+
+
+def _median_row(rows: list[Row]) -> Row:
+    first = rows[0]
+    beside = sorted(rows, key=lambda r: sum(r.beside_s))[len(rows) // 2].beside_s
+    return Row(
+        first.setting,
+        first.env,
+        first.threads,
+        first.openmp,
+        statistics.median(r.alone_s for r in rows),
+        statistics.median(r.alone_cpu_s for r in rows),
+        beside,
+    )
 
 
 def _shards(folder: str, request: dict[str, Any]) -> list[str]:
@@ -201,8 +234,11 @@ def _header(preset: str, steps: int, row: Row) -> None:
     )
     print(f"  cpu: {cpu_model()}; OpenMP runtime of the processes: {row.openmp}")
     print(f"  load average at the start {_load()}\n")
-    print("| setting | environment | threads | alone (s) | beside a second (s, each) | beside / alone |")
-    print("|---|---|---:|---:|---:|---:|")
+    print(
+        "| setting | environment | round | threads | alone (s) | alone, CPU (s) | beside a second (s, each) | "
+        "beside / alone |"
+    )
+    print("|---|---|---|---:|---:|---:|---:|---:|")
 
 
 # -- the measuring process -----------------------------------------------------------------------------------------
@@ -217,18 +253,23 @@ def child_main(request: dict[str, Any], stdin: IO[str], stdout: IO[str]) -> None
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     batch = next(epoch_batches(LoaderSpec.for_config(cfg, request["shards"], epoch=0), 1))
     train_step(net, opt, batch, cfg, device)
-    info = {"threads": torch.get_num_threads(), "openmp": openmp_library(), "pid": os.getpid()}
+    info = {
+        "threads": torch.get_num_threads(),
+        "openmp": openmp_library(),
+        "env": {k: os.environ.get(k) for k in OPENMP_WAIT_KEYS},
+    }
     stdout.write(json.dumps(info) + "\n")
     stdout.flush()
     for line in stdin:
         if line.strip() != "go":
             break
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         for _ in range(int(request["steps"])):
             train_step(net, opt, batch, cfg, device)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        stdout.write(json.dumps({"seconds": time.perf_counter() - t0}) + "\n")
+        timing = {"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - cpu0}
+        stdout.write(json.dumps(timing) + "\n")
         stdout.flush()
 
 

@@ -1,7 +1,7 @@
 """``mmcaps bench search``: exact top-10 against the time it takes to read the embedding matrix once, and the
 approximate index's recall@10 and latency — measured in the same run, on this machine.
 
-Target (README "Search"): one query's exact top-10 over 1 M clips at D = 256 within 1.5x of one read of the matrix
+Target (pipeline/search/README.md): one query's exact top-10 over 1 M clips at D = 256 within 1.5x of one read of the matrix
 from memory (``torch.sum`` over it: the memory bandwidth this process gets, measured here, beside); a batch of
 queries shares one pass, so its time per query is a fraction of a read. D = 4096 (the paper's) is measured beside it
 on fewer clips (``--large-clips``: 1 M x 4096 float32 is 16 GiB), the same ratio.

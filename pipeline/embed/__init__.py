@@ -1,4 +1,4 @@
-"""The embedding stage (README "Evaluation", "Search"): a clip span → model inputs → embeddings, once, for training's
+"""The embedding stage (pipeline/evaluate/README.md, pipeline/search/README.md): a clip span → model inputs → embeddings, once, for training's
 validation, evaluation and search (which never import one another).
 
 - ``pooling``: a span of one video's features → model inputs (the recipe training pools clips with);

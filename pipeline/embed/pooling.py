@@ -5,7 +5,7 @@
   word vectors, so this is the max over every word of the span, as HowTo100M pools)
 - audio: ``[40, F]`` = the span's mel frames (100 per second), cropped or zero-padded to ``F``, with the valid length
 
-Feature rates (README "Feature extraction"): 2D rows at 1 per second, 3D rows at 1.5 per second (16-frame windows
+Feature rates (pipeline/extract/README.md): 2D rows at 1 per second, 3D rows at 1.5 per second (16-frame windows
 at 24 fps), mel columns at 100 per second. Row ``i`` of a stream with rate ``r`` covers ``[i / r, (i + 1) / r)``.
 
 Per-second inputs (localisation): second ``t`` pools the video rows of ``[t, t + 1)`` and the audio of

@@ -1,4 +1,4 @@
-"""Sentences → word2vec sentence vectors, as captions are encoded for training (README "Feature extraction").
+"""Sentences → word2vec sentence vectors, as captions are encoded for training (pipeline/extract/README.md).
 
 A :class:`SentenceEncoder` maps texts to the element-wise max of the vectors of their in-vocabulary tokens
 (:meth:`pipeline.extract.text.WordVectors.encode`); the network's ``encode_text`` then maps those into the joint

@@ -1,4 +1,4 @@
-"""Zero-shot evaluation (README "Evaluation"): benchmark adapters, retrieval and localisation metrics, reports.
+"""Zero-shot evaluation (pipeline/evaluate/README.md): benchmark adapters, retrieval and localisation metrics, reports.
 
 from pipeline.evaluate import EvalConfig, EvalSpec, evaluate
 results = evaluate("run-id", [EvalSpec.parse("synthetic=/data/corpus")], Workspace(), EvalConfig())

@@ -1,4 +1,4 @@
-"""Feature extraction (README "Feature extraction"): one video and its captions → :class:`storage.sample.VideoFeatures`.
+"""Feature extraction (pipeline/extract/README.md): one video and its captions → :class:`storage.sample.VideoFeatures`.
 
 ``ExtractConfig`` holds the recipe, ``Extractor`` loads the backbones once and extracts many videos,
 ``extract_video`` does one; ``captions`` reads subtitle and caption files; ``text.WordVectors`` encodes captions.

@@ -1,6 +1,6 @@
 """Log-mel spectrogram of the HowTo100M / AVLnet recipe, computed in chunks over a memory-mapped waveform.
 
-Recipe (README "Feature extraction"): mono 16 kHz; subtract the mean (DC); pre-emphasis 0.97 (``y[0]`` kept); STFT with
+Recipe (pipeline/extract/README.md): mono 16 kHz; subtract the mean (DC); pre-emphasis 0.97 (``y[0]`` kept); STFT with
 n_fft = win = 400 (25 ms), hop 160 (10 ms), a symmetric Hamming window from ``scipy.signal.windows``, centred
 frames with reflect padding (librosa's ``center=True`` with the padding the reference's librosa used); power
 spectrum; 40 mel bands from 20 Hz to 8 kHz (librosa's Slaney mel filters); ``power_to_db(ref=max)`` (top 80 dB).

@@ -1,6 +1,6 @@
 """The 2D and 3D backbones, their weights, and the calibration that makes ``random`` weights usable.
 
-``weights`` takes three kinds of value (README "Bringing real weights and datasets"):
+``weights`` takes three kinds of value (pipeline/extract/README.md "Weights and real data"):
 
 - ``"random"``: seeded initialisation with damped residual branches (:data:`RESIDUAL_GAMMA`), then BatchNorm
   statistics re-estimated on a fixed, seeded calibration

@@ -1,4 +1,4 @@
-"""Caption text → 300-d vectors: the ``[\\w']+`` tokeniser and word2vec max-pooling (README "Feature extraction").
+"""Caption text → 300-d vectors: the ``[\\w']+`` tokeniser and word2vec max-pooling (pipeline/extract/README.md).
 
 :meth:`WordVectors.load` reads a word2vec file through gensim (the GoogleNews binary, or any word2vec binary or
 text file) once, saves it in gensim's native format under ``<cache_dir>/word2vec/<sha256 of the source>/`` and

@@ -1,4 +1,4 @@
-"""A training run as files (README "Training"): its folder, its config and its checkpoints.
+"""A training run as files (pipeline/train/README.md): its folder, its config and its checkpoints.
 
 Training writes a run through these and everything else (evaluation, search, the app, ``mmcaps runs``) reads it
 through them, so they sit below both: ``folder`` (:class:`RunFolder`, the layout), ``config`` (:class:`TrainConfig`,

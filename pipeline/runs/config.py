@@ -28,7 +28,7 @@ class TrainConfig(ResolvesPrecision, FingerprintedConfig):
     model: CapsuleConfig = Field(default_factory=CapsuleConfig)
 
     # A step sees batch_size videos × n_pair clips (per process under DDP); every clip of the batch is a
-    # negative for every other (README "The model"), clips of the same video included.
+    # negative for every other (model/README.md), clips of the same video included.
     batch_size: int = Field(128, ge=1, description="videos per step and process")
     n_pair: int = Field(32, ge=1, description="clips drawn per video")
     min_time: float = Field(5.0, ge=0.0, description="seconds a clip spans at least (HowTo100M / AVLnet: 5)")

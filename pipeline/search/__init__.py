@@ -1,4 +1,4 @@
-"""Search a trained model (README "Search"): a clip index of a dataset under the run folder, exact and approximate
+"""Search a trained model (pipeline/search/README.md): a clip index of a dataset under the run folder, exact and approximate
 top-k, and the clips that activate each capsule.
 
 from pipeline.search import IndexConfig, Searcher, build_index

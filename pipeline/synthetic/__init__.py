@@ -1,4 +1,4 @@
-"""A seeded synthetic narrated-video corpus (README "Synthetic narrated corpus"): real mp4 files that behave like
+"""A seeded synthetic narrated-video corpus (pipeline/synthetic/README.md): real mp4 files that behave like
 HowTo100M, with CrossTask-style tasks and step annotations.
 
 config.py (concept values, :class:`SynthConfig`) → plan.py (tasks and each video's segments and narration, pure

@@ -1,4 +1,4 @@
-"""Training (README "Training"): clips from shards, a webdataset loader, the loop with exact resume and DDP.
+"""Training (pipeline/train/README.md): clips from shards, a webdataset loader, the loop with exact resume and DDP.
 
 from pipeline.train import TrainConfig, train, load_run
 cfg = TrainConfig.from_preset("demo", {"lr": 1e-3})

@@ -6,7 +6,7 @@ must not share feature-store entries with extracted ones. Text is the exception:
 with the recipe's word vectors exactly as extraction does, so its text entries are extraction's (same fingerprint,
 same bytes, shared).
 
-Streams and what an import stores in them (README "Reproducing the paper from released features"):
+Streams and what an import stores in them (pipeline/ingest/README.md "Reproducing the paper"):
 
 ==========  ======================================================================================================
 stream      imported from
@@ -38,7 +38,7 @@ Layout = Literal["vfe", "avlnet"]
 IMPORTER_VERSION = 1  # bump when an import's stored bytes for the same files change
 DIM = 2048  # columns of both visual streams (ResNet-152 and ResNeXt-101 pooled features)
 N_MELS = 40
-ROWS_PER_S = {"rgb2d": 1.0, "rgb3d": 24.0 / 16.0, "audio": 100.0}  # README "Shard sample"
+ROWS_PER_S = {"rgb2d": 1.0, "rgb3d": 24.0 / 16.0, "audio": 100.0}  # storage/README.md "Shard sample"
 
 LAYOUT_NOTES = {
     "vfe": "video_feature_extractor (antoine77340): one .npy per video and stream, 2D and 3D folders with the same "

@@ -1,6 +1,6 @@
 """A test double of the extractor: real ffmpeg decoding, no neural network (the engine's tests run in milliseconds).
 
-Features have the sample shapes of README "Shard sample" but are NOT the paper's features (do not train on them):
+Features have the sample shapes of storage/README.md "Shard sample" but are NOT the paper's features (do not train on them):
 ``rgb2d`` rows are 8x8 RGB thumbnails at 1 fps, zero-padded to 2048 and L2-normalised; ``rgb3d`` rows (1.5 per
 second) repeat the nearest thumbnail; ``mel`` is a 40-band log power spectrogram (16 kHz mono, 25 ms window, 10 ms
 hop, equal-width bands); ``w2v`` rows are the element-wise max of per-token vectors drawn from a token-seeded RNG.
