@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from flows.commands._common import parse_set_option, print_metrics
-from pipeline.evaluate import EvalConfig, EvalSpec
+from flows.commands._checks import Checks
+from flows.commands._common import print_metrics
+from pipeline.evaluate import EvalConfig
 from pipeline.evaluate.config import spec_forms_help
-from pipeline.runs import RunFolder
 from storage.workspace import Workspace
 
 
@@ -36,20 +36,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
-    for spec in args.on:  # a bad --on fails here, before Prefect starts
-        EvalSpec.parse(spec)
-    cfg = EvalConfig.from_yaml(args.config) if args.config else EvalConfig()
-    if args.set:
-        cfg = cfg.with_updates(parse_set_option(args.set))
-
+    # Everything that can be wrong with the invocation is found here, all at once, before Prefect starts: the
+    # config and every --set item, every --on entry with its files and folders, the run and its checkpoint.
+    checks = Checks()
+    base = _base_config(args.config, checks)
+    cfg = checks.config(base, args.set, what="evaluate") if base is not None else None
+    checks.eval_specs(list(args.on), cfg)
     ws = Workspace(args.workspace)
-
-    # an unknown run or a missing checkpoint fails here, naming the run, before Prefect starts
-    RunFolder(ws, args.model).checkpoint_path(args.checkpoint)
+    checks.run(ws, args.model, args.checkpoint)
+    checks.done()
+    assert cfg is not None  # checks.done() raised otherwise
 
     from flows.pipeline import evaluate_flow  # noqa: PLC0415  deferred: prefect, after the arguments are checked
 
     results = evaluate_flow(args.model, list(args.on), cfg, ws.root, args.force, args.checkpoint)
     print_metrics(results)
     return 0
+
+
+def _base_config(path: Path | None, checks: Checks) -> EvalConfig | None:
+    if path is None:
+        return EvalConfig()
+    with checks.catch("--config"):
+        return EvalConfig.from_yaml(path)
+    return None
