@@ -158,8 +158,8 @@ def _ingest(
     )
     report.publish(summary, notes)
     log = artifacts.run_logger()
-    for vid, err in summary.failed:
-        log.warning("failed %s: %s", vid, err)
+    for vid, err in summary.failed:  # the flow run's log in the UI; INFO, so the terminal says it once (the summary)
+        log.info("failed %s: %s", vid, err)
     if summary.extracted:
         emit_event(
             event=event,

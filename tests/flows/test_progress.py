@@ -163,6 +163,7 @@ def test_import_and_train_print_their_progress_in_a_few_lines(prefect_api, vfe_f
     assert 1 <= len(lines) <= 3, err
     assert re.fullmatch(r"import d: 7/7 videos \(6 ok, 1 failed\), [\d.]+ videos/s, took \d+ s", lines[-1]), lines
     assert len((out + err).splitlines()) <= 15, out + err
+    assert (out + err).count("bad.npy: rgb3d array is [6, 512], not [T, 2048]") == 1, out + err  # said once
 
     steps = 12
     argv = ["train", "--dataset", "d", "--preset", "demo", "--run-id", "r", "--workspace", ws, "--set",
