@@ -30,7 +30,10 @@ def add_extract_config(parser: argparse.ArgumentParser, flag: str = "--set", des
         help="extract config YAML, or a shipped one by name (howto100m: the release's recipe, pretrained weights)",
     )
     add_set_option(
-        parser, "ExtractConfig override, dotted (repeatable), e.g. --set audio.n_mels=40", flag=flag, dest=dest
+        parser,
+        f"ExtractConfig override, dotted (repeatable), e.g. {flag} rgb2d.weights=resnet152-394f9c45.pth",
+        flag=flag,
+        dest=dest,
     )
 
 

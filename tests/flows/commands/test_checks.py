@@ -135,3 +135,14 @@ def test_checked_commands_do_not_import_prefect():
         [sys.executable, "-c", code, "/tmp/mmcaps-no-ws"], capture_output=True, text=True, timeout=120
     )
     assert proc.stdout.split() == ["2", "False"], proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "flag"), [("extract", "--set"), ("run", "--extract-set"), ("watch", "--extract-set")]
+)
+def test_the_help_example_of_an_extract_override_uses_the_commands_own_flag(command, flag, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    examples = re.findall(r"ExtractConfig override, dotted \(repeatable\), e\.g\. (\S+) (\S+)", text)
+    assert examples == [(flag, "rgb2d.weights=resnet152-394f9c45.pth")], examples
