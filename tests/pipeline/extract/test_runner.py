@@ -27,7 +27,8 @@ def backbones(extract_cache):
 
 def _inputs(kind: str) -> torch.Tensor:
     g = torch.Generator().manual_seed(3)
-    shape = (3, 3, 64, 80) if kind == "2d" else (2, 3, 16, 48, 48)
+    # Small: on an AVX2-only CPU bf16 convolutions are emulated (a 3D one ~50x slower than fp32)
+    shape = (3, 3, 64, 80) if kind == "2d" else (2, 3, 8, 32, 32)
     return torch.randn(shape, generator=g)
 
 
@@ -100,15 +101,15 @@ def test_compiled_runner_pads_to_buckets_and_matches_eager():
 
     graphs_before = counters["stats"]["unique_graphs"]  # counters are process-wide: count this test's graphs
     seen = []
-    for n in (4, 3, 1, 2, 3, 4):
+    for n in (4, 3, 1, 3):  # two graphs to compile (each costs seconds of C++ compiling)
         x = torch.randn(n, 3, 20, 24)
         y = compiled(x)
         seen.append(y.shape[0])
         torch.testing.assert_close(y, eager(x), rtol=1e-4, atol=1e-5)
     assert compiled.compiled, "compilation fell back to eager"
-    assert seen == [4, 3, 1, 2, 3, 4]  # padding rows are cut off again
-    # Batches 3 and 4 share the bucket of 4: three graphs (1, 2, 4), not four.
-    assert counters["stats"]["unique_graphs"] - graphs_before == 3
+    assert seen == [4, 3, 1, 3]  # padding rows are cut off again
+    # Batches 3 and 4 share the bucket of 4: two graphs (1, 4), not three.
+    assert counters["stats"]["unique_graphs"] - graphs_before == 2
 
 
 def test_failed_compilation_falls_back_to_eager(caplog):
