@@ -239,7 +239,7 @@ def _print_remote(figures: dict[str, Any]) -> None:
 
 
 # -- manifest append (issue 23): a 1000-row append and the current view on manifests of growing size ------------------
-def _manifest_rows(rng: np.random.Generator, n: int, start: int, fp: str) -> pa.Table:
+def manifest_rows(rng: np.random.Generator, n: int, start: int, fp: str) -> pa.Table:
     """``n`` HowTo100M-shaped manifest rows (11-character ids, sha256 hex, one shard per 1000 videos, 1 % failed)."""
     ids = [f"{i:011x}" for i in range(start, start + n)]
     hexes = rng.bytes(64 * n).hex()
@@ -284,6 +284,27 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
+def time_appends(
+    manifest: Manifest, rng: np.random.Generator, at: int, append_rows: int, repeats: int, fp: str = "f" * 16
+) -> tuple[float, float]:
+    """Seconds of appending ``append_rows`` HowTo100M-shaped rows (ids from ``at`` on) to ``manifest``: (cold, warm
+    median) — cold is a new process's first append (it reads the current parts' keys once), warm the median of
+    ``repeats`` more in the same process. Rows are made before each timer starts."""
+    forget_part_keys()  # as a new ingest run starts
+    first = manifest_rows(rng, append_rows, at, fp)
+    cold_s = _timed(lambda: manifest.append(first))
+    warm = []
+    for i in range(repeats):
+        batch = manifest_rows(rng, append_rows, at + (i + 1) * append_rows, fp)
+        warm.append(_timed(lambda b=batch: manifest.append(b)))
+    return cold_s, statistics.median(warm)
+
+
+def time_current(manifest: Manifest, repeats: int) -> float:
+    """Best seconds of ``repeats`` reads of the manifest's current view."""
+    return min(_timed(manifest.current) for _ in range(repeats))
+
+
 def _bench_manifest(work: Path, n_rows: int, append_rows: int, repeats: int) -> dict[str, float | int]:
     """Build a manifest of ``n_rows`` by appends of ``append_rows`` (as ingest runs publish), then time appends onto
     it (warm: in the process that wrote it; cold: a new process's first, which reads the current parts' keys once),
@@ -292,30 +313,25 @@ def _bench_manifest(work: Path, n_rows: int, append_rows: int, repeats: int) -> 
     manifest = Manifest(Workspace(work / f"ws-{n_rows}"), "howto")
     t0 = time.perf_counter()
     for start in range(0, n_rows, append_rows):
-        manifest.append(_manifest_rows(rng, min(append_rows, n_rows - start), start, "f" * 16))
+        manifest.append(manifest_rows(rng, min(append_rows, n_rows - start), start, "f" * 16))
     build_s = time.perf_counter() - t0
     at = n_rows
-    forget_part_keys()  # as a new ingest run starts
-    cold_s = _timed(lambda: manifest.append(_manifest_rows(rng, append_rows, at, "f" * 16)))
-    warm = []
-    for i in range(repeats):
-        batch = _manifest_rows(rng, append_rows, at + (i + 1) * append_rows, "f" * 16)
-        warm.append(_timed(lambda b=batch: manifest.append(b)))
-    current_s = min(_timed(manifest.current) for _ in range(repeats))
+    cold_s, append_s = time_appends(manifest, rng, at, append_rows, repeats)
+    current_s = time_current(manifest, repeats)
     read_s = min(_timed(manifest.read) for _ in range(repeats))
     parts = len(manifest.parts())
     compact_s = _timed(manifest.compact)
     current_compact_s = min(_timed(manifest.current) for _ in range(repeats))
     forget_part_keys()
-    batch = _manifest_rows(rng, append_rows, at + (repeats + 1) * append_rows, "f" * 16)
+    batch = manifest_rows(rng, append_rows, at + (repeats + 1) * append_rows, "f" * 16)
     cold_compacted_s = _timed(lambda: manifest.append(batch))
-    old_s = _old_rewrite_s(work, manifest.read(), _manifest_rows(rng, append_rows, 10 * n_rows, "f" * 16))
+    old_s = _old_rewrite_s(work, manifest.read(), manifest_rows(rng, append_rows, 10 * n_rows, "f" * 16))
     return {
         "manifest_rows": n_rows,
         "append_rows": append_rows,
         "parts": parts,
         "build_s": build_s,
-        "append_s": statistics.median(warm),
+        "append_s": append_s,
         "append_cold_s": cold_s,
         "current_s": current_s,
         "read_s": read_s,

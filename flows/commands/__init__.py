@@ -57,6 +57,9 @@ BENCHMARKS: dict[str, Command] = {
         "exact top-10 over 1M clips vs one read of the matrix; approximate recall@10 and latency",
         "flows.bench.search",
     ),
+    "scale": Command(
+        "each stage's cost at N = 1 k-100 k videos, growth exponents, HowTo100M projection", "flows.bench.scale"
+    ),
     "import": Command(
         "import throughput over vfe files; export -> import round trip; time to a first training step",
         "flows.bench.import_",

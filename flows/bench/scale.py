@@ -1,0 +1,459 @@
+"""``mmcaps bench scale``: how each stage's cost grows with the corpus, fitted, and projected to HowTo100M.
+
+For each N of ``--videos`` it builds a synthetic workspace of N videos — tiny source files (their bytes do not
+matter to planning: a hash cache answers for them) each with a WebVTT file, the dataset's manifest written by
+appends of ``--batch`` rows as ingest runs publish, a feature-store entry per stream per video located in the
+dataset's shards (one real shard of tiny-but-well-formed samples, hard-linked as each of the N / ``--batch``
+shards) — and measures, with the code paths ``mmcaps extract``, ``mmcaps train`` and ``mmcaps index`` run:
+
+- plan, no change, and plan with one new video (:func:`pipeline.ingest.videos.plan_extract`, warm hash cache), with
+  the workspace requests each makes (:mod:`storage.counting`);
+- a manifest append of ``--batch`` HowTo100M-shaped rows and the current view (``bench ingest``'s timers);
+- store lookup: which streams the store lacks, for ``--batch`` videos (``FeatureStore.missing``, a fresh store);
+- shard write: :func:`pipeline.ingest.publish.write_dataset` of ``--batch`` new videos (shards, their indexes,
+  manifest rows, store entries located), arrays of real dimensions over 4 s per video;
+- Prefect task runs: computed, one per batch of ``auto_batch_size`` jobs (the flow submits one task run per batch);
+- loader start-up (open the dataset, first batch) and its peak resident memory above the start;
+- the IVF-Flat index over N clustered rows at ``--dim`` (``bench search``'s data and build): peak memory above the
+  start, build seconds, one query's latency.
+
+Each stage's growth exponent is the least-squares slope of log cost against log N. The projection evaluates each
+fit at HowTo100M's size (1.22 M videos, 136 M clips; the index at 136 M rows) and sums per-batch stages over the
+1,220 batches of one extraction (the manifest grows as it goes). Peak memory is resident memory above the figure
+at the stage's start (``VmHWM`` reset through ``/proc/self/clear_refs``), so it is what the stage adds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flows.bench import ingest as ingest_bench
+from flows.bench import search as search_bench
+from pipeline.embed.pooling import RATE_2D, RATE_3D
+from pipeline.extract import ExtractConfig
+from pipeline.ingest.driver import auto_batch_size
+from pipeline.ingest.publish import write_dataset
+from pipeline.ingest.records import ExtractJob, ExtractRecord, utc_now
+from pipeline.ingest.videos import plan_extract
+from pipeline.train.loader import LoaderSpec, epoch_batches
+from storage.counting import count_requests
+from storage.dataset import open_dataset
+from storage.features import ENTRY_FORMAT, STREAMS, FeatureStore, StreamArrays
+from storage.manifest import Manifest
+from storage.sample import Captions
+from storage.workspace import Workspace
+
+HOWTO_VIDEOS, HOWTO_CLIPS, HOWTO_HOURS = 1_220_000, 136_000_000, 134_000
+DATASET = "bench"
+SECONDS = 4.0  # per synthetic video: rgb2d [4, 2048], rgb3d [6, 2048], mel [40, 400], 2 captions
+PAGE_MIB = 4 / 1024  # peak memory is read in pages: its floor (a zero could not enter a log-log fit)
+PREFECT_BATCH, PREFECT_WORKERS = 32, 2  # Videos.batch_size; the workers a two-core machine runs
+
+
+@dataclass(frozen=True)
+class Stage:
+    key: str
+    label: str
+    unit: str
+    howto: str  # run: once at HowTo100M's size; batches: summed over its batches; rows: at 136 M index rows; count
+
+
+STAGES = (
+    Stage("plan_nochange", "plan, no change", "s", "run"),
+    Stage("plan_one_new", "plan, 1 new video", "s", "run"),
+    Stage("manifest_append", "manifest append (1 batch)", "s", "batches"),
+    Stage("current_view", "manifest current view", "s", "run"),
+    Stage("store_lookup", "store lookup (1 batch)", "s", "batches"),
+    Stage("shard_write", "shard write + publish (1 batch)", "s", "batches"),
+    Stage("prefect_task_runs", "Prefect task runs", "runs", "count"),
+    Stage("loader_start", "loader start-up (first batch)", "s", "run"),
+    Stage("loader_peak", "loader peak memory", "MiB", "run"),
+    Stage("index_peak", "index build peak memory", "MiB", "rows"),
+    Stage("index_build", "index build (N rows)", "s", "rows"),
+    Stage("search_latency", "search latency (1 query)", "ms", "rows"),
+)
+LABEL_WIDTH = 34
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--videos",
+        default="1000,10000,100000",
+        help="corpus sizes N, comma-separated (default 1000,10000,100000; 1000000 on request)",
+    )
+    parser.add_argument("--tiny", action="store_true", help="N = 20,50,120 and batches of 20: seconds, for tests")
+    parser.add_argument("--batch", type=int, default=1000, help="videos per publication (default 1000, as ingest)")
+    parser.add_argument("--dim", type=int, default=256, help="embedding size of the index (default 256)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats of the fast stages (best or median)")
+    parser.add_argument("--workdir", default=None, help="folder for the workspaces (default: a temp dir)")
+    parser.add_argument("--json", dest="json_out", default=None, help="also write each stage's figures per N here")
+
+
+# -- the synthetic workspace -------------------------------------------------------------------------------------------
+def _write_sources(src: Path, n: int) -> None:
+    """N tiny distinct 'videos' and their WebVTT files (planning hashes files once and then trusts the cache)."""
+    src.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (src / f"v{i:07d}.mp4").write_bytes(f"synthetic video {i}\n".encode())
+        (src / f"v{i:07d}.vtt").write_text(ingest_bench.VTT.format(i=i), encoding="utf-8")
+
+
+def _arrays(rng: np.random.Generator, n_captions: int) -> dict[str, np.ndarray]:
+    """One video's stream arrays at their real widths over ``SECONDS`` (float16, as stored)."""
+    rows2d, rows3d, mel = int(SECONDS * RATE_2D), int(SECONDS * RATE_3D), int(SECONDS * 100)
+    return {
+        "rgb2d": rng.random((rows2d, 2048), dtype=np.float32).astype(np.float16),
+        "rgb3d": rng.random((rows3d, 2048), dtype=np.float32).astype(np.float16),
+        "audio": rng.random((40, mel), dtype=np.float32).astype(np.float16),
+        "text": rng.random((n_captions, 300), dtype=np.float32).astype(np.float16),
+    }
+
+
+def _put_unsynced(store: FeatureStore, stream: str, fingerprint: str, key: str, entry: StreamArrays) -> None:
+    """``FeatureStore.put``'s two files without its fsync per file (3-4 ms each here): setting up is not timed."""
+    array_path = Path(store.array_path(stream, fingerprint, key))
+    array_path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(array_path, np.ascontiguousarray(entry.array), allow_pickle=False)
+    text = json.dumps(entry.meta, sort_keys=True, separators=(",", ":"))
+    Path(store.meta_path(stream, fingerprint, key)).write_text(text, encoding="utf-8")
+
+
+def _new_records(ws: Workspace, cfg: ExtractConfig, prefix: str, n: int, seed: int) -> list[ExtractRecord]:
+    """``n`` extracted-looking records whose streams are in the store as ``.npy`` entries (what extraction leaves
+    before publishing)."""
+    rng = np.random.default_rng(seed)
+    store, fps = FeatureStore(ws), cfg.stream_fingerprints()
+    captions = Captions([0.0, 2.0], [2.0, 4.0], ["add the oil", "chop the onion"])
+    records = []
+    for i in range(n):
+        sha = rng.bytes(32).hex()
+        rec = ExtractRecord(
+            f"{prefix}{i:07d}", f"/data/{prefix}{i:07d}.mp4", sha, 1 << 20, "ok", "", SECONDS, True, len(captions),
+            cfg.fingerprint(), utc_now(), captions.digest(), dict(fps),
+        )  # fmt: skip
+        keys = rec.store_keys()
+        for stream, array in _arrays(rng, len(captions)).items():
+            meta: dict[str, Any] = {"captions": captions.to_json()} if stream == "text" else {}
+            if stream in ("rgb2d", "rgb3d"):
+                meta["probe"] = {"duration_s": SECONDS, "fps": 10.0, "width": 64, "height": 48}
+            _put_unsynced(store, stream, fps[stream], keys[stream], StreamArrays(array, meta))
+        records.append(rec)
+    return records
+
+
+def _manifest_row(job: ExtractJob, shard: str) -> dict[str, Any]:
+    return {
+        "video_id": job.video_id, "source": job.source, "sha256": job.sha256, "size_bytes": job.size_bytes,
+        "status": "ok", "error": "", "warning": "", "duration_s": SECONDS, "has_audio": True,
+        "n_captions": len(job.captions or ()), "captions_sha256": job.captions_sha256, "shard": shard,
+        "extract_fingerprint": job.extract_fingerprint, "extracted_at": utc_now(),
+    }  # fmt: skip
+
+
+def _write_entries(ws: Workspace, job: ExtractJob, shard: str) -> None:
+    """The job's four store entries, located in ``shard`` (as publishing leaves them), written directly: the
+    lookup reads them as it reads the ones ingest writes."""
+    store, keys = FeatureStore(ws), job.store_keys()
+    for stream in STREAMS:
+        path = Path(store.meta_path(stream, job.stream_fingerprints[stream], keys[stream]))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        at = {"shard": shard, "offset": 0, "size": 0}
+        path.write_text(json.dumps({ENTRY_FORMAT: 1, "meta": {}, "at": at}, separators=(",", ":")))
+
+
+def build_workspace(work: Path, n: int, batch: int, template: str, cfg: ExtractConfig) -> Workspace:
+    """N videos ingested as far as planning, the store, the manifest and the loader can tell (see module doc):
+    sources, manifest parts of ``batch`` rows each, entries located in shards hard-linked to ``template``."""
+    src, ws = work / "videos", Workspace(str((work / "ws").resolve()))
+    _write_sources(src, n)
+    plan = plan_extract(src, DATASET, cfg, ws)  # all new; fills the hash cache as the first run does
+    folder = ws.shard_dir(DATASET, cfg.fingerprint())
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(ws, DATASET)
+    for start in range(0, n, batch):
+        name = f"{DATASET}-r0-{start // batch:06d}.tar"
+        os.link(template, f"{folder}/{name}")
+        shard = f"shards/{cfg.fingerprint()}/{name}"
+        jobs = plan.jobs[start : start + batch]
+        for job in jobs:
+            _write_entries(ws, job, f"datasets/{DATASET}/{shard}")
+        manifest.append([_manifest_row(job, shard) for job in jobs])
+    return ws
+
+
+def make_template(work: Path, batch: int, cfg: ExtractConfig) -> str:
+    """One real shard of ``batch`` samples (tiny arrays, real widths), written by the publish path."""
+    ws = Workspace(str((work / "template").resolve()))
+    shards = write_dataset(_new_records(ws, cfg, "t", batch, seed=1), ws, "template", max_count=batch)
+    return shards[0]
+
+
+# -- measuring ----------------------------------------------------------------------------------------------------------
+def _status_kib(field: str) -> int:
+    text = Path("/proc/self/status").read_text()
+    return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.M).group(1))  # type: ignore[union-attr]
+
+
+def peak_mib(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """``fn()``'s result and the peak resident memory it added (MiB above the resident memory at its start)."""
+    with contextlib.suppress(OSError):  # then the peak is the process's since its start: an upper bound
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident size
+    start = _status_kib("VmRSS")
+    result = fn()
+    return result, max(PAGE_MIB, (_status_kib("VmHWM") - start) / 1024)
+
+
+def _best(fn: Callable[[], Any], repeats: int) -> tuple[Any, float]:
+    best, result = math.inf, None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t0)
+    return result, best
+
+
+def _plans(src: Path, ws: Workspace, cfg: ExtractConfig, n: int, repeats: int) -> dict[str, Any]:
+    with count_requests(ws.root) as counter:  # counts the Workspace objects made inside the block
+        plan, nochange_s = _best(lambda: plan_extract(src, DATASET, cfg, Workspace(ws.root)), repeats)
+    assert not plan.jobs and len(plan.unchanged) == n, (len(plan.jobs), len(plan.unchanged))
+    requests = counter.total / repeats
+    (src / "zz-new.mp4").write_bytes(b"a new video\n")
+    (src / "zz-new.vtt").write_text(ingest_bench.VTT.format(i="new"), encoding="utf-8")
+    plan, one_s = _best(lambda: plan_extract(src, DATASET, cfg, ws), 1)
+    assert len(plan.jobs) == 1, len(plan.jobs)
+    return {"plan_nochange": nochange_s, "plan_one_new": one_s, "plan_requests_per_video": requests / n}
+
+
+def _lookup(ws: Workspace, cfg: ExtractConfig, src: Path, n: int, batch: int) -> tuple[float, float]:
+    """Seconds and requests per video of asking the store what ``batch`` videos (spread over the N) lack."""
+    plan = plan_extract(src, "lookup-probe", cfg, ws)  # every video is new to this dataset: jobs carry their keys
+    step = max(1, n // batch)
+    jobs = plan.jobs[::step][:batch]
+    fps = cfg.stream_fingerprints()
+    with count_requests(ws.root) as counter:
+        store = FeatureStore(Workspace(ws.root))
+        t0 = time.perf_counter()
+        lacking = [store.missing(fps, job.store_keys()) for job in jobs]
+        seconds = time.perf_counter() - t0
+    assert sum(map(len, lacking)) <= len(STREAMS), "the store lost entries of the synthetic videos"
+    return seconds * batch / len(jobs), counter.total / len(jobs)
+
+
+def _loader(ws: Workspace) -> tuple[float, float]:
+    """Seconds to open the dataset and take the first training batch, and the peak memory that adds."""
+
+    def first_batch() -> dict:
+        dataset = open_dataset(ws, DATASET)
+        spec = LoaderSpec(tuple(dataset.shards), seed=0, epoch=0, batch_size=32, n_pair=8, min_time=1.0,
+                          audio_frames=256, shuffle_buffer=256)  # fmt: skip
+        return next(iter(epoch_batches(spec, steps=1)))
+
+    t0 = time.perf_counter()
+    batch, peak = peak_mib(first_batch)
+    seconds = time.perf_counter() - t0
+    assert batch["video"].shape[0] == 32 * 8, batch["video"].shape
+    return seconds, peak
+
+
+def _index(n: int, dim: int, seed: int) -> dict[str, float]:
+    centres = max(4, min(2048, n // 50))
+    matrix, means = search_bench.clustered(n, dim, centres, seed)
+    figures, peak = peak_mib(
+        lambda: search_bench.approximate(matrix, means, queries=min(256, max(32, n // 4)), seed=seed, query_noise=0.7)
+    )
+    return {
+        "index_peak": peak,
+        "index_build": figures["build_s"],
+        "search_latency": figures["single_query_ms"],
+        "index_recall": figures["recall_at_10"],
+        "index_matrix_mib": matrix.numel() * 4 / 2**20,
+    }
+
+
+def du(path: Path) -> int:
+    """Bytes on disk as ``du`` counts them (blocks); 0 for a missing path."""
+    if not path.exists():
+        return 0
+    out = subprocess.run(["du", "-s", "--block-size=1", str(path)], capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[0])
+
+
+def measure(work: Path, n: int, args: argparse.Namespace, template: str, cfg: ExtractConfig) -> dict[str, Any]:
+    """Every stage's cost at N videos (module doc), and the byte and request figures the projection uses."""
+    ws = build_workspace(work, n, args.batch, template, cfg)
+    row: dict[str, Any] = {"videos": n}
+    row.update(_plans(work / "videos", ws, cfg, n, args.repeats))
+    manifest = Manifest(ws, DATASET)
+    row["manifest_bytes_per_video"] = du(Path(ws.dataset_dir(DATASET)) / "manifest.parquet") / n
+    row["store_bytes_per_video"] = du(Path(ws.root) / "features") / n
+    rng = np.random.default_rng(n)
+    _, row["manifest_append"] = ingest_bench.time_appends(manifest, rng, 10**9, args.batch, args.repeats)
+    row["current_view"] = ingest_bench.time_current(manifest, args.repeats)
+    row["store_lookup"], row["lookup_requests_per_video"] = _lookup(ws, cfg, work / "videos", n, args.batch)
+    records = _new_records(ws, cfg, "new", args.batch, seed=n)
+    with count_requests(ws.root) as counter:
+        t0 = time.perf_counter()
+        shards = write_dataset(records, Workspace(ws.root), DATASET, run_id="r1", max_count=args.batch)
+        row["shard_write"] = time.perf_counter() - t0
+    row["publish_requests_per_video"] = counter.total / args.batch
+    row["shard_bytes_per_video"] = sum(du(Path(s)) for s in shards) / args.batch
+    row["prefect_task_runs"] = math.ceil(n / auto_batch_size(n, PREFECT_WORKERS, PREFECT_BATCH))
+    row["loader_start"], row["loader_peak"] = _loader(ws)
+    row.update(_index(n, args.dim, seed=n))
+    shutil.rmtree(work, ignore_errors=True)
+    return row
+
+
+# -- fitting and projecting --------------------------------------------------------------------------------------------
+def growth_exponent(ns: Sequence[float], costs: Sequence[float]) -> float:
+    """Least-squares slope of log(cost) against log(N) (costs floored at 1e-9: a zero cannot be logged)."""
+    x, y = np.log(np.asarray(ns, float)), np.log(np.maximum(np.asarray(costs, float), 1e-9))
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def _fit_at(ns: Sequence[float], costs: Sequence[float], at: np.ndarray) -> np.ndarray:
+    x, y = np.log(np.asarray(ns, float)), np.log(np.maximum(np.asarray(costs, float), 1e-9))
+    slope, intercept = np.polyfit(x, y, 1)
+    return np.exp(intercept + slope * np.log(at))
+
+
+def array_bytes_per_second() -> float:
+    """float16 bytes of one second of video as stored: rgb2d and rgb3d rows at 2048, mel at 100 columns x 40."""
+    return 2 * (RATE_2D * 2048 + RATE_3D * 2048 + 100 * 40)
+
+
+def project(rows: list[dict[str, Any]], batch: int) -> dict[str, Any]:
+    """Each stage's fit evaluated at HowTo100M (module doc), with bytes on disk and object-store requests."""
+    ns = [r["videos"] for r in rows]
+    batches = np.arange(1, math.ceil(HOWTO_VIDEOS / batch) + 1) * batch  # the manifest's size at each publication
+    howto_per_video = array_bytes_per_second() * HOWTO_HOURS * 3600 / HOWTO_VIDEOS
+    synthetic_per_video = sum(a.nbytes for a in _arrays(np.random.default_rng(0), 2).values())
+    stages: dict[str, float] = {}
+    for s in STAGES:
+        costs = [r[s.key] for r in rows]
+        if s.howto == "count":
+            stages[s.key] = math.ceil(HOWTO_VIDEOS / auto_batch_size(HOWTO_VIDEOS, PREFECT_WORKERS, PREFECT_BATCH))
+        elif s.howto == "rows":
+            stages[s.key] = float(_fit_at(ns, costs, np.array([HOWTO_CLIPS]))[0])
+        elif s.howto == "batches":
+            stages[s.key] = float(_fit_at(ns, costs, batches).sum())
+        else:
+            stages[s.key] = float(_fit_at(ns, costs, np.array([HOWTO_VIDEOS]))[0])
+    last = rows[-1]
+    # The synthetic videos' arrays are smaller than HowTo100M's: their bytes at the rate the publish path wrote them
+    # (per-batch fixed costs included, so an upper bound on the time) are projected beside the fit.
+    publish_bytes_s = synthetic_per_video * batch / last["shard_write"]
+    overhead = last["shard_bytes_per_video"] - synthetic_per_video
+    meta = last["manifest_bytes_per_video"] + last["store_bytes_per_video"] + overhead
+    return {
+        "videos": HOWTO_VIDEOS,
+        "clips": HOWTO_CLIPS,
+        "stages": stages,
+        "array_bytes": howto_per_video * HOWTO_VIDEOS,
+        "publish_bytes_per_s": publish_bytes_s,
+        "publish_arrays_hours": howto_per_video * HOWTO_VIDEOS / publish_bytes_s / 3600,
+        "other_bytes": meta * HOWTO_VIDEOS,
+        "requests_extraction": (last["lookup_requests_per_video"] + last["publish_requests_per_video"]) * HOWTO_VIDEOS,
+        "requests_nochange_plan": last["plan_requests_per_video"] * HOWTO_VIDEOS,
+    }
+
+
+# -- the command ------------------------------------------------------------------------------------------------------
+def _sizes(text: str) -> list[int]:
+    sizes = sorted({int(t) for t in text.replace(" ", "").split(",") if t})
+    if len(sizes) < 2 or sizes[0] < 2:
+        raise ValueError(f"--videos needs at least two sizes >= 2 to fit a growth exponent, got {text!r}")
+    return sizes
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.tiny:
+        args.videos, args.batch = "20,50,120", 20
+    sizes = _sizes(args.videos)
+    cfg = ExtractConfig()
+    started = time.perf_counter()
+    print(f"mmcaps bench scale: N = {', '.join(map(str, sizes))} videos, batches of {args.batch}; "
+          f"load average {os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="mmcaps-bench-scale-") as tmp:
+        work = Path(args.workdir) if args.workdir else Path(tmp)
+        template = make_template(work, args.batch, cfg)
+        _index(256, args.dim, seed=0)  # warm: FAISS's library and first allocations are not what is measured
+        rows = []
+        for n in sizes:
+            rows.append(measure(work / f"n{n}", n, args, template, cfg))
+            print(f"  measured N={n} ({time.perf_counter() - started:.0f} s so far)", flush=True)
+    figures = summarise(rows, args.batch)
+    figures["total_s"] = time.perf_counter() - started
+    print_table(figures)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(figures, indent=2), encoding="utf-8")
+    return 0
+
+
+def summarise(rows: list[dict[str, Any]], batch: int) -> dict[str, Any]:
+    """The JSON figures: per stage its unit, value per N (``per_n``, keyed by N as text) and ``exponent``."""
+    ns = [r["videos"] for r in rows]
+    stages = {
+        s.key: {
+            "label": s.label,
+            "unit": s.unit,
+            "per_n": {str(r["videos"]): r[s.key] for r in rows},
+            "exponent": growth_exponent(ns, [r[s.key] for r in rows]),
+        }
+        for s in STAGES
+    }
+    return {"videos": ns, "batch": batch, "stages": stages, "rows": rows, "howto100m": project(rows, batch)}
+
+
+def fmt(value: float) -> str:
+    """A table cell: 4 significant digits (what the test compares with the JSON)."""
+    return f"{value:.4g}"
+
+
+def print_table(figures: dict[str, Any]) -> None:
+    ns, how = figures["videos"], figures["howto100m"]
+    head = "".join(f"{'N=' + str(n):>11}" for n in ns)
+    print(f"  {'stage':<{LABEL_WIDTH}} {'unit':<5}{head}  exponent   HowTo100M")
+    for s in STAGES:
+        stage = figures["stages"][s.key]
+        cells = "".join(f"{fmt(stage['per_n'][str(n)]):>11}" for n in ns)
+        print(f"  {s.label:<{LABEL_WIDTH}} {s.unit:<5}{cells}  {stage['exponent']:8.3f}   {_howto_cell(s, how)}")
+    last = figures["rows"][-1]
+    print(f"  index recall@10 vs exact at N={ns[-1]}: {last['index_recall']:.3f}; plan requests per video "
+          f"{last['plan_requests_per_video']:.2f}, store lookup {last['lookup_requests_per_video']:.2f}, "
+          f"publish {last['publish_requests_per_video']:.2f}")  # fmt: skip
+    print(f"  HowTo100M ({how['videos']:,} videos, {how['clips']:,} clips): arrays {how['array_bytes'] / 1e12:.2f} TB"
+          f" float16 + {how['other_bytes'] / 1e9:.1f} GB of manifest, store entries and shard headers; object-store "
+          f"requests: one extraction {how['requests_extraction'] / 1e6:.1f} M, a no-change plan "
+          f"{how['requests_nochange_plan'] / 1e6:.2f} M")  # fmt: skip
+    print(
+        f"  shards: the publish path wrote {how['publish_bytes_per_s'] / 1e6:.1f} MB/s of arrays here; HowTo100M's "
+        f"arrays at that rate: {how['publish_arrays_hours']:.3g} h (an upper bound: fixed costs per batch included)"
+    )
+    print(f"  total {figures['total_s']:.0f} s", flush=True)
+
+
+def _howto_cell(stage: Stage, how: dict[str, Any]) -> str:
+    value = how["stages"][stage.key]
+    if stage.howto == "count":
+        return f"{value:,} task runs"
+    if stage.unit == "s":
+        where = {"run": "per run", "batches": "per extraction", "rows": "at 136 M rows"}[stage.howto]
+        return f"{value / 3600:.3g} h {where}"
+    where = "at 136 M rows" if stage.howto == "rows" else "at 1.22 M videos"
+    return f"{value:.4g} {stage.unit} {where}"

@@ -1,0 +1,47 @@
+"""`mmcaps bench scale --tiny` through the command line: every stage's row is printed, each exponent is the
+least-squares slope of log cost against log N recomputed naively from the JSON's per-N figures, the printed table
+is the JSON's figures, and the counted parts (Prefect task runs, requests) are what their rules give."""
+
+import json
+import math
+
+from flows.bench.scale import STAGES, fmt
+from flows.cli import main
+
+TINY = [20, 50, 120]
+
+
+def naive_slope(xs: list[float], ys: list[float]) -> float:
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+
+
+def test_bench_scale_tiny_table_matches_json(tmp_path, capsys):
+    out = tmp_path / "scale.json"
+    assert main(["bench", "scale", "--tiny", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    figures = json.loads(out.read_text())
+    assert figures["videos"] == TINY and figures["batch"] == 20
+    assert set(figures["stages"]) == {s.key for s in STAGES}
+    for stage in STAGES:
+        got = figures["stages"][stage.key]
+        values = [got["per_n"][str(n)] for n in TINY]
+        assert all(v > 0 for v in values), (stage.key, values)
+        slope = naive_slope([math.log(n) for n in TINY], [math.log(v) for v in values])
+        assert math.isclose(got["exponent"], slope, rel_tol=1e-9, abs_tol=1e-12), (stage.key, got["exponent"], slope)
+        rows = [line for line in printed if line.startswith(f"  {stage.label:<34} ")]
+        assert len(rows) == 1, (stage.label, printed)
+        cells = rows[0][2 + 34 :].split()
+        assert cells[0] == stage.unit
+        assert cells[1 : 1 + len(TINY)] == [fmt(v) for v in values]
+        assert cells[1 + len(TINY)] == f"{got['exponent']:.3f}"
+    # one Prefect task run per batch of up to 32 videos, and ~4 batches per worker on a short run (2 workers)
+    runs = figures["stages"]["prefect_task_runs"]["per_n"]
+    assert runs == {str(n): math.ceil(n / max(1, min(32, math.ceil(n / 8)))) for n in TINY}
+    for row in figures["rows"]:
+        # a no-change plan asks the workspace for a few files (manifest, hash cache), never once per video
+        assert row["plan_requests_per_video"] * row["videos"] < row["videos"]
+        assert row["index_recall"] > 0.5 and row["publish_requests_per_video"] > 0
+    how = figures["howto100m"]
+    assert how["stages"]["prefect_task_runs"] == math.ceil(1_220_000 / 32)
+    assert any(line.startswith("  HowTo100M (1,220,000 videos, 136,000,000 clips)") for line in printed)
