@@ -9,7 +9,8 @@ Layout::
     <root>/datasets/<ds>/shards/<fp>/<name>.index.parquet       beside each shard: which entry each member holds
 
 Streams and their keys: ``rgb2d``, ``rgb3d`` and ``audio`` are keyed by the source file's sha256, ``text`` by the
-captions' digest (its input is the captions, not the video). A stream fingerprint covers every setting that shapes
+captions' digest (its input is the captions, not the video). Extra streams (``ExtractConfig.streams``: ``clip``,
+``s3d``, ...) are keyed by the sha256 like the visual ones and stored as member ``<name>.npy`` of a sample. A stream fingerprint covers every setting that shapes
 that stream's arrays and nothing else, so changing the word vectors recomputes text only, and a benchmark whose
 videos another dataset already extracted costs no network pass: its shards are written from the first dataset's.
 
@@ -29,7 +30,7 @@ from __future__ import annotations
 import io
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,8 +43,10 @@ from storage.shards import member_offsets, read_member
 from storage.workspace import Workspace
 
 STREAMS = ("rgb2d", "rgb3d", "audio", "text")
-# The member of a dataset sample (storage/README.md "Shard sample") that holds each stream's array.
+# The member of a dataset sample (storage/README.md "Shard sample") that holds each stream's array; an extra stream's
+# member is its name (``clip`` -> ``clip.npy``).
 STREAM_MEMBERS = {"rgb2d": "rgb2d", "rgb3d": "rgb3d", "audio": "mel", "text": "w2v"}
+_EXTRA_STREAM = re.compile(r"^[a-z][a-z0-9_]{0,31}$")  # as pipeline.extract.registry.check_stream_name
 _KEY = re.compile(r"^[0-9a-f]{16,64}$")  # a sha256 (of a file or of captions), hex
 _FINGERPRINT = re.compile(r"^[0-9a-f]{8,64}$")
 ENTRY_FORMAT = "mmcaps_entry"  # the marker of a located entry's JSON (a bare meta has no such key)
@@ -60,6 +63,33 @@ INDEX_SCHEMA = pa.schema(
     ]
 )
 EntryId = tuple[str, str, str]  # (stream, stream fingerprint, key)
+
+
+# Not extra stream names: the paper streams' members (mel.npy, w2v.npy) and the model's video modality (which
+# concatenates streams).
+RESERVED = ("mel", "w2v", "video")
+
+
+def is_stream(name: str) -> bool:
+    """A paper stream, or a valid extra stream name (lower-case identifier, not :data:`RESERVED`)."""
+    return name in STREAMS or (bool(_EXTRA_STREAM.match(name)) and name not in RESERVED)
+
+
+def stream_member(stream: str) -> str:
+    """The sample member (without ``.npy``) holding ``stream``'s array: ``mel`` for audio, ``w2v`` for text, else the
+    stream's own name."""
+    return STREAM_MEMBERS.get(stream, stream)
+
+
+def stream_order(names: Iterable[str]) -> list[str]:
+    """``names`` in store order: the paper's four in :data:`STREAMS` order, then extra streams by name."""
+    names = set(names)
+    return [s for s in STREAMS if s in names] + sorted(names - set(STREAMS))
+
+
+def stream_keys(sha256: str, captions_sha256: str, streams: Iterable[str] = STREAMS) -> dict[str, str]:
+    """The store key of each stream of one video: the captions' digest for text, the file's sha256 for the rest."""
+    return {s: (captions_sha256 if s == "text" else sha256) for s in stream_order([*STREAMS, *streams])}
 
 
 @dataclass(frozen=True)
@@ -97,8 +127,8 @@ class FeatureStore:
         self._shard_exists: dict[str, bool] = {}  # per store object: a shard is checked once per video, not per stream
 
     def _base(self, stream: str, fingerprint: str, key: str) -> str:
-        if stream not in STREAMS:
-            raise ValueError(f"unknown stream {stream!r}; streams are {STREAMS}")
+        if not is_stream(stream):
+            raise ValueError(f"unknown stream {stream!r}; streams are {STREAMS} and extra streams' lower-case names")
         if not _KEY.match(key) or not _FINGERPRINT.match(fingerprint):
             raise ValueError(f"feature store key {key!r} / fingerprint {fingerprint!r} must be lower-case hex")
         return f"{self.root}/{stream}/{fingerprint}/{key[:2]}/{key}"
@@ -149,8 +179,8 @@ class FeatureStore:
         )
 
     def missing(self, fingerprints: dict[str, str], keys: dict[str, str]) -> list[str]:
-        """The streams (in :data:`STREAMS` order) of one video that the store cannot give yet."""
-        return [s for s in STREAMS if s in fingerprints and not self.live(s, fingerprints[s], keys[s])]
+        """The streams (in :func:`stream_order`) of one video that the store cannot give yet."""
+        return [s for s in stream_order(fingerprints) if not self.live(s, fingerprints[s], keys[s])]
 
     def put(self, stream: str, fingerprint: str, key: str, entry: StreamArrays) -> None:
         """Store one entry: the array (``np.save`` format), then its meta, each atomically."""
@@ -243,7 +273,7 @@ class FeatureStore:
             parts = path[strip:].split("/")
             name = parts[-1]
             key, dot, ext = name.partition(".")
-            ok = len(parts) == 4 and dot and ext in ("json", "npy") and parts[0] in STREAMS and _KEY.match(key)
+            ok = len(parts) == 4 and dot and ext in ("json", "npy") and is_stream(parts[0]) and _KEY.match(key)
             yield path, ((parts[0], parts[1], key) if ok and _FINGERPRINT.match(parts[1]) else None)
 
 
@@ -279,9 +309,9 @@ def read_index(workspace: Workspace, shard: str) -> list[dict[str, Any]] | None:
 def index_rows(sample_key: str, fingerprints: dict[str, str], keys: dict[str, str], offsets: dict[str, Any]) -> list:
     """The index rows of one sample: each stream's member, its entry and where its data lies."""
     rows = []
-    for stream in STREAMS:
-        member = f"{STREAM_MEMBERS[stream]}.npy"
-        if stream in fingerprints and member in offsets:
+    for stream in stream_order(fingerprints):
+        member = f"{stream_member(stream)}.npy"
+        if member in offsets:
             offset, size = offsets[member]
             rows.append({"sample": sample_key, "member": member, "stream": stream, "fingerprint": fingerprints[stream],
                          "entry": keys[stream], "offset": int(offset), "size": int(size)})  # fmt: skip
@@ -302,7 +332,7 @@ def index_shard(workspace: Workspace, shard: str) -> list[dict[str, Any]]:
             fps = dict(meta["stream_fingerprints"])
         except (KeyError, ValueError, TypeError):
             continue  # not a sample mmcaps composed from the store: it holds no entry
-        keys = {s: (captions_digest(captions) if s == "text" else str(meta.get("sha256", ""))) for s in STREAMS}
+        keys = stream_keys(str(meta.get("sha256", "")), captions_digest(captions), fps)
         if all(_KEY.match(k) for k in keys.values()) and all(_FINGERPRINT.match(str(v)) for v in fps.values()):
             rows += index_rows(key, fps, keys, {m: v for m, v in members.items() if isinstance(v, tuple)})
     return rows
@@ -319,6 +349,10 @@ __all__ = [
     "index_path",
     "index_rows",
     "index_shard",
+    "is_stream",
     "read_index",
+    "stream_keys",
+    "stream_member",
+    "stream_order",
     "write_index",
 ]

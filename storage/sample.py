@@ -9,6 +9,8 @@ member              dtype, shape             meaning
 ``rgb3d.npy``       float16 [T3, 2048]       3D ResNeXt-101, 16-frame windows at 24 fps (1.5 / s), rows L2-normed
 ``mel.npy``         float16 [40, Ta]         log-mel, 100 frames per second; [40, 0] when there is no audio
 ``w2v.npy``         float16 [N, 300]         per caption, max over its in-vocabulary word vectors
+``<name>.npy``      float16 [T, dim]         an extra stream (``ExtractConfig.streams``: ``clip``, ``s3d``...), rows
+                                             L2-normalised; its rate and window in ``meta.json``'s ``streams.<name>``
 ``captions.json``   {start, end, text}       seconds, as HowTo100M's caption.json
 ``meta.json``       dict                     source id, sha256, duration, fps, has_audio, weights, precision,
                                              ffmpeg build, stream fingerprints, what made each stream
@@ -32,6 +34,7 @@ import numpy as np
 from storage.workspace import safe_name
 
 ARRAY_MEMBERS = ("rgb2d", "rgb3d", "mel", "w2v")
+PAPER_STREAMS = ("rgb2d", "rgb3d", "audio", "text")  # the streams every sample holds (as storage.features.STREAMS)
 
 
 @dataclass
@@ -100,6 +103,7 @@ class VideoFeatures:
     w2v: np.ndarray  # float16 [N, 300], one row per caption
     captions: Captions
     meta: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # extra streams by name: float16 [T, dim] each
 
     @property
     def key(self) -> str:
@@ -109,6 +113,22 @@ class VideoFeatures:
     @property
     def has_audio(self) -> bool:
         return self.mel.ndim == 2 and self.mel.shape[1] > 0
+
+    @property
+    def row_streams(self) -> tuple[str, ...]:
+        """The streams of feature rows over time this sample holds: ``rgb2d``, ``rgb3d``, then its extra streams."""
+        return ("rgb2d", "rgb3d", *sorted(self.extra))
+
+    def stream(self, name: str) -> np.ndarray:
+        """The rows ``[T, dim]`` of stream ``name`` (``rgb2d``, ``rgb3d`` or an extra stream); a stream this sample
+        lacks raises ``ValueError`` naming the ones it has."""
+        if name in ("rgb2d", "rgb3d"):
+            return getattr(self, name)
+        if name not in self.extra:
+            raise ValueError(
+                f"video {self.video_id!r} has no stream {name!r}; its streams are {', '.join(self.row_streams)}"
+            )
+        return self.extra[name]
 
     def to_sample(self) -> dict[str, Any]:
         """The WebDataset sample: ``__key__`` plus encoded members (bytes)."""
@@ -120,6 +140,10 @@ class VideoFeatures:
         for name in ARRAY_MEMBERS:
             array = np.ascontiguousarray(getattr(self, name), dtype=np.float16)
             sample[f"{name}.npy"] = _npy_bytes(array)
+        for name in sorted(self.extra):
+            if name in ARRAY_MEMBERS:
+                raise ValueError(f"{self.video_id}: extra stream {name!r} would overwrite the member {name}")
+            sample[f"{name}.npy"] = _npy_bytes(np.ascontiguousarray(self.extra[name], dtype=np.float16))
         sample["captions.json"] = json.dumps(self.captions.to_json()).encode("utf-8")
         sample["meta.json"] = json.dumps(meta, sort_keys=True).encode("utf-8")
         return sample
@@ -135,7 +159,8 @@ class VideoFeatures:
         identity: dict[str, Any],
     ) -> VideoFeatures:
         """A sample from per-stream entries: ``arrays``/``metas`` keyed by stream (``rgb2d``, ``rgb3d``, ``audio``,
-        ``text``; see :mod:`storage.features`), ``identity`` the video's source, sha256, size and fingerprints.
+        ``text``, and any extra stream; see :mod:`storage.features`), ``identity`` the video's source, sha256, size and
+        fingerprints.
 
         ``meta.json`` gets the identity, each stream's meta under ``streams``, and the flat fields readers use:
         duration, frame rate and size (from the visual streams' probe), ``has_audio``, the weights of every stream,
@@ -145,6 +170,10 @@ class VideoFeatures:
         probe = dict(visual.get("probe") or metas.get("audio", {}).get("probe") or {})
         mel = arrays["audio"]
         text = metas.get("text", {})
+        extra = {name: array for name, array in arrays.items() if name not in PAPER_STREAMS}
+        dims = {"rgb2d": int(arrays["rgb2d"].shape[1]), "rgb3d": int(arrays["rgb3d"].shape[1])}
+        dims["w2v"] = int(arrays["text"].shape[1])
+        dims.update({name: int(array.shape[1]) for name, array in extra.items()})  # the paper's samples: unchanged
         meta = {
             **identity,
             "video_id": video_id,
@@ -158,8 +187,7 @@ class VideoFeatures:
             "ffmpeg": visual.get("ffmpeg", ""),
             "n_captions": len(captions),
             "n_captions_oov": int(text.get("n_captions_oov", 0)),
-            "dims": {"rgb2d": int(arrays["rgb2d"].shape[1]), "rgb3d": int(arrays["rgb3d"].shape[1]),
-                     "w2v": int(arrays["text"].shape[1])},
+            "dims": dims,
             "streams": {s: metas[s] for s in sorted(metas)},
         }  # fmt: skip
         return cls(
@@ -170,6 +198,7 @@ class VideoFeatures:
             w2v=arrays["text"],
             captions=captions,
             meta=meta,
+            extra=extra,
         )
 
     @classmethod
@@ -180,9 +209,14 @@ class VideoFeatures:
         if missing:
             raise ValueError(f"{where}: sample {key!r} lacks members {missing}")
         arrays = {n: _npy_load(sample[f"{n}.npy"], where=f"{where}: {key}/{n}.npy") for n in ARRAY_MEMBERS}
+        extra = {
+            m[: -len(".npy")]: _npy_load(sample[m], where=f"{where}: {key}/{m}")
+            for m in sorted(sample)
+            if m.endswith(".npy") and m[: -len(".npy")] not in ARRAY_MEMBERS
+        }
         try:
             captions = Captions.from_json(json.loads(sample["captions.json"]))
             meta = json.loads(sample["meta.json"])
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{where}: sample {key!r} has a bad JSON member ({exc})") from exc
-        return cls(video_id=str(meta.get("video_id", key)), captions=captions, meta=meta, **arrays)
+        return cls(video_id=str(meta.get("video_id", key)), captions=captions, meta=meta, extra=extra, **arrays)

@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 
-from model.fingerprint import FingerprintedConfig, content_fingerprint, runtime_field
+from model.fingerprint import FingerprintedConfig, content_fingerprint, plain_errors, runtime_field
 from pipeline.extract.ffmpeg import ffmpeg_binary
 from pipeline.extract.recipes import CALIBRATION, RECIPES_3D
 from pipeline.extract.registry import StreamConfig, StreamName
@@ -200,6 +200,28 @@ class ExtractConfig(ResolvesPrecision, FingerprintedConfig):
             return cls.from_yaml(path)
         except ValueError as exc:  # pydantic's ValidationError is one: name the file, keep it one line
             raise ValueError(f"{path}: invalid extract config: {' '.join(str(exc).split())}") from exc
+
+    def with_updates(self, updates: dict[str, Any]) -> ExtractConfig:
+        """:meth:`FingerprintedConfig.with_updates`, where ``streams`` is a map by name: ``streams.clip.backbone=...``
+        adds stream ``clip`` (its other fields from the other ``streams.clip.*`` keys), as ``mmcaps extract --set``
+        spells it."""
+        added: dict[str, dict[str, Any]] = {}
+        rest: dict[str, Any] = {}
+        for dotted, value in updates.items():
+            parts = dotted.split(".")
+            if len(parts) == 3 and parts[0] == "streams" and parts[1] not in self.streams:
+                added.setdefault(parts[1], {})[parts[2]] = value
+            else:
+                rest[dotted] = value
+        base = self
+        if added:
+            data = self.model_dump()
+            data["streams"] = {**data["streams"], **added}
+            try:
+                base = type(self).model_validate(data)
+            except ValidationError as exc:
+                raise ValueError(plain_errors(exc)) from exc
+        return FingerprintedConfig.with_updates(base, rest) if rest else base
 
     def stream_fingerprints(self) -> dict[str, str]:
         """Each stream's fingerprint (``rgb2d``, ``rgb3d``, ``audio``, ``text``): the settings that shape that stream's

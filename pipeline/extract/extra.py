@@ -32,7 +32,7 @@ from pipeline.extract.frame_models import (
 from pipeline.extract.registry import StreamConfig
 from pipeline.extract.runner import NetRunner
 from pipeline.extract.stream_weights import StreamModel
-from pipeline.extract.vggish import SAMPLE_RATE, log_mel_examples
+from pipeline.extract.vggish import HOP, PATCH, SAMPLE_RATE, log_mel_examples
 from storage.features import StreamArrays
 
 
@@ -73,6 +73,18 @@ class ExtraStreams:
     @property
     def audio_names(self) -> set[str]:
         return {n for n, c in self.cfgs.items() if c.spec.kind == "audio"}
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """What stream ``name``'s rows stand for in time (its entry's meta, hence the dataset sample's
+        ``meta.json``): backbone, ``fps``, ``window`` and ``stride`` in frames, ``rate`` (rows per second: what
+        pooling a time span reads, :mod:`pipeline.embed.pooling`) and ``window_s`` (seconds one row covers)."""
+        cfg = self.cfgs[name]
+        if cfg.spec.kind == "audio":  # VGGish: a row per 96-frame log-mel patch (10 ms hop), patches every 96 frames
+            fps, window, stride = SAMPLE_RATE / HOP, PATCH, PATCH
+        else:
+            fps, window, stride = cfg.resolved()
+        return {"backbone": cfg.backbone, "model": cfg.model, "kind": cfg.spec.kind, "fps": float(fps),
+                "window": int(window), "stride": int(stride), "rate": fps / stride, "window_s": window / fps}  # fmt: skip
 
     def model(self, ex: Extractor, name: str) -> tuple[StreamModel, NetRunner]:
         """Stream ``name``'s network and runner, built on first call (weights loaded strictly, or refused)."""
@@ -160,5 +172,7 @@ class ExtraStreams:
                 x = torch.from_numpy(examples[i : i + self.cfgs[name].batch_size][:, None]).to(ex.device)
                 parts.append(ex._rows(runner, x))
             arr = np.concatenate(parts)
-            out[name] = StreamArrays(arr, {**visual, "weights": model.weights_id, "rows": len(arr)})
+            out[name] = StreamArrays(
+                arr, {**visual, "weights": model.weights_id, "rows": len(arr), **self.describe(name)}
+            )
         return out

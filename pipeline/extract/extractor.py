@@ -348,6 +348,8 @@ class Extractor:
                 meta = {**visual, "weights": self._weights[name], "rows": len(arr)}
                 if name == "rgb3d":
                     meta["arch"] = cfg.rgb3d.arch
+                elif name in cfg.streams:  # an extra stream's rate and window, for pooling spans of it
+                    meta.update(self.extra.describe(name))
                 out[name] = StreamArrays(arr, meta)
             out.update(self.extra.audio_streams(self, path, info, want, visual))
             if "audio" in want:

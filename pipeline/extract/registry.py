@@ -33,8 +33,9 @@ RANDOM = "random"
 Kind = Literal["frame", "clip", "audio"]
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-# Names of the paper's streams: an extra stream may not take them.
-RESERVED = ("rgb2d", "rgb3d", "audio", "text")
+# Names of the paper's streams, of their sample members (mel.npy, w2v.npy) and the model's video modality (the
+# concatenated streams): an extra stream may not take them (storage.features.is_stream).
+RESERVED = ("rgb2d", "rgb3d", "audio", "text", "mel", "w2v", "video")
 _STREAM_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 

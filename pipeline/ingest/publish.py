@@ -19,7 +19,16 @@ import numpy as np
 
 from pipeline.ingest.records import ExtractRecord, IngestPlan, IngestSummary, Tally, new_run_id
 from storage.dataset import CONFIG_FILE, open_dataset
-from storage.features import STREAMS, EntryId, FeatureStore, Location, StreamArrays, index_rows, write_index
+from storage.features import (
+    STREAMS,
+    EntryId,
+    FeatureStore,
+    Location,
+    StreamArrays,
+    index_rows,
+    stream_order,
+    write_index,
+)
 from storage.manifest import Manifest
 from storage.sample import Captions, VideoFeatures
 from storage.shards import ShardWriter
@@ -73,7 +82,7 @@ def write_extract_config(workspace: Workspace, dataset: str, config: RecipeFile)
 def _compose(record: ExtractRecord, store: FeatureStore) -> tuple[VideoFeatures, dict[str, StreamArrays]]:
     """The dataset sample of an ok record and the store entries it was composed from."""
     keys = record.store_keys()
-    entries = {s: store.get(s, record.stream_fingerprints[s], keys[s]) for s in STREAMS}
+    entries = {s: store.get(s, record.stream_fingerprints[s], keys[s]) for s in stream_order([*STREAMS, *keys])}
     text_meta = dict(entries["text"].meta)
     captions = Captions.from_json(text_meta.pop("captions", {}))
     metas = {s: e.meta for s, e in entries.items()}

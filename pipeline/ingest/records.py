@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol, Self
 
-from storage.features import STREAMS
+from storage.features import stream_keys
 from storage.sample import Captions, captions_digest
 from storage.workspace import safe_name
 
@@ -76,7 +76,7 @@ class ExtractJob(JobDict):
 
     def store_keys(self) -> dict[str, str]:
         """The feature store key of each stream: the file's sha256, the captions' digest for text."""
-        return {s: (self.captions_sha256 if s == "text" else self.sha256) for s in STREAMS}
+        return stream_keys(self.sha256, self.captions_sha256, self.stream_fingerprints)
 
 
 @dataclass
@@ -105,7 +105,7 @@ class ExtractRecord:
         return safe_name(self.video_id, what="video id")
 
     def store_keys(self) -> dict[str, str]:
-        return {s: (self.captions_sha256 if s == "text" else self.sha256) for s in STREAMS}
+        return stream_keys(self.sha256, self.captions_sha256, self.stream_fingerprints)
 
     def manifest_row(self, shard: str) -> dict[str, Any]:
         return {

@@ -7,9 +7,10 @@
     summary = run_extract(source, dataset, cfg, ws)  # the driver (pipeline.ingest.driver.ingest) over Videos
 
 Features are stored per stream and by content (:mod:`storage.features`): a video's ``rgb2d``, ``rgb3d`` and
-``audio`` arrays are keyed by its sha256 and the stream's fingerprint, its ``text`` by the captions' digest and the
-text fingerprint, and shared by every dataset that holds the video. So a video already extracted for another
-dataset costs no network pass, and a new word2vec file recomputes text only.
+``audio`` arrays (and those of the config's extra ``streams``: ``clip``, ``s3d``, ...) are keyed by its sha256 and
+the stream's fingerprint, its ``text`` by the captions' digest and the text fingerprint, and shared by every dataset
+that holds the video. So a video already extracted for another dataset costs no network pass, a new word2vec file
+recomputes text only, and a stream added to an extracted dataset's config computes that stream only.
 """
 
 from __future__ import annotations
@@ -110,11 +111,6 @@ def plan_extract(
     ``VideoSource``s. Hashes are remembered in the workspace by (path, size, modification time) so that a re-run
     reads only new or rewritten files (:class:`storage.hashing.HashCache`); ``rehash`` reads every file again.
     """
-    if getattr(config, "streams", None):  # ExtractConfig.streams (issue 26): not stored in datasets yet
-        raise ValueError(
-            f"extract config names extra streams {sorted(config.streams)}: datasets hold rgb2d, rgb3d, audio and "
-            "text so far; compute extra streams with pipeline.extract.Extractor.extract_streams"
-        )
     if isinstance(source, (list, tuple)) and source and isinstance(source[0], VideoSource):
         videos = list(source)
     else:

@@ -91,11 +91,3 @@ def test_centre_crop_matches_torchvision():
     x = torch.arange(2 * 3 * 181 * 243).reshape(2, 3, 181, 243)
     for size in (100, 180, 181):
         assert torch.equal(centre_crop(x, size), CenterCrop(size)(x))
-
-
-def test_the_dataset_engine_refuses_extra_streams_it_cannot_store_yet(workspace, videos):
-    from pipeline.ingest.videos import plan_extract
-
-    cfg = ExtractConfig(streams={"clip": {"backbone": "clip-vit-b-32"}})
-    with pytest.raises(ValueError, match=r"extra streams \['clip'\].*Extractor\.extract_streams"):
-        plan_extract([str(videos["odd"])], "ds", cfg, workspace)
