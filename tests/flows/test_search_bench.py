@@ -9,7 +9,8 @@ from flows.cli import main
 def test_bench_search_prints_ratios_and_recall(tmp_path, capsys):
     out = tmp_path / "bench.json"
     argv = ["bench", "search", "--clips", "20000", "--dim", "64", "--large-dim", "512", "--large-clips", "4096"]
-    argv += ["--repeats", "1", "--batch", "8", "--recall-queries", "64", "--centres", "64", "--json", str(out)]
+    argv += ["--repeats", "1", "--batch", "8", "--recall-queries", "64", "--centres", "64", "--pq-bytes", "4"]
+    argv += ["--json", str(out)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "read once" in printed and "x read" in printed and "recall@10 vs exact" in printed
@@ -22,3 +23,9 @@ def test_bench_search_prints_ratios_and_recall(tmp_path, capsys):
         assert 1 <= a["nprobe"] <= a["nlist"] and a["held_out_queries"] == 32
         # tuned to 0.975 on one half of the queries; measured on the other half (sampling noise: a margin below 0.95)
         assert a["recall_at_10"] >= 0.9 or a["nprobe"] == a["nlist"]
+    # IVF-PQ on the main row only: 4 bytes a row at D=64, re-ranked exactly (never below the PQ scores' own recall)
+    pq = rows[0]["approximate"]["pq"]
+    assert "pq" not in rows[1]["approximate"] and pq["code_bytes"] == 4 and pq["rerank"] == 100
+    assert pq["held_out_queries"] == 32 and pq["recall_at_10"] >= pq["pq_alone_recall_at_10"]
+    assert pq["recall_at_10"] >= 0.9 or pq["nprobe"] == pq["nlist"]
+    assert "approximate IVF-PQ" in printed
