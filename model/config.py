@@ -7,6 +7,7 @@ dict; :meth:`CapsuleConfig.from_preset` validates its ``model:`` section.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +17,8 @@ from pydantic import Field, model_validator
 from model.fingerprint import FingerprintedConfig
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
+PAPER_VIDEO_STREAMS = ("rgb2d", "rgb3d")  # ResNet-152 and ResNeXt-101 rows (pipeline/extract/README.md)
+_STREAM_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 Architecture = Literal["capsules", "fully_connected", "plain_self_attention"]
 RoutingName = Literal["self_attention", "dynamic", "em", "set_transformer", "none"]
@@ -36,7 +39,13 @@ class CapsuleConfig(FingerprintedConfig):
     d2: int = Field(256, ge=1, description="secondary capsule pose size")
     embed_dim: int = Field(4096, ge=1, description="D: size of the joint embedding space")
 
-    # Input feature sizes: 2D+3D CNN features concatenated (2048+2048), word2vec (300), log-mel bands.
+    # The feature streams whose pooled rows, concatenated in this order, are the video input: the paper's 2D and 3D
+    # CNN features by default; any stream a dataset holds (an extra stream of its extract config: [clip], [s3d],
+    # [clip, s3d]...). Training sets video_dim from the dataset (the sum of these streams' dims).
+    video_streams: tuple[str, ...] = Field(
+        PAPER_VIDEO_STREAMS, min_length=1, description="feature streams of the video input, concatenated in order"
+    )
+    # Input feature sizes: the video streams' dims summed (2D+3D: 2048+2048), word2vec (300), log-mel bands.
     video_dim: int = Field(4096, ge=1)
     text_dim: int = Field(300, ge=1)
     n_mels: int = Field(40, ge=1)
@@ -72,6 +81,10 @@ class CapsuleConfig(FingerprintedConfig):
 
     @model_validator(mode="after")
     def _check_divisibility(self) -> CapsuleConfig:
+        if len(set(self.video_streams)) != len(self.video_streams) or not all(
+            _STREAM_NAME.match(name) for name in self.video_streams
+        ):
+            raise ValueError(f"video_streams must name distinct lower-case streams, got {list(self.video_streams)}")
         if not self.audio_widths:
             raise ValueError("audio_widths must name at least one stage width")
         attention_routing = self.architecture == "capsules" and self.routing in ("self_attention", "set_transformer")
@@ -80,6 +93,12 @@ class CapsuleConfig(FingerprintedConfig):
         if self.architecture == "plain_self_attention" and self.d1 % self.heads:
             raise ValueError(f"heads={self.heads} must divide d1={self.d1} (token width of plain_self_attention)")
         return self
+
+    def fingerprint_payload(self) -> dict[str, Any]:
+        out = super().fingerprint_payload()
+        if tuple(self.video_streams) == PAPER_VIDEO_STREAMS:  # the paper's input: the fingerprint from before the field
+            out.pop("video_streams")
+        return out
 
     @property
     def audio_feature_dim(self) -> int:

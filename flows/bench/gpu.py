@@ -92,6 +92,7 @@ class NetConfig:
     d1: int = 32
     d2: int = 256
     embed_dim: int = 4096
+    video_streams: tuple[str, ...] = ("rgb2d", "rgb3d")
     video_dim: int = 4096
     text_dim: int = 300
     n_mels: int = 40
@@ -117,8 +118,9 @@ class NetConfig:
         if unknown:
             raise ValueError(f"unknown network config field(s): {sorted(unknown)}")
         values = dict(values)
-        if "audio_widths" in values:
-            values["audio_widths"] = tuple(values["audio_widths"])
+        for listed in ("audio_widths", "video_streams"):  # YAML lists; the config holds tuples
+            if listed in values:
+                values[listed] = tuple(values[listed])
         return cls(**values)
 
     @property

@@ -134,7 +134,7 @@ class Checks:
         for item in items:
             try:
                 ((key, value),) = parse_set_option([item]).items()
-                base.with_updates({key: value})
+                base.with_updates({**updates, key: value})  # on the good items before it: streams.NAME.* build up
             except ValueError as exc:
                 cause = exc.__cause__
                 text = plain_errors(cause) if isinstance(cause, ValidationError) else _text(exc)

@@ -1,18 +1,23 @@
 """How a time span of one video becomes model inputs: the pooling recipe that training, evaluation and search share.
 
-- video: ``[4096]`` = concat(L2norm(max of the 2D rows in the span), L2norm(max of the 3D rows in the span))
+- video: ``[4096]`` = concat(L2norm(max of the 2D rows in the span), L2norm(max of the 3D rows in the span)); on other
+  ``video_streams`` (the model config's: ``[clip]``, ``[clip, s3d]``...), the same over each stream in that order,
+  ``[sum of their dims]``
 - text:  ``[300]``  = element-wise max of caption rows of ``w2v`` (each row is already the max over its caption's
   word vectors, so this is the max over every word of the span, as HowTo100M pools)
 - audio: ``[40, F]`` = the span's mel frames (100 per second), cropped or zero-padded to ``F``, with the valid length
 
 Feature rates (pipeline/extract/README.md): 2D rows at 1 per second, 3D rows at 1.5 per second (16-frame windows
-at 24 fps), mel columns at 100 per second. Row ``i`` of a stream with rate ``r`` covers ``[i / r, (i + 1) / r)``.
+at 24 fps), mel columns at 100 per second; an extra stream's rate (``fps / stride``) is in its meta, as extraction
+recorded it (:func:`stream_rate`). Row ``i`` of a stream with rate ``r`` covers ``[i / r, (i + 1) / r)``.
 
 Per-second inputs (localisation): second ``t`` pools the video rows of ``[t, t + 1)`` and the audio of
 :func:`audio_window` (MCN's window around ``t``) or of the second itself.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -22,6 +27,8 @@ RATE_2D = 1.0  # rows per second of rgb2d
 RATE_3D = 24.0 / 16.0  # rows per second of rgb3d
 MEL_RATE = 100.0  # mel columns per second (10 ms hop)
 VIDEO_DIM = 4096
+PAPER_VIDEO_STREAMS = ("rgb2d", "rgb3d")  # the paper's video input: 2D then 3D rows (VIDEO_DIM together)
+_PAPER_RATES = {"rgb2d": RATE_2D, "rgb3d": RATE_3D}
 TEXT_DIM = 300
 N_MELS = 40
 
@@ -42,14 +49,37 @@ def _max_normalised(rows: np.ndarray) -> np.ndarray:
     return pooled / norm if norm > 0 else pooled
 
 
-def pool_video(feats: VideoFeatures, start: float, end: float) -> np.ndarray:
-    """The clip's video vector, float32 [4096]: [L2norm(max 2D rows in span), L2norm(max 3D rows in span)].
+def stream_rate(feats: VideoFeatures, name: str) -> float:
+    """Rows per second of stream ``name`` of one video: the paper's constants for ``rgb2d``/``rgb3d``, an extra
+    stream's ``rate`` from the sample's ``meta.json`` (``streams.<name>.rate``, written by extraction)."""
+    if name in _PAPER_RATES:
+        return _PAPER_RATES[name]
+    feats.stream(name)  # a stream the video lacks: the error names the ones it has
+    rate = ((feats.meta.get("streams") or {}).get(name) or {}).get("rate")
+    if not rate:
+        raise ValueError(f"video {feats.video_id!r}: stream {name!r} has no rate in its meta.json (streams.{name})")
+    return float(rate)
 
-    A stream with no row in the span (features shorter than the captions say) contributes zeros.
+
+def video_dim(feats: VideoFeatures, streams: Sequence[str] = PAPER_VIDEO_STREAMS) -> int:
+    """The size of the video vector of ``streams`` for this video: the sum of their row widths."""
+    return sum(int(feats.stream(name).shape[1]) for name in streams)
+
+
+def pool_video(
+    feats: VideoFeatures, start: float, end: float, streams: Sequence[str] = PAPER_VIDEO_STREAMS
+) -> np.ndarray:
+    """The clip's video vector, float32 [sum of the streams' dims]: per stream in ``streams``, L2norm(max of its rows
+    in the span), concatenated; the default is the paper's [4096] = [2D part, 3D part].
+
+    A stream with no row in the span (features shorter than the captions say) contributes zeros; a stream the video
+    lacks raises ``ValueError`` naming the ones it has.
     """
-    part2d = _max_normalised(feats.rgb2d[_rows_in_span(feats.rgb2d.shape[0], RATE_2D, start, end)])
-    part3d = _max_normalised(feats.rgb3d[_rows_in_span(feats.rgb3d.shape[0], RATE_3D, start, end)])
-    return np.concatenate([part2d, part3d])
+    parts = []
+    for name in streams:
+        rows = feats.stream(name)
+        parts.append(_max_normalised(rows[_rows_in_span(rows.shape[0], stream_rate(feats, name), start, end)]))
+    return np.concatenate(parts)
 
 
 def pool_text(w2v_rows: np.ndarray) -> np.ndarray:

@@ -1,29 +1,39 @@
 """The embedding stage: an :class:`~pipeline.embed.request.EmbedRequest` and a stream of extracted videos → the
 network's embeddings of its clips, queries and per-second localisation inputs.
 
-Clip inputs are pooled exactly as training pools them (:mod:`pipeline.embed.pooling`: ``pool_video``, and
-``crop_audio`` with the run's ``audio_frames``); query texts go through a sentence encoder
+Clip inputs are pooled exactly as training pools them (:mod:`pipeline.embed.pooling`: ``pool_video`` over the
+network's ``video_streams``, and ``crop_audio`` with the run's ``audio_frames``); query texts go through a sentence encoder
 (:class:`pipeline.embed.text.SentenceEncoder`: max over in-vocabulary word vectors, as captions are encoded). The
 network maps them with ``forward``/``encode_audio``/``encode_text`` (eval mode, no gradients), ``batch_size`` rows at
 a time. Videos are streamed one at a time, so only pooled vectors and embeddings stay in memory.
 
-Shapes: N clips, Q queries, D joint dimension, C capsules, T seconds of one video, K steps, F audio frames.
+Shapes: N clips, Q queries, D joint dimension, C capsules, T seconds of one video, K steps, F audio frames, V the
+video vector (the sum of the video streams' dims; 4096 for the paper's).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from pipeline.device import select_device, to_device
-from pipeline.embed.pooling import N_MELS, TEXT_DIM, VIDEO_DIM, audio_window, crop_audio, pool_video
+from pipeline.embed.pooling import (
+    N_MELS,
+    PAPER_VIDEO_STREAMS,
+    TEXT_DIM,
+    VIDEO_DIM,
+    audio_window,
+    crop_audio,
+    pool_video,
+)
 from pipeline.embed.request import EmbedRequest
 from storage.sample import VideoFeatures
 
 ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
+VideoStreams = tuple[tuple[str, ...], int] | None  # (stream names, video vector size); None: the paper's
 # texts -> (sentence vectors float32 [n, 300], in-vocabulary words per text int [n])
 SentenceFn = Callable[[list[str]], tuple[np.ndarray, np.ndarray]]
 _SECOND = 1.0 - 1e-6  # a one-second span [t, t+1) that does not reach into row t+1 of the 1 fps stream
@@ -63,7 +73,7 @@ class _Batcher:
 
     @torch.no_grad()
     def video(self, video: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """video [n, 4096] -> (embeddings [n, D], activations [n, C] or None)."""
+        """video [n, V] -> (embeddings [n, D], activations [n, C] or None)."""
         embs, acts = [], []
         for i in range(0, len(video), self.batch_size):
             out = self.net(video=to_device(video[i : i + self.batch_size], self.device))  # pinned, non_blocking on CUDA
@@ -97,10 +107,13 @@ class _Batcher:
 class _ClipInputs:
     """The pooled model inputs of every clip of a request, filled video by video as the stream passes."""
 
-    def __init__(self, request: EmbedRequest, audio_frames: int, with_audio: bool) -> None:
+    def __init__(
+        self, request: EmbedRequest, audio_frames: int, with_audio: bool, streams: VideoStreams = None
+    ) -> None:
         n = len(request.clips)
         self.clips, self.audio_frames = request.clips, audio_frames
-        self.video = np.zeros((n, VIDEO_DIM), dtype=np.float32)  # [N, 4096]
+        self.streams, width = streams if streams is not None else (PAPER_VIDEO_STREAMS, VIDEO_DIM)
+        self.video = np.zeros((n, width), dtype=np.float32)  # [N, V]
         # float16 like the stored mel: N clips of F frames stay small
         self.mel = np.zeros((n, N_MELS, audio_frames), dtype=np.float16) if with_audio and n else None  # [N, 40, F]
         self.mel_len = np.zeros(n, dtype=np.int64)  # [N]
@@ -111,7 +124,7 @@ class _ClipInputs:
         for i in rows:
             clip = self.clips[i]
             end = clip.end if clip.end is not None else duration
-            self.video[i] = pool_video(feats, clip.start, end)
+            self.video[i] = pool_video(feats, clip.start, end, self.streams)
             if self.mel is not None:
                 self.mel[i], self.mel_len[i] = crop_audio(feats, clip.start, end, self.audio_frames)
             self.present[i] = True
@@ -129,20 +142,34 @@ class _ClipInputs:
 
 
 def _per_second(
-    feats: VideoFeatures, batcher: _Batcher, audio_frames: int, with_audio: bool, audio_window_s: float | None
+    feats: VideoFeatures,
+    batcher: _Batcher,
+    audio_frames: int,
+    with_audio: bool,
+    audio_window_s: float | None,
+    streams: Sequence[str] = PAPER_VIDEO_STREAMS,
 ) -> StepVideoInputs | None:
     """Second-by-second embeddings of one video (video [T, D]; audio [T, D] of each second's audio span); None for
-    a video without 2D rows."""
+    a video without 2D rows (the 1 fps stream counts its seconds)."""
     n_t = feats.rgb2d.shape[0]
     if not n_t:
         return None
-    v_emb, _ = batcher.video(np.stack([pool_video(feats, t, t + _SECOND) for t in range(n_t)]))
+    v_emb, _ = batcher.video(np.stack([pool_video(feats, t, t + _SECOND, streams) for t in range(n_t)]))
     a_emb = None
     if with_audio:
         spans = [audio_window(t, n_t, audio_window_s) if audio_window_s else (t, t + 1) for t in range(n_t)]
         crops = [crop_audio(feats, a, b, audio_frames) for a, b in spans]
         a_emb = batcher.audio(np.stack([c for c, _ in crops]), np.array([v for _, v in crops]))
     return StepVideoInputs(v_emb, a_emb)
+
+
+def video_input(net: torch.nn.Module) -> tuple[tuple[str, ...], int]:
+    """(video streams, video vector size) of a network: its config's ``video_streams`` and ``video_dim`` (a network
+    without a config: the paper's ``rgb2d, rgb3d`` and 4096)."""
+    cfg = getattr(net, "cfg", None)
+    if cfg is None or not hasattr(cfg, "video_streams"):
+        return PAPER_VIDEO_STREAMS, VIDEO_DIM
+    return tuple(cfg.video_streams), int(cfg.video_dim)
 
 
 def _rows_by_video(video_ids: Iterable[str]) -> dict[str, list[int]]:
@@ -195,7 +222,8 @@ def embed_request(
     batcher = _Batcher(net, select_device(device), batch_size)  # cuda where none is visible: one line
     clips_of = _rows_by_video(c.video_id for c in request.clips)
     steps_of = _rows_by_video(sv.video_id for sv in request.step_videos)
-    inputs = _ClipInputs(request, audio_frames, with_audio)
+    streams = video_input(net)  # the run's video streams: a video lacking one raises, naming the ones it has
+    inputs = _ClipInputs(request, audio_frames, with_audio, streams)
     out_steps: dict[int, StepVideoInputs] = {}
     durations: dict[str, float] = {}
     done = 0
@@ -206,7 +234,7 @@ def embed_request(
         durations[vid] = float(feats.meta.get("duration_s") or feats.rgb2d.shape[0])
         inputs.add(feats, clips_of.get(vid, []), durations[vid])
         for j in steps_of.get(vid, []):
-            per_second = _per_second(feats, batcher, audio_frames, with_audio, audio_window_s)
+            per_second = _per_second(feats, batcher, audio_frames, with_audio, audio_window_s, streams[0])
             if per_second is not None:
                 out_steps[j] = per_second
         done += 1

@@ -12,7 +12,11 @@ vector to float32, which is exact: float16 → float32 is monotone and lossless,
 convert-then-max bit for bit. Audio is copied float16 → float16 into the batch. The two are compared bit for bit
 in ``tests/pipeline/train/test_clips.py``.
 
-Shapes: K clips of a batch, P clips of one video, F mel columns per clip (``audio_frames``).
+The video vector is that of the run's ``video_streams`` (``model.video_streams``: the paper's ``rgb2d, rgb3d`` by
+default, each stream pooled at its own rate, :func:`pipeline.embed.pooling.pool_video`).
+
+Shapes: K clips of a batch, P clips of one video, F mel columns per clip (``audio_frames``), V the video vector's
+size (the sum of the streams' dims; 4096 for the paper's).
 """
 
 from __future__ import annotations
@@ -27,14 +31,15 @@ import torch
 from pipeline.embed.pooling import (
     MEL_RATE,
     N_MELS,
-    RATE_2D,
-    RATE_3D,
+    PAPER_VIDEO_STREAMS,
     TEXT_DIM,
     VIDEO_DIM,
     _rows_in_span,
     crop_audio,
     pool_text,
     pool_video,
+    stream_rate,
+    video_dim,
 )
 from storage.sample import Captions, VideoFeatures
 
@@ -99,14 +104,16 @@ def sample_clips(captions: Captions, n_pair: int, min_time: float, rng: np.rando
 class ClipBatch:
     """The model inputs of K clips (numpy, float32 unless noted)."""
 
-    video: np.ndarray  # [K, 4096]
+    video: np.ndarray  # [K, V]
     text: np.ndarray  # [K, 300]
     audio: np.ndarray  # [K, 40, F]
     audio_lengths: np.ndarray  # int64 [K] valid mel columns (0 when missing)
     has_audio: np.ndarray  # bool [K]
 
 
-def clips_to_arrays(feats: VideoFeatures, clips: list[Clip], audio_frames: int) -> ClipBatch:
+def clips_to_arrays(
+    feats: VideoFeatures, clips: list[Clip], audio_frames: int, streams: Sequence[str] = PAPER_VIDEO_STREAMS
+) -> ClipBatch:
     """Pool every clip of one video into model inputs (K = len(clips)), clip by clip with :mod:`pipeline.embed.pooling`.
 
     The reference for :func:`write_clips` (which the loader uses).
@@ -114,12 +121,12 @@ def clips_to_arrays(feats: VideoFeatures, clips: list[Clip], audio_frames: int) 
     if feats.w2v.shape[0] != len(feats.captions):
         raise ValueError(f"video {feats.video_id!r}: {len(feats.captions)} captions but {feats.w2v.shape[0]} w2v rows")
     k = len(clips)
-    video = np.zeros((k, VIDEO_DIM), dtype=np.float32)
+    video = np.zeros((k, video_dim(feats, streams)), dtype=np.float32)
     text = np.zeros((k, TEXT_DIM), dtype=np.float32)
     audio = np.zeros((k, N_MELS, audio_frames), dtype=np.float32)
     lengths = np.zeros(k, dtype=np.int64)
     for i, clip in enumerate(clips):
-        video[i] = pool_video(feats, clip.start, clip.end)
+        video[i] = pool_video(feats, clip.start, clip.end, streams)
         text[i] = pool_text(feats.w2v[clip.first : clip.last + 1])
         audio[i], lengths[i] = crop_audio(feats, clip.start, clip.end, audio_frames)
     has_audio = np.full(k, feats.has_audio, dtype=bool) & (lengths > 0)
@@ -135,17 +142,20 @@ class ClipBuffers:
     copying some 100 KB per clip into a new shared segment.
     """
 
-    video: torch.Tensor  # float32 [K, 4096]
+    video: torch.Tensor  # float32 [K, V]
     text: torch.Tensor  # float32 [K, 300]
     audio: torch.Tensor  # float16 [K, 40, F]
     audio_lengths: torch.Tensor  # int64 [K] valid mel columns (0 when missing)
     has_audio: torch.Tensor  # bool [K]
 
     @classmethod
-    def allocate(cls, clips: int, audio_frames: int, *, shared: bool = False) -> ClipBuffers:
-        """Uninitialised buffers for ``clips`` clips; :func:`write_clips` sets every element of the rows it fills."""
+    def allocate(
+        cls, clips: int, audio_frames: int, *, shared: bool = False, video_dim: int = VIDEO_DIM
+    ) -> ClipBuffers:
+        """Uninitialised buffers for ``clips`` clips of ``video_dim``-wide video vectors; :func:`write_clips` sets
+        every element of the rows it fills."""
         shapes: dict[str, tuple[tuple[int, ...], torch.dtype]] = {
-            "video": ((clips, VIDEO_DIM), torch.float32),
+            "video": ((clips, video_dim), torch.float32),
             "text": ((clips, TEXT_DIM), torch.float32),
             "audio": ((clips, N_MELS, audio_frames), torch.float16),
             "audio_lengths": ((clips,), torch.int64),
@@ -188,7 +198,27 @@ def _max_rows_into(rows: torch.Tensor, span: slice, out: np.ndarray) -> None:
         out /= norm
 
 
-def write_clips(feats: VideoFeatures, clips: Sequence[Clip], out: ClipBuffers, row: int) -> None:
+def _video_parts(feats: VideoFeatures, streams: Sequence[str], width: int) -> list[tuple[torch.Tensor, float, slice]]:
+    """Per stream: (its rows as a tensor, its rate, its columns of the video vector); the widths must fill ``width``."""
+    parts, col = [], 0
+    for name in streams:
+        rows = _as_tensor(feats.stream(name))
+        parts.append((rows, stream_rate(feats, name), slice(col, col + rows.shape[1])))
+        col += rows.shape[1]
+    if col != width:
+        raise ValueError(
+            f"video {feats.video_id!r}: streams {', '.join(streams)} give {col} video columns, the batch {width}"
+        )
+    return parts
+
+
+def write_clips(
+    feats: VideoFeatures,
+    clips: Sequence[Clip],
+    out: ClipBuffers,
+    row: int,
+    streams: Sequence[str] = PAPER_VIDEO_STREAMS,
+) -> None:
     """Write the model inputs of ``clips`` (P of them, one video) into rows ``row .. row + P - 1`` of ``out``.
 
     Equal, bit for bit, to :func:`clips_to_arrays` (audio as float16, as the batch stores it).
@@ -201,16 +231,15 @@ def write_clips(feats: VideoFeatures, clips: Sequence[Clip], out: ClipBuffers, r
         raise ValueError(
             f"video {feats.video_id!r}: mel has {feats.mel.shape[0]} bands, the batch {out.audio.shape[1]}"
         )
-    rgb2d, rgb3d, w2v = _as_tensor(feats.rgb2d), _as_tensor(feats.rgb3d), _as_tensor(feats.w2v)
-    n2, n3 = rgb2d.shape[0], rgb3d.shape[0]
-    d2 = rgb2d.shape[1]
+    w2v = _as_tensor(feats.w2v)
     video, text, audio = out.video.numpy(), out.text.numpy(), out.audio.numpy()
+    parts = _video_parts(feats, streams, video.shape[1])
     lengths, audio_ok = out.audio_lengths.numpy(), out.has_audio.numpy()
     n_mel = feats.mel.shape[1] if has_audio else 0
     for i, clip in enumerate(clips):
         r = row + i
-        _max_rows_into(rgb2d, _rows_in_span(n2, RATE_2D, clip.start, clip.end), video[r, :d2])
-        _max_rows_into(rgb3d, _rows_in_span(n3, RATE_3D, clip.start, clip.end), video[r, d2:])
+        for rows, rate, cols in parts:
+            _max_rows_into(rows, _rows_in_span(rows.shape[0], rate, clip.start, clip.end), video[r, cols])
         text[r] = torch.amax(w2v[clip.first : clip.last + 1], dim=0).numpy()
         valid = 0
         if has_audio:

@@ -64,6 +64,8 @@ class LoaderSpec:
     shuffle_buffer: int  # raw samples held by the shuffle buffer
     num_workers: int = 0  # loader worker processes (0: the stream runs in the training process)
     skip_batches: int = 0  # batches of this epoch already consumed (resume)
+    video_streams: tuple[str, ...] = ("rgb2d", "rgb3d")  # the model's video input, pooled in this order
+    video_dim: int = 4096  # the sum of those streams' dims
 
     @classmethod
     def for_config(cls, cfg: Any, shards: Sequence[str], epoch: int, skip_batches: int = 0) -> LoaderSpec:
@@ -79,6 +81,8 @@ class LoaderSpec:
             shuffle_buffer=cfg.shuffle_buffer,
             num_workers=cfg.num_workers,
             skip_batches=skip_batches,
+            video_streams=tuple(cfg.model.video_streams),
+            video_dim=cfg.model.video_dim,
         )
 
 
@@ -178,7 +182,8 @@ def skip_consumed(src: Iterator[dict], spec: LoaderSpec) -> Iterator[dict]:
 def batch_clips(src: Iterator[dict], spec: LoaderSpec) -> Iterator[dict]:
     """Decode each video, draw its clips and write them into the current batch; yield every ``batch_size`` videos.
 
-    A batch is the flat K = B·P clips of B videos (the P clips of one video adjacent): video [K,4096] f32,
+    A batch is the flat K = B·P clips of B videos (the P clips of one video adjacent): video [K,V] f32 (V = 4096
+    for the paper's streams: the sum of ``video_streams``' dims),
     text [K,300] f32, audio [K,40,F] f16, audio_lengths Long[K], has_audio Bool[K], and ``keys`` (the B video
     keys). Clips are written in place into preallocated tensors (shared memory inside a loader worker): no
     per-video arrays, no concatenation, no copy into shared memory on the way to the training process. A
@@ -192,8 +197,10 @@ def batch_clips(src: Iterator[dict], spec: LoaderSpec) -> Iterator[dict]:
         rng = np.random.default_rng(derive_seed("clips", spec.seed, spec.epoch, raw["__pass__"], feats.key))
         clips = sample_clips(feats.captions, spec.n_pair, spec.min_time, rng)
         if buffers is None:  # a fresh batch each time: the consumer may still hold the previous one
-            buffers = ClipBuffers.allocate(spec.batch_size * spec.n_pair, spec.audio_frames, shared=shared)
-        write_clips(feats, clips, buffers, len(keys) * spec.n_pair)
+            buffers = ClipBuffers.allocate(
+                spec.batch_size * spec.n_pair, spec.audio_frames, shared=shared, video_dim=spec.video_dim
+            )
+        write_clips(feats, clips, buffers, len(keys) * spec.n_pair, spec.video_streams)
         keys.append(feats.key)
         if len(keys) == spec.batch_size:
             yield batch_dict(buffers, keys)

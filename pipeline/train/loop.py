@@ -66,6 +66,7 @@ from pipeline.train.distributed import (
     setup_distributed,
 )
 from pipeline.train.loader import LoaderSpec, count_clip_videos, derive_seed, epoch_batches
+from pipeline.train.streams import resolve_video_streams
 from pipeline.train.validate import ValidationResults, ValidationState, Validator, require_validator
 from storage.dataset import Dataset, open_dataset
 from storage.hashing import sha256_local
@@ -313,6 +314,7 @@ def train(
     require_validator(cfg, validator, main=process_rank() == 0)
     cfg = cfg.resolved()  # auto → the autocast this host runs; the run's config.yaml records it
     data = resolve_datasets(datasets, workspace)
+    cfg = resolve_video_streams(cfg, data)  # model.video_dim from the datasets' streams; a missing stream: one line
     run_id = safe_name(run_id, what="run id") if run_id else default_run_id(cfg, data)
     run = RunFolder(workspace, run_id)
     fingerprints = {d.name: d.fingerprint for d in data}
