@@ -13,6 +13,10 @@ import argparse
 from flows.commands import FAILED_ITEMS
 from flows.commands._checks import Checks
 from flows.commands._common import add_extract_config, add_runner, add_shard_videos, say_stand_ins, task_runner
+from flows.commands._export import add_export_options, export
+from pipeline.ingest.importers.export import LAYOUTS
+from pipeline.ingest.importers.export_npy import check_request
+from storage.features import STREAMS
 from storage.workspace import Workspace
 
 
@@ -45,6 +49,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="when another run writes this dataset, wait this long for it (default: refuse at once)",
     )
     add_extract_config(parser)
+    parser.add_argument(
+        "--export",
+        default=None,
+        metavar="OUT",
+        help="then write the dataset under OUT as plain arrays (mmcaps export DATASET OUT; --export-layout vfe for "
+        "HowTo100M's folders)",
+    )
+    add_export_options(parser, prefix="export-")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,6 +66,11 @@ def run(args: argparse.Namespace) -> int:
     checks.name(args.dataset, "dataset name")
     cfg = checks.extraction(args.source, args.config, args.overrides, args.captions)
     checks.cluster(args.dask_cluster)
+    if args.export is not None:
+        known = [*STREAMS, *sorted(cfg.streams)] if cfg is not None else None
+        for line in check_request(args.export, args.export_layout, args.export_dtype, args.export_streams, LAYOUTS,
+                                  known):  # fmt: skip
+            checks.add(f"--export: {line}")
     checks.done()
     workspace = Workspace(args.workspace)
     say_stand_ins(cfg)
@@ -74,4 +91,6 @@ def run(args: argparse.Namespace) -> int:
     )
     print(str(summary).replace("(not retried)", "(use --retry-failed)"))
     print(f"workspace {workspace.root}")
+    if args.export is not None:  # what extracted well is exported even when some videos failed
+        export(workspace, args.dataset, args.export, args.export_layout, args.export_dtype, args.export_streams)
     return FAILED_ITEMS if summary.failed else 0
