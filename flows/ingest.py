@@ -193,9 +193,11 @@ def extract_flow(
     """
     videos = Videos(source, config, captions)
     print(f"extract {dataset}: {config.resolve_precision().line()}; ffmpeg {ffmpeg_binary(config.ffmpeg).version}")
-    stand_ins = videos.config.stand_ins()  # said loudly: features made this way are not the paper's
+    # Features made this way are not the paper's: the run's table artifact says so (notes) and the flow-run log;
+    # on the terminal the command says it once, before the run (flows.commands._common.say_stand_ins).
+    stand_ins = videos.config.stand_ins()
     for line in stand_ins:
-        artifacts.run_logger().warning("stand-in: %s", line)
+        artifacts.run_logger().info("stand-in: %s", line)
     return _ingest(
         videos, dataset, workspace, retry_failed=retry_failed, force=force, wait_s=wait_s, shard_videos=shard_videos,
         videos_per_task=videos_per_task, event=EXTRACT_EVENT, notes=[f"STAND-IN: {line}" for line in stand_ins],

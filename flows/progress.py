@@ -6,9 +6,12 @@ hand them a :class:`StageProgress`, which draws them:
 
 * on a terminal, one line per stage redrawn in place (``\\r``, at most every ``redraw_s``) and left standing when the
   stage ends, so the screen ends with a line per stage: its counts, rate and time;
-* elsewhere (a log file, CI, a test capturing stderr), plain lines, few of them: the first, one more only after at
-  least ``every_s`` seconds *and* ``every_fraction`` of the stage since the last, and the last. A stage of any
-  length prints at most about ``1 / every_fraction + 2`` lines, and a short one two.
+* elsewhere (a log file, CI, a test capturing stderr), plain lines, few of them: one only after at least ``every_s``
+  seconds *and* ``every_fraction`` of the stage since the stage began or the last line, and the last. A stage of
+  any length prints at most ``1 / every_fraction`` lines (4), and one shorter than ``every_s`` its last only: a
+  whole `make demo` fits a screen.
+
+A rate needs a second of work to mean something: until then (and for a stage that has not begun) none is shown.
 
 Each line reads ``extract synthetic-train: 12/48 videos (12 ok, 0 failed), 0.81 videos/s, ETA 44 s`` or
 ``train 3f2a: step 120/400, loss 0.1234, 52.3 samples/s, ETA 1 min 33 s``.
@@ -23,7 +26,8 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 EVERY_S = 30.0  # off a terminal: at least this long between two lines of a stage
-EVERY_FRACTION = 0.1  # ... and at least this share of the stage
+EVERY_FRACTION = 0.25  # ... and at least this share of the stage
+MIN_RATE_SPAN_S = 1.0  # a rate over less time than this (the first video back a moment after the start) is noise
 REDRAW_S = 0.2  # on a terminal: the most often a line is redrawn
 
 
@@ -162,14 +166,14 @@ class StageProgress:
         if self.base is None:
             return None
         done0, t0 = self.base
-        if self.done <= done0 or now <= t0:
+        if self.done <= done0 or now <= t0 or (now - t0 < MIN_RATE_SPAN_S and self.done < self.total):
             return None
         return (self.done - done0) / (now - t0)
 
     def _due(self, now: float) -> bool:
-        if self._printed is None or self.done >= self.total:
+        if self.done >= self.total:
             return self._printed is None or self._printed[0] != self.done
-        done0, t0 = self._printed
+        done0, t0 = self._printed if self._printed is not None else (0, self.started)
         step = max(1, round(self.every_fraction * self.total))
         return now - t0 >= self.every_s and self.done - done0 >= step
 

@@ -101,8 +101,9 @@ class TrainedDemo:
     """What :func:`trained_demo` made: a workspace with datasets ``synthetic-train`` and ``eval-synthetic``, one
     finished run, and the corpus they came from."""
 
-    def __init__(self, workspace: Path, corpus: Path, run_id: str, output: str) -> None:
+    def __init__(self, workspace: Path, corpus: Path, run_id: str, output: str, errors: str = "") -> None:
         self.workspace, self.corpus, self.run_id, self.output = workspace, corpus, run_id, output
+        self.errors = errors  # what the demo wrote to stderr: progress lines, notes (Prefect's lines go elsewhere)
 
     def copy_dataset(self, source: str, name: str, *, drop: tuple[str, ...] = ()) -> str:
         """A new dataset ``name`` of the same workspace holding ``source``'s files, minus the videos in ``drop``
@@ -177,11 +178,11 @@ def trained_demo(prefect_api, synth_corpus, tmp_path_factory) -> TrainedDemo:
         "--corpus",
         str(corpus),
     ]
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        assert main(argv) == 0
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        assert main(argv) == 0, err.getvalue()
     (run_dir,) = (root / "ws" / "models").iterdir()
-    return TrainedDemo(root / "ws", corpus, run_dir.name, out.getvalue())
+    return TrainedDemo(root / "ws", corpus, run_dir.name, out.getvalue(), err.getvalue())
 
 
 class DaskProcesses:

@@ -118,34 +118,33 @@ def task_runner(args: argparse.Namespace) -> Any:
 
 
 def print_metrics(metrics: dict[str, dict[str, Any]]) -> None:
-    """Print each evaluation's numbers under both protocols, with chance beside them, and the report path."""
+    """Print each evaluation as a grid: a row per metric, a column per modality, chance in the last column; the
+    reference protocol's columns beside them only where it differs from the strict one (some videos missing).
 
+    ::
+
+        == synthetic: 8/8 videos present; similarity dot (...)
+          retrieval            video  video+audio     chance
+          R@1                 0.0417       0.0833     0.0417
+    """
     for name, m in metrics.items():
         kind = f" ({m['kind']})" if m.get("kind") and m["kind"] != name else ""
-        print(f"\n== {name}{kind}")
-        if m.get("videos"):
-            v = m["videos"]
-            print(f"  {v['present']}/{v['needed']} videos present, {v['missing']} missing")
+        head = [f"{m['videos']['present']}/{m['videos']['needed']} videos present"] if m.get("videos") else []
         if m.get("similarity"):
-            print(
-                f"  similarity: {m['similarity']}" + (f" ({m['similarity_rule']})" if m.get("similarity_rule") else "")
-            )
+            rule = f" ({m['similarity_rule']})" if m.get("similarity_rule") else ""
+            head.append(f"similarity {m['similarity']}{rule}")
+        print(f"\n== {name}{kind}" + (": " + "; ".join(head) if head else ""))
+        rows = [r for r in metric_rows(name, m) if not r["metric"].startswith("per_task")]
+        differs = any(r.get("reference", "") not in ("", r["value"]) for r in rows)
+        for task in dict.fromkeys(r["task"] for r in rows):
+            _print_grid(task, [r for r in rows if r["task"] == task], differs)
         protocols = m.get("protocols") or {}
-        if protocols:
+        if protocols and any(r.get("reference", "") != "" for r in rows):
+            paper = f"the paper's tables: {protocols.get('paper', 'reference')}"
             print(
                 "  strict: missing videos count as misses; reference: over the present videos, as howto100m, AVLnet "
-                f"and MCN (the paper's tables: {protocols.get('paper', 'reference')})"
+                f"and MCN ({paper})" + ("" if differs else "; every video present, so both give these numbers")
             )
-
-        for r in metric_rows(name, m):
-            if r["metric"].startswith("per_task"):
-                continue
-            chance = f"   (chance {r['chance']})" if r["chance"] != "" else ""
-            ref = ""
-            if r.get("reference", "") != "":
-                ref_chance = f" (chance {r['reference_chance']})" if r.get("reference_chance", "") != "" else ""
-                ref = f"   reference {r['reference']:>8}{ref_chance}"
-            print(f"  {r['task']:<12} {r['modality']:<12} {r['metric']:<16} {r['value']:>8}{chance}{ref}")
         for modality, n in ((m.get("retrieval_queries") or {}).get("no_audio") or {}).items():
             if n:
                 print(f"  {n} queries' clips have no audio: misses in the {modality} rows (as AVLnet counts them)")
@@ -153,6 +152,30 @@ def print_metrics(metrics: dict[str, dict[str, Any]]) -> None:
             print(f"  {m['tie_rule']}")
         if m.get("report"):
             print(f"  report: {m['report']}")
+
+
+def _print_grid(task: str, rows: list[dict[str, Any]], with_reference: bool) -> None:
+    """One task's rows as a grid (see :func:`print_metrics`): per protocol a column per modality then its chance;
+    a cell whose chance differs from its row's shows its own."""
+    modalities = list(dict.fromkeys(r["modality"] for r in rows))
+    groups = [("", "value", "chance")] + ([(" (ref)", "reference", "reference_chance")] if with_reference else [])
+    titles = [f"{m}{suffix}" for suffix, _, _ in groups for m in [*modalities, "chance"]]
+    table = []
+    for metric in dict.fromkeys(r["metric"] for r in rows):
+        by = {r["modality"]: r for r in rows if r["metric"] == metric}
+        cells = []
+        for _, key, chance_key in groups:
+            chance = next((r[chance_key] for r in by.values() if r.get(chance_key, "") != ""), "")
+            for modality in modalities:
+                r = by.get(modality, {})
+                value, own = r.get(key, ""), r.get(chance_key, "")
+                cells.append(f"{value} (chance {own})" if value != "" and own not in ("", chance) else f"{value}")
+            cells.append(f"{chance}")
+        table.append((metric, cells))
+    widths = [max(len(t), 8, *(len(cells[k]) for _, cells in table)) for k, t in enumerate(titles)]
+    print(f"  {task:<18}" + "".join(f"  {t:>{w}}" for t, w in zip(titles, widths, strict=True)))
+    for metric, cells in table:
+        print(f"    {metric:<16}" + "".join(f"  {c:>{w}}" for c, w in zip(cells, widths, strict=True)))
 
 
 def parse_set_option(items: list[str]) -> dict[str, Any]:

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     ws = Workspace(args.workspace)
     corpus = args.corpus or ws.join("corpus", args.size)
     started = time.perf_counter()
-    print(f"extraction {resolve_precision(args.precision).line()}", flush=True)
+    print(f"extraction {resolve_precision(args.precision).line()}; seeded random backbones (stand-ins)", flush=True)
     overrides = parse_set_option(args.overrides)
     from flows.pipeline import demo_flow  # noqa: PLC0415  deferred: prefect, after the arguments are checked
 

@@ -77,11 +77,20 @@ def demo_run(trained_demo):
 
 
 def _printed(out: str, task: str, modality: str, metric: str) -> tuple[float, float]:
-    """(value, chance) of one metric line as `mmcaps demo` prints it."""
-    pattern = rf"{task}\s+{re.escape(modality)}\s+{re.escape(metric)}\s+([0-9.]+)\s+\(chance ([0-9.]+)\)"
-    found = re.findall(pattern, out)
-    assert found, f"no {task} {modality} {metric} line in:\n{out}"
-    return float(found[0][0]), float(found[0][1])
+    """(value, chance) of one metric as `mmcaps demo` prints it: a grid per task, a column per modality, then chance
+    (flows/commands/_common.py: print_metrics)."""
+    lines = out.splitlines()
+    for i, line in enumerate(lines):
+        titles = re.split(r"\s{2,}", line.strip())
+        if titles[0] != task or modality not in titles:
+            continue
+        for row in lines[i + 1 :]:
+            if not row.startswith("    "):
+                break
+            cells = re.split(r"\s{2,}", row.strip())
+            if cells[0] == metric:
+                return float(cells[titles.index(modality)]), float(cells[titles.index("chance")])
+    raise AssertionError(f"no {task} {modality} {metric} in:\n{out}")
 
 
 def test_demo_completes_and_beats_chance(trained_demo):
@@ -114,6 +123,19 @@ def test_demo_completes_and_beats_chance(trained_demo):
             value, chance = _printed(out, "localisation", modality, metric)
             assert 0 <= value <= 1 and 0 < chance < 1, (modality, metric)
     assert report.exists() and report.stat().st_size > 0
+
+
+def test_demo_prints_one_screen_with_progress_for_each_stage(trained_demo):
+    """What `make demo` shows off a terminal: at most 40 lines in all, a progress line (done, rate, time) ending each
+    stage, no Prefect log line (they reach the API; -v brings them back: tests/test_cli.py)."""
+    lines = (trained_demo.output + trained_demo.errors).splitlines()
+    assert len(lines) <= 40, "\n".join(lines)
+    assert not [line for line in lines if "| INFO" in line or ("prefect" in line.lower() and "INFO" in line)], lines
+    err = trained_demo.errors.splitlines()
+    for stage in (r"extract synthetic-train: (\d+)/\1 videos", r"extract eval-synthetic: (\d+)/\1 videos"):
+        assert any(re.match(stage + r" \(\d+ ok, 0 failed\), [\d.]+ videos/s, took \d", line) for line in err), err
+    assert any(re.match(r"train \S+: step 400/400, loss [\d.]+, [\d.]+ samples/s, took \d", line) for line in err), err
+    assert any(line.startswith("evaluate ") for line in err), err
 
 
 def _train_events(run_id: str) -> list[dict]:
