@@ -35,7 +35,7 @@ def test_loss_falls_and_retrieval_beats_chance(tmp_path):
     # 32 videos x 4 captions of 2 s, each caption its own concept; clips are single captions (min_time 2 s)
     videos = make_videos(32, captions_per_video=4, n_concepts=128, seed=11, distinct=True)
     data = write_train_data(tmp_path / "data", videos, per_shard=8)
-    cfg = tiny_config(batch_size=8, n_pair=4, epochs=40, lr=3e-3, warmup_steps=10, log_every=4)
+    cfg = tiny_config(batch_size=8, n_pair=4, epochs=20, lr=3e-3, warmup_steps=10, log_every=4)
     ws = Workspace(tmp_path / "ws")
     result = train([data], cfg, ws)
     rows = [json.loads(line) for line in Path(result.run_dir, "metrics.jsonl").read_text().splitlines()]
