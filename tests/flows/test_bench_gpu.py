@@ -99,31 +99,21 @@ def _check_limit(peak: dict, rows: list[dict]) -> None:
         assert 0 < r["bf16_fraction_of_limit"] <= 1
 
 
-@pytest.mark.slow
-def test_tiny_check_on_cpu_through_the_cli(tmp_path, monkeypatch, capsys) -> None:
-    """Every section, the ffmpeg one with the pinned ffmpeg build first on PATH."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "ffmpeg").symlink_to(imageio_ffmpeg.get_ffmpeg_exe())
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{_path_without_ffmpeg()}")
-    out = tmp_path / "gpu.json"
-    # A section budget no loaded CI machine spends: each row must be measured, not skipped (the time the check takes
-    # is the benchmark's to report, not a test's: on an AVX2-only CPU with bf16 emulated it is several times longer).
-    assert main(["bench", "gpu", "--device", "cpu", "--tiny", "--budget-s", "600", "--out", str(out)]) == 0
+def test_the_cli_offers_the_check(capsys) -> None:
+    """`mmcaps bench gpu` is the module's own parser (the check itself runs below, as the GPU image runs it)."""
+    with pytest.raises(SystemExit) as done:
+        main(["bench", "gpu", "--help"])
+    assert done.value.code == 0
     printed = capsys.readouterr().out
-    assert "ratios (paper: 4 V100s, batch 4096)" in printed and "| dynamic_reference (vs self_attention) |" in printed
-    payload = json.loads(out.read_text())
-    assert payload["settings"]["device"] == "cpu" and payload["settings"]["tiny"] is True
-    rows = payload["rows"]
-    assert not [r for r in rows if "error" in r or "skipped" in r]
-    _check_routing(rows, payload["summary"]["routing"])
-    _check_train(rows)
-    _check_backbones(rows)
-    _check_limit(payload["summary"]["peak"], rows)
-    assert set(payload["settings"]["tf32"]) == {"cuda_matmul", "cudnn_conv", "float32_matmul_precision"}
-    (ffmpeg,) = [r for r in rows if r["section"] == "ffmpeg"]
-    assert ffmpeg["frames"] == 2 and ffmpeg["video_s_per_s"] > 0 and 0 < ffmpeg["device_busy"] < 1
-    assert not out.with_name("gpu.json.tmp").exists()
+    assert all(flag in printed for flag in ("--device", "--tiny", "--budget-s", "--out"))
+
+
+def test_without_ffmpeg_on_path_its_section_is_skipped(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", _path_without_ffmpeg())
+    report = gpu.Report(tmp_path / "gpu.json", {})
+    rows = gpu.ffmpeg_section(torch.device("cpu"), gpu.TINY, gpu.Budget(60), report)
+    assert rows == [{"section": "ffmpeg", "skipped": "no ffmpeg on PATH"}]
+    assert json.loads((tmp_path / "gpu.json").read_text())["rows"] == rows
 
 
 BLOCKER = """
@@ -147,22 +137,38 @@ sys.exit(code)
 
 
 @pytest.mark.slow
-def test_runs_with_only_the_gpu_images_packages(tmp_path) -> None:
-    """``python -m flows.bench.gpu`` with prefect, pydantic, gensim, webdataset, librosa, faiss, PyAV, imageio-ffmpeg
-    and pytorchvideo unimportable (and no ffmpeg on PATH): exit 0, every section measured, ffmpeg's skipped."""
+def test_tiny_check_with_only_the_gpu_images_packages(tmp_path) -> None:
+    """``python -m flows.bench.gpu --device cpu --tiny`` with prefect, pydantic, gensim, webdataset, librosa, faiss,
+    PyAV, imageio-ffmpeg and pytorchvideo unimportable, and the pinned ffmpeg build first on PATH: exit 0, every
+    section measured with the values they must have (one run: it is the suite's costliest check of the module)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ffmpeg").symlink_to(imageio_ffmpeg.get_ffmpeg_exe())
     out = tmp_path / "gpu.json"
-    env = {**os.environ, "PATH": _path_without_ffmpeg(), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{_path_without_ffmpeg()}", "PYTHONPATH": str(ROOT)}
     code = BLOCKER.format(hidden=HIDDEN, out=str(out))
     proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env, check=False
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=ROOT, env=env, check=False
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "LOADED []" in proc.stdout and "skipped: no ffmpeg on PATH" in proc.stdout
-    rows = json.loads(out.read_text())["rows"]
+    printed = proc.stdout
+    assert "LOADED []" in printed
+    assert "ratios (paper: 4 V100s, batch 4096)" in printed and "| dynamic_reference (vs self_attention) |" in printed
+    payload = json.loads(out.read_text())
+    assert payload["settings"]["device"] == "cpu" and payload["settings"]["tiny"] is True
+    rows = payload["rows"]
     assert {r["section"] for r in rows} == {"routing", "train", "backbones", "ffmpeg"}
-    assert all(r["step_s"] > 0 and r["peak_bytes"] > 0 for r in rows if r["section"] in ("routing", "train"))
-    assert all(r["bf16_min_cosine"] > 0.99 for r in rows if r["section"] == "backbones")
-    assert [r for r in rows if r["section"] == "ffmpeg"] == [{"section": "ffmpeg", "skipped": "no ffmpeg on PATH"}]
+    # A section budget no loaded CI machine spends (BLOCKER: --budget-s 600): each row is measured, not skipped (the
+    # check's time is the benchmark's to report; on an AVX2-only CPU, with bf16 emulated, it is several times longer)
+    assert not [r for r in rows if "error" in r or "skipped" in r]
+    _check_routing(rows, payload["summary"]["routing"])
+    _check_train(rows)
+    _check_backbones(rows)
+    _check_limit(payload["summary"]["peak"], rows)
+    assert set(payload["settings"]["tf32"]) == {"cuda_matmul", "cudnn_conv", "float32_matmul_precision"}
+    (ffmpeg,) = [r for r in rows if r["section"] == "ffmpeg"]
+    assert ffmpeg["frames"] == 2 and ffmpeg["video_s_per_s"] > 0 and 0 < ffmpeg["device_busy"] < 1
+    assert not out.with_name("gpu.json.tmp").exists()
 
 
 def test_net_config_is_capsule_config_without_pydantic() -> None:
