@@ -101,6 +101,10 @@ def pause(proc, at: int, seconds: float):
     return hook
 
 
+# 3 s in the suite; the issue's ~20 s outage is the same code path, run on request: MMCAPS_TEST_S3_PAUSE_S=20
+PAUSE_S = float(os.environ.get("MMCAPS_TEST_S3_PAUSE_S", "3"))
+
+
 def test_a_paused_s3_server_is_waited_out_and_nothing_is_lost(tmp_path, monkeypatch):
     with start_moto_server(tmp_path) as (endpoint, proc):
         monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
@@ -108,10 +112,12 @@ def test_a_paused_s3_server_is_waited_out_and_nothing_is_lost(tmp_path, monkeypa
         ws = s3_workspace()
         started = time.monotonic()
         try:
-            run(ws, pause(proc, at=2, seconds=3.0))
+            run(ws, pause(proc, at=2, seconds=PAUSE_S))
         finally:
             os.killpg(proc.pid, signal.SIGCONT)
-        assert time.monotonic() - started >= 3.0  # it did wait the outage out
+        took = time.monotonic() - started
+        print(f"paused {PAUSE_S:.0f} s mid-run: the run took {took:.1f} s")
+        assert took >= PAUSE_S  # it did wait the outage out
         assert_nothing_lost(ws)
 
 
