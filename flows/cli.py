@@ -13,14 +13,15 @@ import sys
 from collections.abc import Sequence
 
 from flows import __version__
-from flows.commands import COMMANDS, FAILED_ITEMS, OK, USAGE, add_commands, quiet_prefect
+from flows.commands import COMMANDS, FAILED_ITEMS, OK, STORAGE, USAGE, add_commands, quiet_prefect
 from flows.threads import apply_thread_settings
 from pipeline.extract.errors import ExtractError
 from storage.locks import LockBusy
 
 EXIT_STATUSES = (
     f"exit status: {OK} done; {USAGE} bad invocation or input (one line names the problem; -v shows the "
-    f"traceback); {FAILED_ITEMS} finished, but some videos failed (the summary lists them)"
+    f"traceback); {FAILED_ITEMS} finished, but some videos failed (the summary lists them); {STORAGE} the workspace's "
+    "storage failed (a disk, an object store that stayed unreachable): what was published is kept, run it again"
 )
 
 
@@ -113,6 +114,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in str(message).splitlines() or [""]:  # flows.commands._checks.Problems: one line per problem
             print(f"mmcaps {args.command}: error: {line}", file=sys.stderr)
         return USAGE
+    except Exception as exc:
+        # The workspace's storage failed under a run (disk full, an object store unreachable past its retries: s3fs
+        # raises OSError for some, botocore its own errors for others). Shards and manifest rows are published whole
+        # or not at all, so the same command run again loses nothing. Anything else is a bug: its traceback.
+        if args.verbose or not _is_storage_error(exc):
+            raise
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"mmcaps {args.command}: error: storage: {text}; what was published is kept: run the same command again",
+              file=sys.stderr)  # fmt: skip
+        return STORAGE
+
+
+def _is_storage_error(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) or type(exc).__module__.split(".")[0] in ("botocore", "aiobotocore", "s3fs")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 # Exit statuses shared by every command (flows.cli.EXIT_STATUSES says them in --help).
-OK, USAGE, FAILED_ITEMS = 0, 2, 3
+OK, STORAGE, USAGE, FAILED_ITEMS = 0, 1, 2, 3
 
 
 def quiet_prefect(verbose: bool = False) -> None:

@@ -185,3 +185,22 @@ def test_a_worker_killed_mid_extraction_is_rescheduled(prefect_api, synth_corpus
             np.load(path)
         elif path.endswith(".json"):
             json.loads(Path(path).read_text())
+
+
+def test_an_object_store_that_refuses_connections_is_one_line_and_status_1(prefect_api, tmp_path, monkeypatch, capsys):
+    """Past its retries an unreachable store ends the command with one line of ours (status 1, the workspace's
+    storage failed), not a traceback; nothing was published, so the same command runs again from the start."""
+    from flows.cli import main
+    from tests.pipeline.ingest.release_layouts import vfe_rows, write_vfe
+
+    for i in range(2):
+        write_vfe(tmp_path / "f2" / f"v{i}", vfe_rows(6, i))
+        write_vfe(tmp_path / "f3" / f"v{i}", vfe_rows(9, 5 + i))
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setitem(fsspec.config.conf, "s3", s3_conf("http://127.0.0.1:9", attempts=1))  # nothing listens
+    argv = ["import", "--features-2d", str(tmp_path / "f2"), "--features-3d", str(tmp_path / "f3"), "--dataset", "d"]
+    assert main([*argv, "--workspace", f"s3://refused-{uuid.uuid4().hex[:8]}/ws"]) == 1
+    ours = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mmcaps import: ")]
+    assert len(ours) == 1, ours
+    assert ours[0].startswith("mmcaps import: error: storage: ") and "127.0.0.1:9" in ours[0], ours
+    assert ours[0].endswith("what was published is kept: run the same command again")
