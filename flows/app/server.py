@@ -4,8 +4,10 @@
 ``/``                       the page (static/index.html): query box, result tiles, player, capsules view
 ``/api/info``               the run and index served: run id, checkpoint and its sha256, steps, dataset, clips,
                             videos, windowing, fingerprint, approximate indexes with their recall, staleness notes
-``/api/search?q=&k=``       :meth:`Searcher.search` of one text (``modality``, ``method`` as ``mmcaps search``);
-                            each hit adds ``media`` (URL of its video) and ``thumb`` (URL of its thumbnail)
+``/api/search?q=&k=``       :meth:`Searcher.search` of one text, any ``k`` in 1..``MAX_K`` (``modality``,
+                            ``method`` as ``mmcaps search``); each hit adds ``media`` (URL of its video) and
+                            ``thumb`` (URL of its thumbnail); a bad parameter: 422, ``detail`` a string or
+                            pydantic's list of ``{loc, msg, input}`` (the page shows either as one line)
 ``/api/capsules?n=&top=``   capsules, most selective first, with the clips that activate each most (figure 4)
 ``/thumb/<clip>.png``       a frame at the clip's midpoint (ffmpeg; cached under <workspace>/cache/thumbnails)
 ``/media/<path>``           a video of the indexed dataset (HTTP range requests; see :mod:`flows.app.media`)
@@ -33,7 +35,7 @@ from pipeline.evaluate.thumbnails import clip_midpoint, grab_frame
 from pipeline.search.search import Searcher
 
 STATIC = Path(__file__).parent / "static"
-MAX_K = 200
+MAX_K = 200  # the most hits /api/search returns (fewer when the index has fewer clips); /api/info says it
 
 
 def _thumb_png(path: str, t: float, width: int) -> bytes | None:
@@ -116,6 +118,7 @@ class _IndexApi:
             "dtype": info["dtype"],
             "modalities": index.modalities,
             "default_modality": index.default_modality,
+            "max_k": MAX_K,  # /api/search takes any k in 1..max_k (the page's k menu offers a few of them)
             "windowing": {"window": cfg["window"], "stride": cfg["stride"], "captions": cfg["captions"]},
             "approximate": {
                 m: {

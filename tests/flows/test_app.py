@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from flows.app import AppThread, create_app
+from flows.app.server import MAX_K
 from flows.cli import build_parser, main
 from pipeline.runs import RunFolder
 from pipeline.search import IndexConfig, Searcher, build_index
@@ -80,6 +81,23 @@ def test_search_endpoint_returns_the_clis_results(served, capsys):
     assert thumb.status_code == 200 and thumb.content[:8] == b"\x89PNG\r\n\x1a\n"
     assert httpx.get(f"{url}/api/search", params={"q": text, "modality": "smell"}).status_code == 422
     assert httpx.get(f"{url}/api/search", params={"q": text, "k": 0}).status_code == 422
+
+
+def test_search_takes_any_k_in_range_and_says_what_is_out_of_it(served):
+    """Any k from 1 to max_k (not only the page menu's 5/10/20/50); outside it, pydantic's 422 detail list names k."""
+    _, searcher, url, _ = served
+    text = "the green triangle moves to the right"
+    max_k = httpx.get(f"{url}/api/info").json()["max_k"]
+    assert max_k == MAX_K
+    for k in (1, 8, max_k):
+        body = httpx.get(f"{url}/api/search", params={"q": text, "k": k}).json()
+        (want,) = searcher.search([text], k)
+        assert [h["clip"] for h in body["hits"]] == [h.clip for h in want.hits]
+        assert len(body["hits"]) == min(k, len(searcher.index))
+    refused = httpx.get(f"{url}/api/search", params={"q": text, "k": max_k + 1})
+    assert refused.status_code == 422
+    (problem,) = refused.json()["detail"]
+    assert problem["loc"] == ["query", "k"] and str(max_k) in problem["msg"] and problem["input"] == str(max_k + 1)
 
 
 def test_info_names_the_run_and_index(served):

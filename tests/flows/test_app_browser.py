@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from flows.app import AppThread, create_app
+from flows.app.server import MAX_K
 from pipeline.runs import RunFolder
 from pipeline.search import IndexConfig, Searcher, build_index
 from storage import Workspace
@@ -115,3 +116,32 @@ def test_capsules_view_shows_the_top_clips_of_each_capsule(page):
     tab.wait_for_function("[...document.querySelectorAll('.capsule img')].slice(0, 6).every((i) => i.complete)")
     _screenshot(tab, "capsules.png")
     tab.click("#tab-search")
+
+
+def _open(tab, link: str) -> str:
+    """Load ``link`` and wait for its search to answer; the status line then."""
+    tab.goto(link)
+    tab.wait_for_selector("body[data-ready='1']", timeout=20_000)
+    tab.wait_for_function(
+        "() => { const s = document.querySelector('#status').textContent; return s && !s.startsWith('searching'); }",
+        timeout=20_000,
+    )
+    return tab.inner_text("#status")
+
+
+def test_a_deep_link_shows_its_k_and_an_api_error_as_one_readable_line(page):
+    """A link with k=8 (not in the menu) selects 8 and shows 8 tiles; k above the API's range shows pydantic's 422 as
+    one line naming k, never ``[object Object]``."""
+    tab, searcher = page
+    base = tab.url.split("?")[0]
+    query = "the green triangle moves to the right"
+    status = _open(tab, f"{base}?q={query.replace(' ', '+')}&k=8")
+    (want,) = searcher.search([query], 8)
+    assert tab.eval_on_selector("#k", "s => s.value") == "8" and "error" not in status, status
+    assert tab.eval_on_selector("#k", "s => [...s.options].map((o) => o.value)") == ["5", "8", "10", "20", "50"]
+    tiles = tab.query_selector_all("#results .tile")
+    assert [t.get_attribute("data-clip") for t in tiles] == [str(h.clip) for h in want.hits] and len(tiles) == 8
+    status = _open(tab, f"{base}?q={query.replace(' ', '+')}&k={MAX_K + 1}")
+    assert tab.eval_on_selector("#k", "s => s.value") == str(MAX_K + 1)
+    assert status == f'error: k: Input should be less than or equal to {MAX_K} (got "{MAX_K + 1}")', status
+    assert "object" not in status

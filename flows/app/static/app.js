@@ -87,6 +87,33 @@ $("#close-player").addEventListener("click", () => {
   $("#player").hidden = true;
 });
 
+// One readable line from an API error: FastAPI's {detail: "text"} (our HTTPException) or pydantic's 422
+// {detail: [{loc: ["query", "k"], msg, input}, ...]} (a parameter out of its range), else the HTTP status.
+function apiError(response, body) {
+  const detail = body && body.detail;
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail) && detail.length) {
+    return detail.map((d) => {
+      const where = (d.loc || []).filter((part) => part !== "query" && part !== "body").join(".");
+      const got = d.input === undefined ? "" : ` (got ${JSON.stringify(d.input)})`;
+      return `${where ? where + ": " : ""}${d.msg || JSON.stringify(d)}${got}`;
+    }).join("; ");
+  }
+  return `HTTP ${response.status} ${response.statusText}`.trim();
+}
+
+// Select `value` in a menu, adding it as an option when the menu lacks it (a deep link's k=8): a <select> given a
+// value it has no option for shows nothing and sends "". Numeric menus (k) keep their options in order.
+function choose(select, value) {
+  let option = [...select.options].find((o) => o.value === value);
+  if (!option) {
+    option = new Option(value, value);
+    const after = [...select.options].find((o) => Number(o.value) > Number(value));
+    select.add(option, after || null);
+  }
+  select.value = value;
+}
+
 async function search(event) {
   if (event) event.preventDefault();
   const q = $("#query").value.trim();
@@ -94,9 +121,9 @@ async function search(event) {
   const params = new URLSearchParams({ q, k: $("#k").value, modality: $("#modality").value, method: $("#method").value });
   $("#status").textContent = "searching…";
   const response = await fetch(`/api/search?${params}`);
-  const body = await response.json();
-  if (!response.ok) {
-    $("#status").textContent = `error: ${body.detail}`;
+  const body = await response.json().catch(() => null);
+  if (!response.ok || body === null) {
+    $("#status").textContent = `error: ${apiError(response, body)}`;
     return;
   }
   const results = $("#results");
@@ -154,6 +181,7 @@ async function init() {
     `${w.captions ? " + captions" : ""}, D=${info.dim}, fingerprint <code>${esc(info.fingerprint)}</code>, built ${esc(info.created)}` +
     ` · ${approx ? "approximate " + esc(approx) : "exact search"}` +
     (info.notes.length ? ` · <span class="warn">${esc(info.notes.join("; "))}</span>` : "");
+  $("#k").title = `results: the menu's, or any k from 1 to ${info.max_k} in the link (?k=)`;
   const select = $("#modality");
   select.replaceChildren(...info.modalities.map((m) => new Option(m, m, m === info.default_modality, m === info.default_modality)));
   document.querySelectorAll(".tab").forEach((t) => t.addEventListener("click", () => show(t.dataset.view)));
@@ -161,7 +189,7 @@ async function init() {
   const params = new URLSearchParams(location.search);
   if (params.get("q")) {
     $("#query").value = params.get("q");
-    for (const key of ["k", "modality", "method"]) if (params.get(key)) $(`#${key}`).value = params.get(key);
+    for (const key of ["k", "modality", "method"]) if (params.get(key)) choose($(`#${key}`), params.get(key));
     search();
   }
   document.body.dataset.ready = "1";
