@@ -71,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
         for line in check_request(args.export, args.export_layout, args.export_dtype, args.export_streams, LAYOUTS,
                                   known):  # fmt: skip
             checks.add(f"--export: {line}")
+    elif args.export_dtype is not None or args.export_streams is not None:
+        checks.add("--export-dtype and --export-streams shape the export: add --export OUT")
     checks.done()
     workspace = Workspace(args.workspace)
     say_stand_ins(cfg)

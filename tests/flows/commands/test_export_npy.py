@@ -129,6 +129,8 @@ def test_extract_checks_its_export_before_it_starts(tmp_path, capsys):
         f"--export: export folder {afile} is a file, not a folder",
     ]
     assert not (tmp_path / "ws").exists()
+    assert main([*argv[:8], "--export-dtype", "float16"]) == 2  # an export option without --export
+    assert _errors(capsys, "extract") == ["--export-dtype and --export-streams shape the export: add --export OUT"]
 
 
 def test_an_extra_stream_is_exported_at_its_recorded_rate_and_a_silent_video_has_no_audio(tmp_path):
