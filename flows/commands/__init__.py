@@ -58,7 +58,7 @@ BENCHMARKS: dict[str, Command] = {
         "flows.bench.search",
     ),
     "scale": Command(
-        "each stage's cost at N = 1 k-50 k videos, growth exponents, HowTo100M projection", "flows.bench.scale"
+        "each stage's cost at N = 1 k-100 k videos, growth exponents, HowTo100M projection", "flows.bench.scale"
     ),
     "import": Command(
         "import throughput over vfe files; export -> import round trip; time to a first training step",
