@@ -39,9 +39,9 @@ def test_adding_a_stream_to_a_dataset_computes_it_alone_and_stores_it_as_a_membe
                                                                                    monkeypatch):  # fmt: skip
     monkeypatch.setenv("MMCAPS_CACHE", str(extract_cache))  # the session's calibrated backbones
     base = ExtractConfig(precision="fp32", max_seconds=2.0, rgb2d={"size": 112})
-    source = [str(videos["odd"]), str(videos["tall"])]
+    source = [str(videos["odd"])]  # one 2 s video: the networks' cost is what this test pays
     first = run_extract(source, "ds", base, workspace)
-    assert first.extracted == 2
+    assert first.extracted == 1
     paper = _members(open_dataset(workspace, "ds"))
 
     # as `mmcaps extract --set streams.clip.backbone=clip-vit-b-32 --config FILE-with-fps` spells it
@@ -49,8 +49,8 @@ def test_adding_a_stream_to_a_dataset_computes_it_alone_and_stores_it_as_a_membe
     assert cfg == base.with_updates({"streams": {"clip": {"backbone": "clip-vit-b-32", "fps": 2.0}}})
     extractor = _Asked(Extractor(cfg, device="cpu", cache_dir=extract_cache))
     added = run_extract(source, "ds", cfg, workspace, extractor=extractor)
-    assert extractor.asked == [["clip"], ["clip"]]  # the store had the four others
-    assert added.extracted == 2 and added.extract_fingerprint == cfg.fingerprint() != base.fingerprint()
+    assert extractor.asked == [["clip"]]  # the store had the four others
+    assert added.extracted == 1 and added.extract_fingerprint == cfg.fingerprint() != base.fingerprint()
     ds = open_dataset(workspace, "ds")  # the latest extraction: the one with clip
     assert ds.extract_fp == cfg.fingerprint()
     store = FeatureStore(workspace)
@@ -77,4 +77,4 @@ def test_adding_a_stream_to_a_dataset_computes_it_alone_and_stores_it_as_a_membe
         with pytest.raises(ValueError, match=r"no stream 's3d'; its streams are rgb2d, rgb3d, clip"):
             f.stream("s3d")
     index = [row for shard in ds.shards for row in read_index(workspace, shard) or []]
-    assert sorted(r["member"] for r in index if r["stream"] == "clip") == ["clip.npy", "clip.npy"]
+    assert sorted(r["member"] for r in index if r["stream"] == "clip") == ["clip.npy"]
