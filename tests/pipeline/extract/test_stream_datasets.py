@@ -78,3 +78,18 @@ def test_adding_a_stream_to_a_dataset_computes_it_alone_and_stores_it_as_a_membe
             f.stream("s3d")
     index = [row for shard in ds.shards for row in read_index(workspace, shard) or []]
     assert sorted(r["member"] for r in index if r["stream"] == "clip") == ["clip.npy"]
+
+
+def test_set_items_add_a_stream_field_by_field():
+    """`mmcaps extract --set streams.clip.backbone=... --set streams.clip.fps=2`: the second item is checked on the
+    first, so a stream is built up item by item; a stream without a backbone is one problem line."""
+    from flows.commands._checks import Checks
+
+    checks = Checks()
+    cfg = checks.extract_config(None, ["streams.clip.backbone=clip-vit-b-32", "streams.clip.fps=2"])
+    assert checks.lines == [] and cfg is not None and (cfg.streams["clip"].backbone, cfg.streams["clip"].fps) == (
+        "clip-vit-b-32", 2.0,
+    )  # fmt: skip
+    checks = Checks()
+    checks.extract_config(None, ["streams.clip.fps=2"])
+    assert checks.lines == ["invalid extract options: streams.clip.backbone: field required (--set streams.clip.fps=2)"]
