@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -323,16 +324,18 @@ def build_ivf_pq(
     started = time.perf_counter()
     n, d = int(rows.shape[0]), int(rows.shape[1])
     nlist = int(nlist or default_nlist(n))
-    sample = _train_sample([rows], nlist, seed)
-    m, bits = pq_layout(d, len(sample), code_bytes)
-    index, n_train = _train_and_fill([rows], nlist, f"PQ{m}x{bits}", seed, block_rows, sample)
     q = np.ascontiguousarray(torch.as_tensor(queries).float().numpy())
     if len(q) < 2:
         raise ValueError("recall needs at least two queries (one half tunes nprobe, the other measures)")
     half, k = len(q) // 2, min(K_RECALL, n)
-    t0 = time.perf_counter()
-    exact_idx = exact_top_k(torch.from_numpy(q), [rows], k, block_rows=block_rows)[1].numpy()
-    exact_ms = 1000.0 * (time.perf_counter() - t0) / len(q)
+    with warnings.catch_warnings():  # a read-only memory map's blocks become tensors that are only read
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        sample = _train_sample([rows], nlist, seed)
+        m, bits = pq_layout(d, len(sample), code_bytes)
+        index, n_train = _train_and_fill([rows], nlist, f"PQ{m}x{bits}", seed, block_rows, sample)
+        t0 = time.perf_counter()
+        exact_idx = exact_top_k(torch.from_numpy(q), [rows], k, block_rows=block_rows)[1].numpy()
+        exact_ms = 1000.0 * (time.perf_counter() - t0) / len(q)
     first = ApproxStats("ivf_pq", nlist, 1, 0.0, 0.0, exact_ms, 0, query_source, n_train, 0.0)
     out = RerankedPQ(ApproxIndex(index, first), rows, rerank)
     chosen, sweep = _choose_nprobe(out, q[:half], exact_idx[:half], nlist, target_recall)
