@@ -80,6 +80,9 @@ def _configure_logging(verbose: bool) -> None:
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
     handler.verbose = verbose
+    # Off -v the terminal gets our warnings and errors (and the commands' own prints); INFO lines reach the Prefect
+    # UI's run logs and -v, whatever the process configured before (Prefect, a test runner, a notebook).
+    handler.setLevel(logging.DEBUG if verbose else logging.WARNING)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 

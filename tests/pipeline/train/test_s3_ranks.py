@@ -62,8 +62,13 @@ def test_two_ranks_read_their_own_shards_from_s3(s3_server, tmp_path):
     assert all(r["steps"] == 2 for r in ranks) and ranks[0]["checksum"] == ranks[1]["checksum"]
     # The loader's split of epoch 0's first pass: rank r takes every second shard of the permutation, from r.
     order = shard_order(data.shards, tiny_seed(), 0, 0)
+    # Before the loader, each rank reads the first sample of the dataset's first shard for its streams and their dims
+    # (pipeline/train/streams.py): one open of that shard, whichever rank's it is.
+    probe = data.shards[0].split("://", 1)[1]
     for rank, r in enumerate(ranks):
         tars = [p for p in r["opened"] if p.endswith(".tar")]
+        assert probe in tars, (rank, tars)
+        tars.remove(probe)
         want = {s.split("://", 1)[1] for s in order[rank::2]}
         assert sorted(tars) == sorted(want), (rank, tars, want)  # its own shards, each opened once, no other
     # The run folder is on S3, written by rank 0, and says two processes trained it.
@@ -71,9 +76,10 @@ def test_two_ranks_read_their_own_shards_from_s3(s3_server, tmp_path):
     info = json.loads(ws.read_bytes(ws.join("models", "s3-ranks", "run.json")))
     assert info["world_size"] == 2 and info["status"] == "finished" and info["steps"] == 2
     assert ws.exists(ws.join("models", "s3-ranks", "final.pt"))
-    # Rank 0 alone writes the run folder; rank 1's only reads of the data are its two shards (2 steps x 4 videos).
+    # Rank 0 alone writes the run folder; rank 1's only reads of the data are the streams probe and its two shards
+    # (2 steps x 4 videos).
     assert ranks[1]["written"] == [] and any("run.json" in p for p in ranks[0]["written"])
-    assert ranks[1]["counts"]["open"] == 2, ranks[1]["counts"]
+    assert ranks[1]["counts"]["open"] == 3, ranks[1]["counts"]
 
 
 def tiny_seed() -> int:
