@@ -19,9 +19,11 @@ RESULT_KEYS = {"step_s", "step_s_median", "peak_bytes", "macs", "params", "loss"
 
 @pytest.mark.slow
 def test_routing_part_runs_both_groups_and_writes_json(tmp_path, capsys) -> None:
+    """Table 3's group end to end (a worker process per configuration: six of them); table 4's group is the same
+    worker and ratio code over other configurations, checked as configurations (four more processes cost ~20 s)."""
     out_json = tmp_path / "bench.json"
-    args = ["bench", "routing", "--part", "routing", "--batch-size", "2", "--steps", "1", "--warmup", "0"]
-    assert main([*args, "--threads", "1", "--json", str(out_json)]) == 0
+    args = ["bench", "routing", "--part", "routing", "--group", "routing", "--batch-size", "2", "--steps", "1"]
+    assert main([*args, "--warmup", "0", "--threads", "1", "--json", str(out_json)]) == 0
     printed = capsys.readouterr().out
     assert "part=routing" in printed and "| dynamic_reference (vs self_attention) |" in printed
     payload = json.loads(out_json.read_text())
@@ -32,13 +34,19 @@ def test_routing_part_runs_both_groups_and_writes_json(tmp_path, capsys) -> None
     assert labels == [
         *(("routing C=64 d1=d2=16", m) for m in ("self_attention", "dynamic", "em", "set_transformer", "none")),
         ("routing C=64 d1=d2=16", "dynamic_reference"),
-        *(("self_attention d1=32 d2=256", f"C={c}") for c in (32, 64, 128, 256)),
+    ]
+    capsules = bench._configs("capsules")
+    assert [(c["group"], c["label"], c["model"]["num_capsules"], c["reference"]) for c in capsules] == [
+        ("self_attention d1=32 d2=256", f"C={c}", c, "C=32") for c in (32, 64, 128, 256)
+    ]
+    assert [c["label"] for c in bench._configs("all")] == [label for _, label in labels] + [
+        c["label"] for c in capsules
     ]
     for r in rows:
         assert r.keys() >= RESULT_KEYS, r
         assert r["step_s"] > 0 and r["macs"] > 0 and r["params"] > 0 and r["peak_bytes"] >= 0
     by_label = {r["label"]: r for r in rows}
-    assert by_label["self_attention"]["step_ratio"] == 1.0 and by_label["C=32"]["step_ratio"] == 1.0
+    assert by_label["self_attention"]["step_ratio"] == 1.0
     # The router alone: self-attention routing at C=64, d1=d2=16 has no f_out and no encoders.
     router = make_routing("self_attention", num_capsules=64, d1=16, d2=16, heads=4)
     assert by_label["self_attention"]["params"] == sum(p.numel() for p in router.parameters())
