@@ -44,7 +44,8 @@ def _chromium() -> str:
 @pytest.fixture(scope="module")
 def page(trained_demo):
     browser_path = _chromium()
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright missing: pip install -e '.[dev]'")
+    from playwright import sync_api  # a dev dependency: missing, this fails (only the system's chromium may be absent)
+
     trained_demo.copy_dataset("eval-synthetic", DATASET)
     build_index(
         RunFolder(Workspace(trained_demo.workspace), trained_demo.run_id), DATASET, IndexConfig(window=3, stride=1.5)

@@ -5,15 +5,11 @@ to a file and loaded through mmcaps's path), in fp32 and bf16; a dataset's new s
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
 from pipeline.extract import ExtractConfig, Extractor
 from pipeline.extract.ffmpeg import iter_frames
-
-pytest.importorskip("open_clip")
-pytest.importorskip("timm")
 
 N_FRAMES = 2
 

@@ -17,8 +17,6 @@ from storage.features import FeatureStore, read_index
 from storage.sample import ARRAY_MEMBERS
 from storage.shards import iter_shard
 
-pytest.importorskip("open_clip")
-
 
 class _Asked:
     """The real extractor, noting which streams each video asked it for."""

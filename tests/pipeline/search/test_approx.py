@@ -8,8 +8,6 @@ import torch
 from pipeline.search.approx import ApproxIndex, build_ivf, build_ivf_pq, default_nlist, pq_layout, rerank_exact
 from pipeline.search.exact import exact_top_k, recall_at_k
 
-pytest.importorskip("faiss")
-
 
 def _clustered(n: int, d: int, centres: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)

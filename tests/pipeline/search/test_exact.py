@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.search.exact import SCAN_MAX_QUERIES, _has_faiss, exact_top_k, recall_at_k
+from pipeline.search.exact import SCAN_MAX_QUERIES, exact_top_k, recall_at_k
 
-BACKENDS = ["torch", pytest.param("scan", marks=pytest.mark.skipif(not _has_faiss(), reason="faiss-cpu missing"))]
+BACKENDS = ["torch", "scan"]  # faiss-cpu is a dependency: the scan always runs
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -63,7 +63,6 @@ def test_recall_at_k_by_hand():
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.skipif(not _has_faiss(), reason="faiss-cpu missing")
 def test_the_scan_leaves_the_callers_thread_count(threads):
     """faiss.omp_set_num_threads acts on the calling thread through the OpenMP runtime torch shares: the scan sets
     it only in its own pool's threads, so a process that searches and then runs networks keeps its count."""

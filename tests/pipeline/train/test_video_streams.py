@@ -26,7 +26,6 @@ from pipeline.train import TrainData, train
 from storage.dataset import open_dataset
 from storage.workspace import Workspace
 
-pytest.importorskip("open_clip")
 pytestmark = pytest.mark.slow
 
 # 0.5 fps: half CLIP's reference rate, half the cost (16 videos of 9 s: ~20 s on 2 loaded cores, bf16).
