@@ -189,6 +189,33 @@ def _choose_nprobe(index: Any, tune: np.ndarray, truth: np.ndarray, nlist: int, 
     return nlist, sweep
 
 
+def _query_rows(queries: Any) -> np.ndarray:
+    """Recall queries [Q, D] as contiguous float32; Q >= 2 (one half tunes nprobe, the other measures)."""
+    q = np.ascontiguousarray(torch.as_tensor(queries).float().numpy())
+    if len(q) < 2:
+        raise ValueError("recall needs at least two queries (one half tunes nprobe, the other measures)")
+    return q
+
+
+def _exact_truth(q: np.ndarray, parts: Sequence[Any], k: int, block_rows: int) -> tuple[np.ndarray, float]:
+    """Exact top-``k`` ids of every query [Q, k] over ``sum(parts)``, and the exact search's ms per query."""
+    t0 = time.perf_counter()
+    exact_idx = exact_top_k(torch.from_numpy(q), parts, k, block_rows=block_rows)[1].numpy()
+    return exact_idx, 1000.0 * (time.perf_counter() - t0) / len(q)
+
+
+def _tune_and_time(
+    index: Any, q: np.ndarray, truth: np.ndarray, nlist: int, target: float, k: int
+) -> tuple[int, list, np.ndarray, float]:
+    """nprobe chosen on the first half of the queries (set on ``index``), then the second half searched and timed:
+    (nprobe, sweep, found ids [Q - Q/2, k], ms per query)."""
+    half = len(q) // 2
+    chosen, sweep = _choose_nprobe(index, q[:half], truth[:half], nlist, target)
+    index.set_nprobe(chosen)
+    found, ms = _timed_search(index, q[half:], k)
+    return chosen, sweep, found, ms
+
+
 def build_ivf(
     parts: Sequence[np.ndarray],
     queries: np.ndarray,
@@ -208,19 +235,11 @@ def build_ivf(
     nlist = int(nlist or default_nlist(n))
     index, n_train = _train_and_fill(parts, nlist, "Flat", seed, block_rows)
 
-    q = np.ascontiguousarray(torch.as_tensor(queries).float().numpy())
-    if len(q) < 2:
-        raise ValueError("recall needs at least two queries (one half tunes nprobe, the other measures)")
-    half = len(q) // 2
-    tune, held = q[:half], q[half:]
-    k = min(K_RECALL, n)
-    t0 = time.perf_counter()
-    exact_idx = exact_top_k(torch.from_numpy(q), parts, k, block_rows=block_rows)[1].numpy()
-    exact_ms = 1000.0 * (time.perf_counter() - t0) / len(q)
+    q = _query_rows(queries)
+    half, k = len(q) // 2, min(K_RECALL, n)
+    exact_idx, exact_ms = _exact_truth(q, parts, k, block_rows)
     tmp = ApproxIndex(index, ApproxStats("ivf_flat", nlist, 1, 0.0, 0.0, exact_ms, 0, query_source, n_train, 0.0))
-    chosen, sweep = _choose_nprobe(tmp, tune, exact_idx[:half], nlist, target_recall)
-    tmp.set_nprobe(chosen)
-    found, ms = _timed_search(tmp, held, k)
+    chosen, sweep, found, ms = _tune_and_time(tmp, q, exact_idx, nlist, target_recall, k)
     stats = ApproxStats(
         kind="ivf_flat",
         nlist=nlist,
@@ -228,7 +247,7 @@ def build_ivf(
         recall=recall_at_k(found, exact_idx[half:]),
         ms_per_query=ms,
         exact_ms_per_query=exact_ms,
-        queries=len(held),
+        queries=len(q) - half,
         query_source=query_source,
         train_rows=n_train,
         build_seconds=time.perf_counter() - started,
@@ -324,23 +343,17 @@ def build_ivf_pq(
     started = time.perf_counter()
     n, d = int(rows.shape[0]), int(rows.shape[1])
     nlist = int(nlist or default_nlist(n))
-    q = np.ascontiguousarray(torch.as_tensor(queries).float().numpy())
-    if len(q) < 2:
-        raise ValueError("recall needs at least two queries (one half tunes nprobe, the other measures)")
+    q = _query_rows(queries)
     half, k = len(q) // 2, min(K_RECALL, n)
     with warnings.catch_warnings():  # a read-only memory map's blocks become tensors that are only read
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         sample = _train_sample([rows], nlist, seed)
         m, bits = pq_layout(d, len(sample), code_bytes)
         index, n_train = _train_and_fill([rows], nlist, f"PQ{m}x{bits}", seed, block_rows, sample)
-        t0 = time.perf_counter()
-        exact_idx = exact_top_k(torch.from_numpy(q), [rows], k, block_rows=block_rows)[1].numpy()
-        exact_ms = 1000.0 * (time.perf_counter() - t0) / len(q)
+        exact_idx, exact_ms = _exact_truth(q, [rows], k, block_rows)
     first = ApproxStats("ivf_pq", nlist, 1, 0.0, 0.0, exact_ms, 0, query_source, n_train, 0.0)
     out = RerankedPQ(ApproxIndex(index, first), rows, rerank)
-    chosen, sweep = _choose_nprobe(out, q[:half], exact_idx[:half], nlist, target_recall)
-    out.set_nprobe(chosen)
-    found, ms = _timed_search(out, q[half:], k)
+    chosen, sweep, found, ms = _tune_and_time(out, q, exact_idx, nlist, target_recall, k)
     pq_found = out.search_codes(q[half:], k)[1]
     out.pq.stats = ApproxStats(
         kind="ivf_pq",
