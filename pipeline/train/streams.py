@@ -4,7 +4,9 @@ its first sample), a one-line error for a stream a dataset lacks, and ``model.vi
 ``model.video_streams`` names the streams whose pooled rows, concatenated, are the video input (the paper's
 ``rgb2d, rgb3d`` by default; ``[clip]``, ``[s3d]``, ``[clip, s3d]`` on datasets extracted with those extra streams).
 The video branch's input size is the sum of their dims as the dataset stores them, never a constant: a run on the
-paper's streams keeps ``video_dim`` 4096 (and its fingerprint), a run on ``[clip]`` (ViT-B/32) gets 512.
+paper's streams keeps ``video_dim`` 4096 (and its fingerprint), a run on ``[clip]`` (ViT-B/32) gets 512. A
+``video_dim`` left at the field's default (4096, the paper's width) takes the dataset's; any other value must equal
+it (a run's own config.yaml records the resolved value, so a resumed run passes), else one line names both numbers.
 """
 
 from __future__ import annotations
@@ -12,9 +14,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from model.config import CapsuleConfig
 from storage.counting import url_to_fs
 from storage.sample import VideoFeatures
 from storage.shards import iter_shard
+
+# model.video_dim's default: "unset", the dataset's width is taken (a config cannot tell a default from a 4096 typed
+# by hand once it has been through with_updates; 4096 is also what the paper's streams give).
+UNSET_VIDEO_DIM = CapsuleConfig.model_fields["video_dim"].default
 
 
 def shard_streams(shards: Sequence[str]) -> dict[str, int]:
@@ -33,7 +40,9 @@ def resolve_video_streams(cfg: Any, data: Sequence[Any]) -> Any:
     ``model.video_streams``' dims in ``data`` (:class:`~pipeline.train.loop.TrainData` items: ``name``, ``shards``).
 
     Raises ``ValueError`` in one line when a dataset lacks one of the streams (naming the dataset and the streams it
-    has) or when two datasets store a stream at different dims.
+    has), when two datasets store a stream at different dims, or when ``model.video_dim`` was set (to anything but
+    its default, :data:`UNSET_VIDEO_DIM`) and differs from the streams' width (naming both numbers, the datasets and
+    the streams' dims).
     """
     want = tuple(cfg.model.video_streams)
     dims: dict[str, int] = {}
@@ -54,7 +63,18 @@ def resolve_video_streams(cfg: Any, data: Sequence[Any]) -> Any:
     if not dims:
         return cfg
     width = sum(dims[s] for s in want)
-    return cfg if cfg.model.video_dim == width else cfg.with_updates({"model.video_dim": width})
+    asked = cfg.model.video_dim
+    if asked == width:
+        return cfg
+    if asked != UNSET_VIDEO_DIM:
+        names = ", ".join(d.name for d in data)
+        parts = " + ".join(f"{s} {dims[s]}" for s in want)
+        raise ValueError(
+            f"model.video_dim is {asked} but dataset{'s' if len(data) > 1 else ''} {names} "
+            f"{'give' if len(data) > 1 else 'gives'} {width} for model.video_streams {', '.join(want)} "
+            f"({parts}); set model.video_dim to {width} or leave it unset to take the dataset's"
+        )
+    return cfg.with_updates({"model.video_dim": width})
 
 
-__all__ = ["resolve_video_streams", "shard_streams"]
+__all__ = ["UNSET_VIDEO_DIM", "resolve_video_streams", "shard_streams"]
