@@ -33,6 +33,7 @@ SPEC_FORMS = {
 }
 # Kinds whose spec is one path (no video folder), and kinds whose candidates come as features in a file.
 ONE_PATH_KINDS = ("synthetic", "youcook2-features")
+BASELINE_FIELDS = ("baseline_weights", "baseline_dictionary", "baseline_extract")
 FEATURE_KINDS = ("youcook2-features", "msrvtt-features")
 
 
@@ -81,6 +82,22 @@ class EvalConfig(FingerprintedConfig):
         200, ge=1, description="seeded random rankings/segmentations behind the chance medians and IoU"
     )
     seed: int = Field(0, description="seed of the chance simulations")
+    # The MIL-NCE zero-shot baseline (mmcaps evaluate --baseline milnce; pipeline.evaluate.baseline). Left out of the
+    # fingerprint (fingerprint_payload): they do not touch a trained run's numbers, and a baseline's metrics.json names
+    # its weights and dictionary by sha256 and its folder by the weights' hash.
+    baseline_weights: str = Field(
+        "s3d_howto100m.pth", description="--baseline milnce: the release's s3d_howto100m.pth, or random (tests)"
+    )
+    baseline_dictionary: str | None = Field(
+        None,
+        description="--baseline milnce: s3d_dict.npy; unset: the one beside baseline_weights (random weights: the "
+        "benchmark's own words)",
+    )
+    baseline_extract: str | None = Field(
+        None,
+        description="--baseline milnce: the extract config (YAML or shipped name) that the s3d stream is added to; "
+        "the same as a run's shares its other streams in the feature store; unset: the default",
+    )
 
     chunk_size: int = runtime_field(1024, ge=1, description="queries scored per block (memory ~ chunk x candidates)")
     batch_size: int = runtime_field(256, ge=1, description="clips per forward pass")
@@ -106,6 +123,12 @@ class EvalConfig(FingerprintedConfig):
         except ValueError as exc:
             raise ValueError(f"preset {name_or_path}: invalid evaluate settings: {exc}") from exc
         return cfg.with_updates(dict(overrides)) if overrides else cfg
+
+    def fingerprint_payload(self) -> dict[str, Any]:
+        out = super().fingerprint_payload()
+        for name in BASELINE_FIELDS:  # see the fields: the baseline names its files in its own metrics.json
+            out.pop(name, None)
+        return out
 
     @field_validator("ks")
     @classmethod

@@ -20,6 +20,10 @@ What the release (antoine77340/S3D_HowTo100M, README and ``s3dg.py``) states, an
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -41,6 +45,9 @@ BLOCKS = (
 )
 VOCABULARY = 66250  # rows of the word embedding (s3d_dict.npy's words + padding index 0)
 WORD_DIM, TEXT_HIDDEN, JOINT_DIM, VIDEO_DIM = 300, 2048, 512, 1024
+MAX_WORDS = 16  # s3dg.Sentence_Embedding(max_words=16): tokens per sentence, zero-padded or cut
+_WORD = re.compile(r"[\w']+")  # s3dg.Sentence_Embedding._split_text
+GET_DICTIONARY = "s3d_dict.npy (the S3D_HowTo100M README: https://www.rocq.inria.fr/cluster-willow/amiech/howto100m/)"
 
 
 class ConvUnit(nn.Module):
@@ -124,6 +131,48 @@ class TextTower(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.fc2(F.relu(self.fc1(self.word_embd(tokens))).amax(dim=1))
+
+
+def load_word_dictionary(path: str | Path) -> dict[str, int]:
+    """``s3d_dict.npy`` → word → token (the word at position i is token i + 1; 0 pads), as ``s3dg.py`` builds it.
+
+    The release's loader is ``np.load(path)``, which refuses object arrays (pickles) since numpy 1.16.3, so the file
+    is a plain 1-d unicode array; it is read here with ``allow_pickle=False``, nothing is unpickled. A word listed
+    twice maps to its last position (the reference's dict assignment in a loop).
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"{path}: MIL-NCE word dictionary not found; get {GET_DICTIONARY}")
+    try:
+        words = np.load(p, allow_pickle=False)
+    except (ValueError, OSError) as exc:  # an object array (pickle) or not an .npy file at all
+        raise ValueError(
+            f"{path}: not a plain .npy array of words ({' '.join(str(exc).split())}); the release's s3d_dict.npy is "
+            "one; rewrite a pickled list once with np.save(path, np.array(list_of_words, dtype=str))"
+        ) from exc
+    if not isinstance(words, np.ndarray) or words.ndim != 1 or words.dtype.kind != "U":
+        raise ValueError(
+            f"{path}: expected a 1-d unicode array of words (s3d_dict.npy), got {words.dtype} {words.shape}"
+        )
+    if len(words) > VOCABULARY:
+        raise ValueError(f"{path}: {len(words)} words, more than the text tower's {VOCABULARY} embeddings")
+    # a token past the embedding (a 66 250th word, if the file has one) would fail in the reference: left out here
+    return {str(word): i + 1 for i, word in enumerate(words) if i + 1 < VOCABULARY}
+
+
+def sentence_words(text: str) -> list[str]:
+    """The words the release's tokeniser sees in ``text``: lower-cased, then ``re.findall(r"[\\w']+", ...)``."""
+    return _WORD.findall(str(text.lower()))
+
+
+def sentence_tokens(text: str, vocabulary: dict[str, int], max_words: int = MAX_WORDS) -> tuple[list[int], int]:
+    """One sentence → (``max_words`` tokens, known words used), as ``Sentence_Embedding._words_to_ids``: lower-cased,
+    split on ``[\\w']+``, unknown words dropped *before* the cut to ``max_words``, zero-padded. A sentence without a
+    known word is all zeros (the tower still embeds it: token 0 is a trained row, and the max runs over the padding
+    too)."""
+    known = [vocabulary[w] for w in sentence_words(text) if w in vocabulary]
+    used = known[:max_words]
+    return used + [0] * (max_words - len(used)), len(used)
 
 
 class S3DHowTo100M(nn.Module):
