@@ -6,15 +6,22 @@ fingerprint is what names a dataset's content (training run ids are derived from
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import fsspec
 import pyarrow as pa
+import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
+
+from storage.manifest import _new_part_name, _parse_part, _Part
+
+log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1 << 20  # 1 MiB: large enough to keep syscalls rare, small enough to stream multi-GB videos
 
@@ -115,33 +122,92 @@ def file_stamp(path: str, fs: fsspec.AbstractFileSystem) -> tuple[int, str]:
     return int(info["size"]), ""
 
 
+HASH_PARTS = "sha256"  # cache/sha256/: the folder of parts (cache/sha256.parquet: an earlier mmcaps's single file)
+MAX_PARTS = 16  # a save that leaves more parts merges the newest small ones (:meth:`HashCache.save`)
+
+
+def _merge_order(rows: list[int]) -> int:
+    """How many of the newest parts (row counts ``rows``, oldest first) one merge takes: the newest two, then each
+    older part no larger than the rows taken so far (size-tiered, as an LSM tree: a row is rewritten O(log N)
+    times over the cache's life, and the large base is rewritten only when the tail has grown as large)."""
+    take, total = 0, 0
+    for count in reversed(rows):
+        if take >= 2 and count > total:
+            break
+        take, total = take + 1, total + count
+    return take
+
+
 class HashCache:
     """sha256 of source files remembered by (source, size, stamp), so a re-run reads only new or rewritten files.
 
     The rule of ``make`` and ``rsync``: a file whose size and modification time (or object-store ETag) are
     unchanged has the same bytes. ``sha256(source, path, fs)`` returns the remembered hash or reads the file;
-    ``save()`` rewrites the table atomically (Parquet, ``<workspace>/cache/sha256.parquet``) when anything was
-    added. Without a workspace the cache lives in memory only; ``read=False`` starts empty (every file is read
-    again) and still saves what it learns.
+    ``save()`` writes what was learned since the cache was read as one new part (Parquet,
+    ``<workspace>/cache/sha256/part-<seq>-<tag>.parquet``, the manifest's part names): a run that meets one new
+    video writes one row, not the table. Parts are read in order, a later row for a source replacing an earlier one.
+    A save that leaves more than :data:`MAX_PARTS` parts merges the newest small ones (:func:`_merge_order`);
+    ``compact()`` merges them all. Without a workspace the cache lives in memory only; ``read=False`` starts empty
+    (every file is read again) and still saves what it learns.
+
+    Crash and concurrency safety: each part is written under a temporary name and renamed into place (readers skip
+    temporaries), and a merge writes the merged part before it deletes the parts merged, so a kill at any point loses
+    no entry (at worst two parts hold the same rows). Two processes saving at once write two parts (none is lost, as
+    a whole-table rewrite lost one); two entries of one source with different stamps are both valid, and whichever
+    is read last only decides whether the file is hashed again. A part that cannot be read is skipped with a
+    warning: its files are hashed again, never given a wrong hash. An earlier mmcaps's single file
+    (``cache/sha256.parquet``) is read while there is no folder of parts; the first save writes its rows with the new
+    ones as the first part and removes it. ``path`` is the newest part (the single file before any save).
     """
 
     def __init__(self, workspace: Any = None, *, read: bool = True) -> None:  # storage.workspace.Workspace | None
         self.workspace = workspace
-        self.path = workspace.join("cache", "sha256.parquet") if workspace is not None else None
+        self.folder = workspace.join("cache", HASH_PARTS) if workspace is not None else None
+        self.legacy_path = workspace.join("cache", "sha256.parquet") if workspace is not None else None
+        self.path = self.legacy_path
         self._entries: dict[str, tuple[int, str, str]] = {}
-        self._dirty = False
+        self._new: dict[str, tuple[int, str, str]] = {}  # learned since the last save
+        self._parts: list[tuple[_Part, int]] = []  # the parts read (or written), oldest first, and their rows
         self.hits = self.misses = 0
-        if read and self.path is not None and workspace.exists(self.path):
-            import pyarrow.parquet as pq  # noqa: PLC0415  deferred: pyarrow
+        if read and workspace is not None:
+            self._read()
 
-            try:
-                with workspace.fs.open(self.path, "rb") as fh:
-                    table = pq.read_table(fh)
-                columns = [table.column(c).to_pylist() for c in _HASH_CACHE_SCHEMA.names]
-                for source, size, stamp, sha in zip(*columns, strict=True):
-                    self._entries[source] = (size, stamp, sha)
-            except Exception:  # a damaged cache costs hashing again, never a wrong hash
-                self._entries = {}
+    # -- reading ----------------------------------------------------------------------------------------------------
+    def _listing(self) -> list[_Part] | None:
+        """The folder's parts, oldest first (None when there is no folder: a cache of an earlier mmcaps, or none)."""
+        try:
+            names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.workspace.fs.ls(self.folder, detail=False)]
+        except FileNotFoundError:
+            return None
+        parts = [p for p in map(_parse_part, names) if p is not None]  # temporaries and strays are not parts
+        return sorted(parts, key=lambda p: (p.seq, p.compact, p.name))
+
+    def _read_table(self, path: str) -> dict[str, tuple[int, str, str]] | None:
+        try:
+            with self.workspace.fs.open(path, "rb") as fh:
+                table = pq.read_table(fh)
+            columns = [table.column(c).to_pylist() for c in _HASH_CACHE_SCHEMA.names]
+        except FileNotFoundError:  # merged away by another process since the listing
+            return None
+        except Exception as exc:  # a damaged part costs hashing again, never a wrong hash
+            log.warning("hash cache %s: cannot read (%s); its files will be hashed again", path, exc)
+            return None
+        return {source: (size, stamp, sha) for source, size, stamp, sha in zip(*columns, strict=True)}
+
+    def _read(self) -> None:
+        parts = self._listing()
+        if parts is None:
+            if self.workspace.exists(self.legacy_path):
+                self._entries = self._read_table(self.legacy_path) or {}
+            return
+        for part in parts:
+            rows = self._read_table(f"{self.folder}/{part.name}")
+            if rows is None:
+                continue
+            self._entries.update(rows)
+            self._parts.append((part, len(rows)))
+        if self._parts:
+            self.path = f"{self.folder}/{self._parts[-1][0].name}"
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -156,27 +222,73 @@ class HashCache:
         self.misses += 1
         sha = sha256_file(path, fs)
         if stamp:
-            self._entries[source] = (size, stamp, sha)
-            self._dirty = True
+            self._entries[source] = self._new[source] = (size, stamp, sha)
         return sha, size
 
-    def save(self) -> None:
-        """Write the table if anything was added (atomic: readers see the old table or the new one)."""
-        if self.path is None or not self._dirty:
-            return
-        import pyarrow.parquet as pq  # noqa: PLC0415  deferred: pyarrow
-
-        rows = sorted(self._entries.items())
+    # -- writing ----------------------------------------------------------------------------------------------------
+    def _write(self, rows: dict[str, tuple[int, str, str]], seq: int, *, compact: bool = False) -> _Part:
+        """``rows`` as a new part (atomic: written under a temporary name, then renamed)."""
+        ordered = sorted(rows.items())
         table = pa.table(
             {
-                "source": [s for s, _ in rows],
-                "size": [v[0] for _, v in rows],
-                "stamp": [v[1] for _, v in rows],
-                "sha256": [v[2] for _, v in rows],
+                "source": [s for s, _ in ordered],
+                "size": [v[0] for _, v in ordered],
+                "stamp": [v[1] for _, v in ordered],
+                "sha256": [v[2] for _, v in ordered],
             },
             schema=_HASH_CACHE_SCHEMA,
         )
-        self.workspace.makedirs(self.path.rsplit("/", 1)[0])
-        with self.workspace.atomic_open(self.path, "wb") as fh:
-            pq.write_table(table, fh)
-        self._dirty = False
+        part = _parse_part(_new_part_name(seq, compact=compact))
+        assert part is not None
+        with self.workspace.atomic_open(f"{self.folder}/{part.name}", "wb") as fh:
+            pq.write_table(table, fh, compression="zstd")
+        return part
+
+    def save(self) -> None:
+        """Write what was learned since the last save as one new part (module doc), then merge the newest parts
+        when there are more than :data:`MAX_PARTS`."""
+        if self.workspace is None or not self._new:
+            return
+        listed = self._listing()
+        rows, legacy = dict(self._new), False
+        if listed is None and self.workspace.exists(self.legacy_path):  # the first save after an earlier mmcaps
+            rows, legacy = {**(self._read_table(self.legacy_path) or {}), **rows}, True
+        seq = max((p.seq for p in listed or []), default=-1) + 1
+        part = self._write(rows, seq)
+        if legacy:
+            self.workspace.fs.rm(self.legacy_path)  # its rows are in the part just written
+        # the parts as listed now (another process's new ones included: rows unknown, taken as small) and this one
+        known = {p.name: r for p, r in self._parts}
+        self._parts = [(p, known.get(p.name, 0)) for p in listed or []] + [(part, len(rows))]
+        self.path = f"{self.folder}/{part.name}"
+        self._new = {}
+        if len(self._parts) > MAX_PARTS:
+            self._merge(_merge_order([r for _, r in self._parts]))
+
+    def compact(self) -> int:
+        """Merge every part into one (the merged view: what a new cache reads is unchanged); returns the number of
+        parts merged (0 when there was at most one)."""
+        if self.workspace is None:
+            return 0
+        self._parts = [(p, 0) for p in self._listing() or []]
+        return self._merge(len(self._parts))
+
+    def _merge(self, count: int) -> int:
+        """Merge the newest ``count`` parts this cache knows into one compact part, then delete them. A part gone
+        meanwhile (another process merged it) stops the merge: its rows are in that process's merged part."""
+        if count < 2:
+            return 0
+        taken = self._parts[-count:]
+        merged: dict[str, tuple[int, str, str]] = {}
+        for part, _ in taken:
+            rows = self._read_table(f"{self.folder}/{part.name}")
+            if rows is None:
+                return 0
+            merged.update(rows)
+        new = self._write(merged, taken[-1][0].seq, compact=True)  # first: a kill from here on loses nothing
+        for part, _ in taken:
+            with contextlib.suppress(FileNotFoundError):
+                self.workspace.fs.rm(f"{self.folder}/{part.name}")
+        self._parts = [*self._parts[:-count], (new, len(merged))]
+        self.path = f"{self.folder}/{new.name}"
+        return count
