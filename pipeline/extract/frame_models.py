@@ -6,15 +6,18 @@ network (eval mode, CPU) mapping a preprocessed batch to ``[B, dim]``, with how 
 - CLIP image towers are built by ``open_clip.create_model(arch, pretrained=None)`` (its visual tower is kept,
   projection included: ``encode_image``); timm models by ``timm.create_model(model, pretrained=False)``, loaded,
   then ``reset_classifier(0)`` (pooled pre-logits features). S3D and VGGish are our own modules
-  (:mod:`pipeline.extract.s3d`, :mod:`pipeline.extract.vggish`) in their releases' state-dict layouts.
+  (:mod:`pipeline.extract.s3d`, :mod:`pipeline.extract.vggish`) in their releases' state-dict layouts; torchvision's
+  Kinetics-400 S3D is ``torchvision.models.video.s3d`` up to its classifier (:class:`TorchvisionS3D`), fed as its
+  ``S3D_Weights.KINETICS400_V1.transforms()`` feed it (read from torchvision, as open_clip's and timm's recipes are).
 - Weights: ``random`` is a seeded initialisation (BatchNorm statistics re-estimated on the seeded calibration set
   of :mod:`pipeline.extract.backbones` where the network has BatchNorm); a file is read with
   ``torch.load(weights_only=True)`` (or safetensors) and loaded strictly. A TorchScript archive (OpenAI's original
   CLIP ``.pt``) is refused with the one line that converts it; a state dict of another architecture is refused
   naming its first missing and unexpected keys with their shapes (:mod:`pipeline.extract.stream_weights`), and
   :func:`check_weights_file` does that on the meta device when the extractor is made. Nothing is downloaded.
-- Input: :func:`normalise_frames` / :func:`clip_input` crop and normalise decoded frames; :class:`Windows` cuts a
-  clip stream's frames into windows across decoded chunks.
+- Input: :func:`normalise_frames` / :func:`clip_input` crop and normalise decoded frames (a ``squash`` model's
+  frames first resized to a square, :func:`squash_resize`); :class:`Windows` cuts a clip stream's frames into
+  windows across decoded chunks.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import functools
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pipeline.extract.registry import OPENAI_MEAN, OPENAI_STD, RANDOM, StreamConfig
@@ -31,6 +35,7 @@ from pipeline.extract.stream_weights import (
     StreamModel,
     build_from_file,
     calibrate_2d,
+    calibrate_bn_3d,
     load_strict,
     read_state_dict,
     seeded,
@@ -120,6 +125,63 @@ def _timm_model(cfg: StreamConfig, seed: int) -> StreamModel:
     )
 
 
+TV_S3D = "torchvision S3D (s3d-d76dad2f.pth)"
+TV_S3D_MIN_FRAMES = 14  # S3D_Weights.KINETICS400_V1.meta["min_temporal_size"]: avgpool needs 2 time steps
+
+
+class TorchvisionS3D(nn.Module):
+    """torchvision's S3D up to its classifier: normalised ``[B, 3, T, 224, 224] → [B, 1024]``.
+
+    ``features``, then its ``avgpool`` (2×7×7, stride 1), averaged over the positions left: the vector that the
+    classifier's 1×1×1 conv maps to the logits (the model averages its logits over the same positions; the conv is
+    affine, so logits = classifier(this vector)). Dropout and the classifier are dropped.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.features, self.avgpool = net.features, net.avgpool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.avgpool(self.features(x)).mean(dim=(2, 3, 4))  # (b, 1024)
+
+
+def _torchvision_s3d(cfg: StreamConfig, seed: int) -> StreamModel:
+    from torchvision.models.video import S3D_Weights, s3d  # noqa: PLC0415  deferred: torchvision
+    from torchvision.transforms import InterpolationMode  # noqa: PLC0415  deferred: torchvision
+
+    _, window, _ = cfg.resolved()
+    if window < TV_S3D_MIN_FRAMES:
+        raise ValueError(
+            f"{cfg.backbone}: window {window} frames; torchvision's S3D needs at least {TV_S3D_MIN_FRAMES} "
+            "(its min_temporal_size: the avgpool after the features needs 2 time steps)"
+        )
+    recipe = S3D_Weights.KINETICS400_V1.transforms()  # VideoClassification: no file, only its settings
+    (squash, other), crop = recipe.resize_size, recipe.crop_size[0]
+    if squash != other or recipe.interpolation != InterpolationMode.BILINEAR:  # what squash_resize reproduces
+        raise RuntimeError(f"torchvision's S3D transforms changed ({recipe}); mmcaps reproduces a square bilinear one")
+    build = functools.partial(s3d, weights=None)
+    if cfg.weights == RANDOM:
+        net = seeded(seed, build)
+        # its BatchNorms are all in features; 8 frames of 64 x 64 suffice to estimate them (avgpool needs 224)
+        calibrate_bn_3d(net.features, seed, frames=8, size=64, mean=recipe.mean, std=recipe.std)
+        ident = f"random:torchvision-s3d:seed{seed}"
+    else:
+        state = read_state_dict(cfg.weights, cfg.backbone)
+        net = build_from_file(build, lambda m: load_strict(m, state, where=cfg.weights, arch=TV_S3D))
+        ident = weights_id(cfg.weights)
+    return StreamModel(
+        net=TorchvisionS3D(net).eval(),
+        dim=int(net.classifier[1].in_channels),
+        weights_id=ident,
+        kind="clip",
+        resize=squash,  # ffmpeg: short side 256, then squash_resize makes it 256 x 256
+        crop=crop,
+        mean=tuple(recipe.mean),
+        std=tuple(recipe.std),
+        squash=squash,
+    )
+
+
 def build_stream(cfg: StreamConfig, *, seed: int) -> StreamModel:
     """The network of one extra stream (eval mode, CPU), with its weights loaded strictly (see the module doc)."""
     if cfg.spec.library == "open_clip_torch":
@@ -128,6 +190,8 @@ def build_stream(cfg: StreamConfig, *, seed: int) -> StreamModel:
         return _timm_model(cfg, seed)
     if cfg.backbone == "s3d-howto100m":
         return build_s3d(cfg, seed=seed)
+    if cfg.backbone == "s3d-kinetics400":
+        return _torchvision_s3d(cfg, seed)
     return build_vggish(cfg, seed=seed)
 
 
@@ -148,8 +212,17 @@ def normalise_frames(frames: torch.Tensor, model: StreamModel) -> torch.Tensor:
     return (x - mean) / std
 
 
+def squash_resize(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 ``[n, 3, H, W] → [n, 3, size, size]`` as torchvision's tensor ``resize`` to ``(size, size)`` in its video
+    transforms: bilinear, ``align_corners=False``, antialias off, rounded back to uint8; the aspect is not kept."""
+    out = F.interpolate(frames.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=False)
+    return out.round_().to(torch.uint8)
+
+
 def clip_input(frames: torch.Tensor, model: StreamModel) -> torch.Tensor:
     """uint8 windows ``[B, T, H, W, 3]`` (short side ``model.resize``) → float32 ``[B, 3, T, crop, crop]``."""
+    if model.squash:  # window by window: a float copy of a batch of 128-frame windows would take gigabytes
+        frames = torch.stack([squash_resize(w.permute(0, 3, 1, 2), model.squash).permute(0, 2, 3, 1) for w in frames])
     x = centre_crop(frames.permute(0, 4, 1, 2, 3), model.crop).float() / 255.0
     mean = torch.tensor(model.mean, device=x.device).view(1, 3, 1, 1, 1)
     std = torch.tensor(model.std, device=x.device).view(1, 3, 1, 1, 1)
@@ -219,6 +292,10 @@ def check_weights_file(cfg: StreamConfig) -> None:
             net, arch = timm.create_model(cfg.model, pretrained=False), f"timm {cfg.model}"
         elif cfg.backbone == "s3d-howto100m":
             net, arch = S3DHowTo100M(), "S3D HowTo100M (s3d_howto100m.pth)"
+        elif cfg.backbone == "s3d-kinetics400":
+            from torchvision.models.video import s3d  # noqa: PLC0415  deferred: torchvision
+
+            net, arch = s3d(weights=None), TV_S3D
         else:
             net, arch = VGGish(), "torchvggish VGGish"
     meta_state = {k: torch.empty(v.shape, device="meta") for k, v in state.items()}

@@ -8,7 +8,8 @@ ones); ``timm`` takes any timm image model by name (``model: resnet18``). Three 
   with its mean and std: the library's own eval preprocessing (open_clip's ``create_model_and_transforms``, timm's
   ``resolve_data_config`` + ``create_transform``), which a test holds equal.
 - ``clip``: one row per window of ``window`` frames at ``fps``, windows starting every ``stride`` frames (S3D as
-  released with MIL-NCE on HowTo100M).
+  released with MIL-NCE on HowTo100M; torchvision's Kinetics-400 S3D, its frames squashed to 256 × 256 as its
+  ``transforms()`` do).
 - ``audio``: one row per 0.96 s log-mel patch (VGGish).
 
 Weights are ``random`` (a seeded stand-in for tests) or a local state-dict file, loaded strictly with
@@ -99,6 +100,25 @@ BACKBONES: dict[str, BackboneSpec] = {
         stride=32,
         size=224,
         weights_hint="s3d_howto100m.pth (and s3d_dict.npy) from the S3D_HowTo100M README's links",
+    ),
+    # torchvision.models.video.s3d with S3D_Weights.KINETICS400_V1's file. Its transforms(): VideoClassification,
+    # resize to (256, 256) - a squash, not aspect-preserving - bilinear without antialias (uint8 rounded), centre
+    # crop 224, [0, 1] then Kinetics mean/std. Its docs estimate accuracy at frame_rate 15 with clip_len 128 (meta:
+    # min_temporal_size 14, min_size 224). Feature: avgpool (2x7x7, stride 1) averaged over its positions, 1024-d:
+    # the input of the 1x1x1 classifier conv (dropped).
+    "s3d-kinetics400": BackboneSpec(
+        kind="clip",
+        library="torchvision",
+        reference="torchvision.models.video.s3d KINETICS400_V1: features, avgpool, mean (the classifier's input); "
+        "its transforms(): 256x256 squash, crop 224, Kinetics mean/std",
+        arch="s3d",
+        dim=1024,
+        fps=15.0,
+        window=128,
+        stride=128,
+        size=224,
+        weights_hint="s3d-d76dad2f.pth, the file of torchvision's S3D_Weights.KINETICS400_V1 "
+        "(https://download.pytorch.org/models/s3d-d76dad2f.pth)",
     ),
     # torchvggish (harritaylor): 16 kHz mono, 25 ms Hann windows every 10 ms, 512-point FFT magnitude, 64 HTK mel
     # bands 125-7500 Hz, log(mel + 0.01), patches of 96 frames (0.96 s) every 96 frames; 128-d embedding (before PCA).

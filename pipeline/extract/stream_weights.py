@@ -24,7 +24,8 @@ class StreamModel:
 
     Frame models take ``[B, 3, crop, crop]``, clip models ``[B, 3, T, crop, crop]``, audio models ``[B, 1, 96, 64]``
     log-mel patches; all return ``[B, dim]``. Pixels: decoded with the short side at ``resize``, centre-cropped to
-    ``crop``, then ``(pixel / 255 - mean) / std``.
+    ``crop``, then ``(pixel / 255 - mean) / std``; with ``squash``, resized to ``squash × squash`` (aspect not kept:
+    torchvision's video transforms) before the crop.
     """
 
     net: nn.Module
@@ -35,6 +36,7 @@ class StreamModel:
     crop: int = 0
     mean: tuple[float, ...] = (0.0, 0.0, 0.0)
     std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    squash: int = 0  # > 0: frames resized to squash × squash before the crop (frame_models.squash_resize)
 
 
 # -- weights files ---------------------------------------------------------------------------------------------------
