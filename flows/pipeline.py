@@ -19,6 +19,7 @@ from flows.ingest import extract_flow
 from flows.runners import make_task_runner
 from flows.tasks import result_storage, score_task, train_task
 from pipeline.evaluate import EvalConfig
+from pipeline.evaluate.baseline import baseline_dataset_name, baseline_extract_config, score_and_report
 from pipeline.evaluate.run import eval_dataset_name, prepare_all, run_extract_config
 from pipeline.evaluate.summary import metric_rows
 from pipeline.extract import ExtractConfig
@@ -120,6 +121,31 @@ def evaluate_flow(
     return out
 
 
+@flow(name="evaluate-baseline", log_prints=True, validate_parameters=True)
+def baseline_flow(
+    specs: list[str], config: EvalConfig = EvalConfig(), workspace: str | None = None, force: bool = False
+) -> dict[str, dict[str, Any]]:
+    """The MIL-NCE zero-shot baseline (:mod:`pipeline.evaluate.baseline`) on each benchmark spec, as
+    :func:`evaluate_flow` scores a run: extract its videos with the ``s3d`` stream, score under both protocols, write
+    the same report files under ``evals/baseline-milnce-<weights hash>/<name>/``. Returns ``{name: metrics}``."""
+    ws = Workspace(workspace)
+    extract_cfg = baseline_extract_config(config)
+    out: dict[str, dict[str, Any]] = {}
+    for dataset in prepare_all(specs, config):
+        paths = sorted(str(p) for p in dataset.videos.values())
+        if paths:
+            extract_flow(paths, baseline_dataset_name(dataset.name), extract_cfg, None, ws.root, False, force)
+        metrics = score_and_report(dataset, ws, config)
+        out[dataset.name] = metrics
+        key = artifacts.artifact_key("eval", metrics["run_id"], dataset.name)
+        rows = metric_rows(dataset.name, metrics)
+        artifacts.table(key, rows, f"{dataset.name}: metrics of the MIL-NCE baseline, chance beside")
+        artifacts.markdown(
+            f"{key}-summary", artifacts.metrics_markdown(f"{dataset.name} — MIL-NCE", rows, metrics["report"]), ""
+        )
+    return out
+
+
 # -- pipeline -----------------------------------------------------------------------------------------------------
 @flow(name="pipeline", log_prints=True, validate_parameters=True)
 def pipeline_flow(
@@ -178,4 +204,4 @@ def demo_flow(
     )
 
 
-__all__ = ["demo_flow", "evaluate_flow", "pipeline_flow", "train_flow"]
+__all__ = ["baseline_flow", "demo_flow", "evaluate_flow", "pipeline_flow", "train_flow"]

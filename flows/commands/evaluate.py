@@ -1,26 +1,33 @@
 """``mmcaps evaluate --model RUN --on KIND=... [--checkpoint final|best|step-N]``: zero-shot retrieval and
-localisation of a trained run."""
+localisation of a trained run; ``mmcaps evaluate --baseline milnce --on KIND=...``: the same of the MIL-NCE baseline
+(S3D HowTo100M's own text-video space, :mod:`pipeline.evaluate.baseline`)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 from flows.commands._checks import Checks
 from flows.commands._common import print_metrics
 from pipeline.evaluate import EvalConfig
-from pipeline.evaluate.config import spec_forms_help
+from pipeline.evaluate.baseline import BASELINES, check_files
+from pipeline.evaluate.config import FEATURE_KINDS, EvalSpec, spec_forms_help
 from storage.workspace import Workspace
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Extract the benchmark videos like the run's training data, score the run, write reports "
-        "to <workspace>/evals/<run>/<name>/ (metrics.json, per_query.parquet, PNGs, report.html)."
+        "to <workspace>/evals/<run>/<name>/ (metrics.json, per_query.parquet, PNGs, report.html). --baseline milnce "
+        "scores S3D HowTo100M's text-video space (MIL-NCE; --set baseline_weights=s3d_howto100m.pth, its "
+        "s3d_dict.npy beside it) the same way, into <workspace>/evals/baseline-milnce-<weights hash>/<name>/."
     )
     parser.epilog = "benchmarks (--on, repeatable; KIND/NAME=... names the report folder):\n" + spec_forms_help()
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--model", required=True, metavar="RUN", help="run id of a finished training run")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", metavar="RUN", help="run id of a finished training run")
+    which.add_argument("--baseline", choices=BASELINES, help="a zero-shot baseline instead of a run: milnce")
     parser.add_argument(
         "--checkpoint",
         default="final",
@@ -43,15 +50,36 @@ def run(args: argparse.Namespace) -> int:
     cfg = checks.config(base, args.set, what="evaluate") if base is not None else None
     checks.eval_specs(list(args.on), cfg)
     ws = Workspace(args.workspace)
-    checks.run(ws, args.model, args.checkpoint)
+    if args.baseline:
+        _check_baseline(args, cfg, checks)
+    else:
+        checks.run(ws, args.model, args.checkpoint)
     checks.done()
     assert cfg is not None  # checks.done() raised otherwise
 
-    from flows.pipeline import evaluate_flow  # noqa: PLC0415  deferred: prefect, after the arguments are checked
+    from flows.pipeline import baseline_flow, evaluate_flow  # noqa: PLC0415  deferred: prefect, after the checks
 
-    results = evaluate_flow(args.model, list(args.on), cfg, ws.root, args.force, args.checkpoint)
+    if args.baseline:
+        results = baseline_flow(list(args.on), cfg, ws.root, args.force)
+    else:
+        results = evaluate_flow(args.model, list(args.on), cfg, ws.root, args.force, args.checkpoint)
     print_metrics(results)
     return 0
+
+
+def _check_baseline(args: argparse.Namespace, cfg: EvalConfig | None, checks: Checks) -> None:
+    """The baseline's files (weights, dictionary), and what it cannot take: a checkpoint, released features."""
+    if args.checkpoint != "final":
+        checks.add(f"--checkpoint {args.checkpoint}: a run's checkpoint; --baseline {args.baseline} has none")
+    for text in args.on:
+        with contextlib.suppress(ValueError):  # a malformed entry is eval_specs' to report
+            if EvalSpec.parse(text).kind in FEATURE_KINDS:
+                checks.add(
+                    f"--on {text}: released features have no s3d stream; --baseline {args.baseline} needs videos"
+                )
+    if cfg is not None:
+        with checks.catch(f"--baseline {args.baseline}"):
+            check_files(cfg)
 
 
 def _base_config(path: Path | None, checks: Checks) -> EvalConfig | None:
