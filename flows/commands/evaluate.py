@@ -11,7 +11,7 @@ from pathlib import Path
 from flows.commands._checks import Checks
 from flows.commands._common import print_metrics
 from pipeline.evaluate import EvalConfig
-from pipeline.evaluate.baseline import BASELINES, check_files
+from pipeline.evaluate.baseline import BASELINES, baseline_extract_config, check_files
 from pipeline.evaluate.config import FEATURE_KINDS, EvalSpec, spec_forms_help
 from storage.workspace import Workspace
 
@@ -61,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.baseline:
         results = baseline_flow(list(args.on), cfg, ws.root, args.force)
+        first = next(iter(results.values()))
+        print(f"baseline {args.baseline} ({first['run_id']}): weights {first['baseline_weights']}, dictionary "
+              f"{first['baseline_dictionary']}")  # fmt: skip
     else:
         results = evaluate_flow(args.model, list(args.on), cfg, ws.root, args.force, args.checkpoint)
     print_metrics(results)
@@ -80,6 +83,8 @@ def _check_baseline(args: argparse.Namespace, cfg: EvalConfig | None, checks: Ch
     if cfg is not None:
         with checks.catch(f"--baseline {args.baseline}"):
             check_files(cfg)
+        with checks.catch("--set baseline_extract"):  # the extract config the s3d stream is added to, and its files
+            checks.extract_files(baseline_extract_config(cfg))
 
 
 def _base_config(path: Path | None, checks: Checks) -> EvalConfig | None:

@@ -223,7 +223,7 @@ def embed_milnce(
         rate = stream_rate(feats, STREAM)
         durations[vid] = float(feats.meta.get("duration_s") or feats.rgb2d.shape[0])
         ids = clips_of.get(vid, [])
-        spans = [(request.clips[i].start, request.clips[i].end or durations[vid]) for i in ids]
+        spans = [(c.start, durations[vid] if c.end is None else c.end) for c in (request.clips[i] for i in ids)]
         if ids:
             clip_video[ids] = _embed_spans(model, rows, rate, spans)
             present[ids] = True

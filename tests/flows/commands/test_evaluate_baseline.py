@@ -75,16 +75,19 @@ def test_baseline_writes_both_protocols_beside_the_run(trained_demo, tmp_path, c
     assert feats.stream("s3d").shape[1] == 1024 and feats.meta["streams"]["s3d"]["rate"] == 0.5
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.:FutureWarning")  # the TorchScript file is the bad input here
 def test_bad_baseline_invocations_say_so_in_one_line_each(tmp_path, capsys):
     corpus = tmp_path / "corpus"  # not a corpus: its own problem line, the baseline's are checked beside it
     ws = tmp_path / "ws"
     missing = ["evaluate", "--baseline", "milnce", "--on", f"synthetic={corpus}", "--workspace", str(ws)]
-    assert main([*missing, "--set", f"baseline_weights={tmp_path / 'nope.pth'}", "--checkpoint", "best"]) == 2
+    bad = ["--set", f"baseline_weights={tmp_path / 'nope.pth'}", "--set", f"baseline_extract={tmp_path / 'x.yaml'}"]
+    assert main([*missing, *bad, "--checkpoint", "best"]) == 2
     errors = _errors(capsys)
-    assert len(errors) == 3, errors
+    assert len(errors) == 4, errors
     assert errors[0].startswith(f"--on synthetic={corpus}: ")
     assert errors[1] == "--checkpoint best: a run's checkpoint; --baseline milnce has none"
     assert errors[2].startswith(f"--baseline milnce: {tmp_path / 'nope.pth'}: MIL-NCE weights file not found; get ")
+    assert errors[3].startswith(f"--set baseline_extract: extract config {tmp_path / 'x.yaml'}: no such file")
 
     weights = tmp_path / "s3d_howto100m.pth"  # a TorchScript archive, not the release's state dict
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(weights))
