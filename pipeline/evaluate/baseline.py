@@ -73,7 +73,8 @@ def baseline_dataset_name(name: str) -> str:
 
 def baseline_extract_config(cfg: EvalConfig) -> ExtractConfig:
     """``cfg.baseline_extract`` (or the default ExtractConfig) with the ``s3d`` stream of ``cfg.baseline_weights``
-    added: the release's 10 fps, 32-frame windows (the registry's reference)."""
+    added: the release's 10 fps, 32-frame windows (the registry's reference) unless that config's own ``s3d`` stream
+    sets its ``fps``/``window``/``stride``."""
     base = ExtractConfig.from_file_or_preset(cfg.baseline_extract) if cfg.baseline_extract else ExtractConfig()
     return base.with_updates(
         {f"streams.{STREAM}.backbone": "s3d-howto100m", f"streams.{STREAM}.weights": _weights(cfg)}
