@@ -26,11 +26,9 @@ at the stage's start (``VmHWM`` reset through ``/proc/self/clear_refs``), so it 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -44,6 +42,7 @@ import numpy as np
 
 from flows.bench import ingest as ingest_bench
 from flows.bench import search as search_bench
+from flows.bench.search import peak_mib
 from pipeline.embed.pooling import RATE_2D, RATE_3D
 from pipeline.extract import ExtractConfig
 from pipeline.ingest.driver import auto_batch_size
@@ -61,8 +60,8 @@ from storage.workspace import Workspace
 HOWTO_VIDEOS, HOWTO_CLIPS, HOWTO_HOURS = 1_220_000, 136_000_000, 134_000
 DATASET = "bench"
 SECONDS = 4.0  # per synthetic video: rgb2d [4, 2048], rgb3d [6, 2048], mel [40, 400], 2 captions
-PAGE_MIB = 4 / 1024  # peak memory is read in pages: its floor (a zero could not enter a log-log fit)
 PREFECT_BATCH, PREFECT_WORKERS = 32, 2  # Videos.batch_size; the workers a two-core machine runs
+PQ_ROWS_PER_VIDEO = 10  # the bounded build's rows per video (HowTo100M has ~111): its bounds are met from ~130 k rows
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,10 @@ class Stage:
     key: str
     label: str
     unit: str
-    howto: str  # run: once at HowTo100M's size; batches: summed over its batches; rows: at 136 M index rows; count
+    # run: once at HowTo100M's size; batches: summed over its batches; rows: at 136 M index rows (N rows measured);
+    # pq_rows: the same for a stage measured at PQ_ROWS_PER_VIDEO N rows; pq_bound: the bounded build's peak at the
+    # largest N with its index grown to 136 M rows (a power fit misses the index's linear bytes); count: computed
+    howto: str
 
 
 STAGES = (
@@ -83,8 +85,10 @@ STAGES = (
     Stage("prefect_task_runs", "Prefect task runs", "runs", "count"),
     Stage("loader_start", "loader start-up (first batch)", "s", "run"),
     Stage("loader_peak", "loader peak memory", "MiB", "run"),
-    Stage("index_peak", "index build peak memory", "MiB", "rows"),
-    Stage("index_build", "index build (N rows)", "s", "rows"),
+    Stage("index_peak", "IVF-Flat build peak memory", "MiB", "rows"),
+    Stage("index_build", "IVF-Flat build (N rows)", "s", "rows"),
+    Stage("index_pq_peak", "bounded IVF-PQ build peak memory", "MiB", "pq_bound"),
+    Stage("index_pq_build", "bounded IVF-PQ build (10 N rows)", "s", "pq_rows"),
     Stage("search_latency", "search latency (1 query)", "ms", "rows"),
 )
 LABEL_WIDTH = 34
@@ -213,20 +217,6 @@ def make_template(work: Path, batch: int, cfg: ExtractConfig) -> str:
 
 
 # -- measuring ----------------------------------------------------------------------------------------------------------
-def _status_kib(field: str) -> int:
-    text = Path("/proc/self/status").read_text()
-    return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.M).group(1))  # type: ignore[union-attr]
-
-
-def peak_mib(fn: Callable[[], Any]) -> tuple[Any, float]:
-    """``fn()``'s result and the peak resident memory it added (MiB above the resident memory at its start)."""
-    with contextlib.suppress(OSError):  # then the peak is the process's since its start: an upper bound
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident size
-    start = _status_kib("VmRSS")
-    result = fn()
-    return result, max(PAGE_MIB, (_status_kib("VmHWM") - start) / 1024)
-
-
 def _best(fn: Callable[[], Any], repeats: int) -> tuple[Any, float]:
     best, result = math.inf, None
     for _ in range(repeats):
@@ -292,6 +282,22 @@ def _index(n: int, dim: int, seed: int) -> dict[str, float]:
     }
 
 
+def _bounded_index(work: Path, n: int, dim: int, seed: int) -> dict[str, float]:
+    """The bounded IVF-PQ build ``mmcaps index`` runs, over ``PQ_ROWS_PER_VIDEO`` N float16 rows stored on disk
+    (``bench search``'s :func:`~flows.bench.search.bounded_pq`): its peak memory, seconds and recall."""
+    rows = PQ_ROWS_PER_VIDEO * n
+    work.mkdir(parents=True, exist_ok=True)
+    f = search_bench.bounded_pq(work, rows, dim, centres=max(4, min(2048, rows // 50)), seed=seed, queries=256)
+    (work / "rows.npy").unlink()
+    return {
+        "index_pq_peak": f["peak_mib"],
+        "index_pq_build": f["build_s"],
+        "index_pq_recall": f["recall_at_10"],
+        "index_pq_mib": f["index_mib"],
+        "index_pq_rows": rows,
+    }
+
+
 def du(path: Path) -> int:
     """Bytes on disk as ``du`` counts them (blocks); 0 for a missing path."""
     if not path.exists():
@@ -322,6 +328,7 @@ def measure(work: Path, n: int, args: argparse.Namespace, template: str, cfg: Ex
     row["prefect_task_runs"] = math.ceil(n / auto_batch_size(n, PREFECT_WORKERS, PREFECT_BATCH))
     row["loader_start"], row["loader_peak"] = _loader(ws)
     row.update(_index(n, args.dim, seed=n))
+    row.update(_bounded_index(work / "pq", n, args.dim, seed=n))
     shutil.rmtree(work, ignore_errors=True)
     return row
 
@@ -355,8 +362,13 @@ def project(rows: list[dict[str, Any]], batch: int) -> dict[str, Any]:
         costs = [r[s.key] for r in rows]
         if s.howto == "count":
             stages[s.key] = math.ceil(HOWTO_VIDEOS / auto_batch_size(HOWTO_VIDEOS, PREFECT_WORKERS, PREFECT_BATCH))
-        elif s.howto == "rows":
-            stages[s.key] = float(_fit_at(ns, costs, np.array([HOWTO_CLIPS]))[0])
+        elif s.howto == "pq_bound":  # what the build holds besides the index is bounded; the index grows per row
+            last = rows[-1]
+            per_row = last["index_pq_mib"] / last["index_pq_rows"]
+            stages[s.key] = last[s.key] + per_row * (HOWTO_CLIPS - last["index_pq_rows"])
+        elif s.howto in ("rows", "pq_rows"):
+            at = HOWTO_CLIPS / (PQ_ROWS_PER_VIDEO if s.howto == "pq_rows" else 1)
+            stages[s.key] = float(_fit_at(ns, costs, np.array([at]))[0])
         elif s.howto == "batches":
             stages[s.key] = float(_fit_at(ns, costs, batches).sum())
         else:
@@ -402,6 +414,7 @@ def run(args: argparse.Namespace) -> int:
         work = Path(args.workdir) if args.workdir else Path(tmp)
         template = make_template(work, args.batch, cfg)
         _index(256, args.dim, seed=0)  # warm: FAISS's library and first allocations are not what is measured
+        _bounded_index(work / "warm", 256, args.dim, seed=0)
         rows = []
         for n in sizes:
             rows.append(measure(work / f"n{n}", n, args, template, cfg))
@@ -443,7 +456,9 @@ def print_table(figures: dict[str, Any]) -> None:
         cells = "".join(f"{fmt(stage['per_n'][str(n)]):>11}" for n in ns)
         print(f"  {s.label:<{LABEL_WIDTH}} {s.unit:<5}{cells}  {stage['exponent']:8.3f}   {_howto_cell(s, how)}")
     last = figures["rows"][-1]
-    print(f"  index recall@10 vs exact at N={ns[-1]}: {last['index_recall']:.3f}; plan requests per video "
+    print(f"  index recall@10 vs exact at N={ns[-1]}: IVF-Flat {last['index_recall']:.3f}, bounded IVF-PQ re-ranked "
+          f"{last['index_pq_recall']:.3f} ({last['index_pq_rows']:,} rows, {last['index_pq_mib']:.1f} MiB index); "
+          f"plan requests per video "
           f"{last['plan_requests_per_video']:.2f}, store lookup {last['lookup_requests_per_video']:.2f}, "
           f"publish {last['publish_requests_per_video']:.2f}")  # fmt: skip
     print(f"  HowTo100M ({how['videos']:,} videos, {how['clips']:,} clips): arrays {how['array_bytes'] / 1e12:.2f} TB"
@@ -462,7 +477,9 @@ def _howto_cell(stage: Stage, how: dict[str, Any]) -> str:
     if stage.howto == "count":
         return f"{value:,} task runs"
     if stage.unit == "s":
-        where = {"run": "per run", "batches": "per extraction", "rows": "at 136 M rows"}[stage.howto]
+        where = {"run": "per run", "batches": "per extraction"}.get(stage.howto, "at 136 M rows")
         return f"{value / 3600:.3g} h {where}"
-    where = "at 136 M rows" if stage.howto == "rows" else "at 1.22 M videos"
+    if stage.howto == "pq_bound":
+        return f"{value:.4g} {stage.unit} at 136 M rows (the largest N's + index bytes a row)"
+    where = "at 136 M rows" if stage.howto in ("rows", "pq_rows") else "at 1.22 M videos"
     return f"{value:.4g} {stage.unit} {where}"

@@ -20,7 +20,10 @@ exact search over those float16 rows on the same held-out queries, and the PQ sc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,11 +33,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.search.approx import build_ivf, build_ivf_pq
+from pipeline.search.approx import NpyRows, RerankedPQ, build_ivf, build_ivf_pq
 from pipeline.search.exact import exact_top_k
 
 TARGET_RATIO = 1.5
 TARGET_RECALL = 0.95
+PAGE_MIB = 4 / 1024  # peak memory is read in pages: its floor (a zero could not enter a log-log fit)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +59,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--intrinsic-dim", type=int, default=32, help="the centres span a subspace of this size")
     parser.add_argument("--noise", type=float, default=0.5, help="row noise norm around its unit centre (default 0.5)")
     parser.add_argument("--query-noise", type=float, default=0.7, help="query noise norm (default 0.7)")
+    parser.add_argument(
+        "--bounded",
+        action="store_true",
+        help="only the bounded IVF-PQ build mmcaps index runs: the rows written block by block as a float16 .npy "
+        "(never whole in memory) and indexed from the file; prints its peak resident memory (for --clips 10000000)",
+    )
+    parser.add_argument("--workdir", default=None, help="--bounded: folder for the rows file (default: a temp dir)")
+    parser.add_argument("--nlist", type=int, default=None, help="--bounded: IVF lists (default about sqrt(clips))")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", dest="json_out", default=None, help="also write the figures as JSON here")
 
@@ -83,23 +95,49 @@ def _interleaved(fns: dict[str, Callable[[], Any]], repeats: int) -> list[float]
     return list(best.values())
 
 
+def clustered_blocks(
+    n: int, d: int, centres: int, seed: int, *, noise: float = 0.5, intrinsic: int = 32, block: int = 131_072
+):
+    """:func:`clustered`'s centres and an iterator of its row blocks (float32 [<= block, d], in order), drawn from
+    the same generator in the same order: the rows of ``n`` beyond memory, one block at a time."""
+    gen = torch.Generator().manual_seed(seed)
+    basis = torch.linalg.qr(torch.randn(d, min(intrinsic, d), generator=gen)).Q.T.contiguous()  # (r, d) orthonormal
+    r = basis.shape[0]
+    c = torch.nn.functional.normalize(torch.randn(centres, r, generator=gen), dim=1)  # in subspace coordinates
+
+    def blocks():
+        for lo in range(0, n, block):
+            hi = min(n, lo + block)
+            assign = torch.randint(0, centres, (hi - lo,), generator=gen)
+            sub = c[assign] + noise / r**0.5 * torch.randn(hi - lo, r, generator=gen)
+            yield sub @ basis + 0.05 / d**0.5 * torch.randn(hi - lo, d, generator=gen)
+
+    return (c, basis), blocks()
+
+
 def clustered(
     n: int, d: int, centres: int, seed: int, *, noise: float = 0.5, intrinsic: int = 32, block: int = 131_072
 ):
     """float32 [n, d] rows and the centres [centres, d]: unit centres plus noise of norm ``noise``, both in a random
     ``intrinsic``-dimensional subspace (embedding spaces have low intrinsic dimension; a full-dimensional noise would
     leave every cluster isolated), plus a little full-dimensional noise. Generated block by block."""
-    gen = torch.Generator().manual_seed(seed)
-    basis = torch.linalg.qr(torch.randn(d, min(intrinsic, d), generator=gen)).Q.T.contiguous()  # (r, d) orthonormal
-    r = basis.shape[0]
-    c = torch.nn.functional.normalize(torch.randn(centres, r, generator=gen), dim=1)  # in subspace coordinates
+    means, blocks = clustered_blocks(n, d, centres, seed, noise=noise, intrinsic=intrinsic, block=block)
     out = torch.empty(n, d)
-    for lo in range(0, n, block):
-        hi = min(n, lo + block)
-        assign = torch.randint(0, centres, (hi - lo,), generator=gen)
-        sub = c[assign] + noise / r**0.5 * torch.randn(hi - lo, r, generator=gen)
-        out[lo:hi] = sub @ basis + 0.05 / d**0.5 * torch.randn(hi - lo, d, generator=gen)
-    return out, (c, basis)
+    lo = 0
+    for rows in blocks:
+        out[lo : lo + len(rows)] = rows
+        lo += len(rows)
+    return out, means
+
+
+def write_npy_blocks(path: Path, n: int, d: int, blocks, dtype: str = "float16") -> None:
+    """A ``.npy`` [n, d] of ``dtype`` written from row blocks with plain writes (no memory map: the writer holds
+    one block)."""
+    with open(path, "wb") as fh:
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": (n, d)}
+        np.lib.format.write_array_header_1_0(fh, header)
+        for rows in blocks:
+            fh.write(np.ascontiguousarray(np.asarray(rows, dtype=dtype)).tobytes())
 
 
 def queries_near(centres, q: int, seed: int, *, noise: float = 0.7):
@@ -207,6 +245,51 @@ def approximate_pq(matrix, drawn, *, pq_bytes: int | None, rerank: int, block: i
         }
 
 
+def _status_kib(field: str) -> int:
+    text = Path("/proc/self/status").read_text()
+    return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.M).group(1))  # type: ignore[union-attr]
+
+
+def peak_mib(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """``fn()``'s result and the peak resident memory it added (MiB above the resident memory at its start)."""
+    with contextlib.suppress(OSError):  # then the peak is the process's since its start: an upper bound
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident size
+    start = _status_kib("VmRSS")
+    result = fn()
+    return result, max(PAGE_MIB, (_status_kib("VmHWM") - start) / 1024)
+
+
+def bounded_pq(
+    work: Path, n: int, d: int, *, centres: int, seed: int, queries: int, query_noise: float = 0.7,
+    noise: float = 0.5, intrinsic: int = 32, pq_bytes: int | None = None, rerank: int = 100, nlist: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The bounded IVF-PQ build as ``mmcaps index`` runs it: :func:`clustered`'s rows written block by block as a
+    float16 ``.npy`` in ``work`` (never whole in memory), the index built from that file (:class:`NpyRows`), its
+    peak resident memory above the start, recall@10 vs exact on the held-out half of ``queries`` queries, and one
+    query's time re-ranking from the memory-mapped file (the search path). ``process_peak_mib`` is the process's own
+    peak resident memory during the build (its libraries and the queries included)."""
+    path = work / "rows.npy"
+    means, blocks = clustered_blocks(n, d, centres, seed, noise=noise, intrinsic=intrinsic)
+    t0 = time.perf_counter()
+    write_npy_blocks(path, n, d, blocks)
+    write_s = time.perf_counter() - t0
+    drawn = queries_near(means, queries, seed + 13, noise=query_noise).numpy()
+    options = {"code_bytes": pq_bytes, "rerank": rerank, "target_recall": TARGET_RECALL, "nlist": nlist}
+    index, peak = peak_mib(lambda: build_ivf_pq(NpyRows([str(path)]), drawn, query_source="synthetic", **options))
+    process_peak = _status_kib("VmHWM") / 1024  # reset at the build's start: the peak during the build
+    s = index.stats
+    searcher = RerankedPQ(index.pq, np.load(path, mmap_mode="r"), index.rerank)
+    held = drawn[len(drawn) // 2 :]
+    single = _best(lambda: [searcher.search(held[i : i + 1], 10) for i in range(16)], 2) / 16
+    return {
+        "clips": n, "dim": d, "peak_mib": peak, "process_peak_mib": process_peak, "rows_file_mib": os.path.getsize(path) / 2**20,
+        "index_mib": len(index.to_bytes()) / 2**20, "write_s": write_s, "build_s": s.build_seconds,
+        "train_rows": s.train_rows, "nlist": s.nlist, "nprobe": s.nprobe, "code_bytes": s.code_bits / 8,
+        "rerank": s.rerank, "recall_at_10": s.recall, "pq_alone_recall_at_10": s.pq_recall,
+        "held_out_queries": s.queries, "single_query_ms": 1000 * single, "batched_ms_per_query": s.ms_per_query,
+    }  # fmt: skip
+
+
 def _print(row: dict[str, Any]) -> None:
     ok = "ok" if row["ratio_1"] <= TARGET_RATIO else "ABOVE TARGET"
     print(
@@ -251,6 +334,8 @@ def run(args: argparse.Namespace) -> int:
         "blocked matmul + top-k in torch otherwise",
         flush=True,
     )
+    if args.bounded:
+        return _run_bounded(args)
     rows = [_row(args.clips, args.dim, args)]
     _print(rows[-1])
     if args.large_dim:
@@ -259,4 +344,29 @@ def run(args: argparse.Namespace) -> int:
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as fh:
             json.dump({"threads": torch.get_num_threads(), "rows": rows}, fh, indent=2)
+    return 0
+
+
+def _run_bounded(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="mmcaps-bench-bounded-", dir=args.workdir) as tmp:
+        f = bounded_pq(
+            Path(tmp), args.clips, args.dim, centres=args.centres, seed=args.seed, queries=args.recall_queries,
+            query_noise=args.query_noise, noise=args.noise, intrinsic=args.intrinsic_dim, pq_bytes=args.pq_bytes,
+            rerank=args.rerank or 100, nlist=args.nlist,
+        )  # fmt: skip
+    ok = "ok" if f["recall_at_10"] >= TARGET_RECALL else "BELOW TARGET"
+    print(
+        f"  bounded IVF-PQ N={f['clips']:,} D={f['dim']}: rows file {f['rows_file_mib']:.0f} MiB float16 (written in "
+        f"{f['write_s']:.1f} s), index built from it in {f['build_s']:.1f} s with peak resident memory "
+        f"{f['peak_mib']:.0f} MiB above the start (the process's peak {f['process_peak_mib']:.0f} MiB; "
+        f"{f['train_rows']:,} training rows); nlist={f['nlist']} "
+        f"nprobe={f['nprobe']}, {f['code_bytes']:g} bytes a row ({f['index_mib']:.1f} MiB index), top {f['rerank']} "
+        f"re-ranked exactly: recall@10 vs exact {f['recall_at_10']:.3f} [{ok}] (PQ alone "
+        f"{f['pq_alone_recall_at_10']:.3f}) on {f['held_out_queries']} held-out queries; {f['single_query_ms']:.2f} ms "
+        f"for one query (re-ranking from the memory-mapped file)",
+        flush=True,
+    )
+    if args.json_out:
+        with open(args.json_out, "w", encoding="utf-8") as fh:
+            json.dump({"threads": torch.get_num_threads(), "bounded": f}, fh, indent=2)
     return 0

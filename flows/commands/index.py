@@ -1,7 +1,7 @@
 """``mmcaps index --model RUN --dataset DS``: embed a dataset's clips with a run's model, as the Prefect ``index`` flow.
 
 mmcaps index --model RUN --dataset DS [--window 8 --stride 4] [--no-captions] [--checkpoint final]
-             [--set approximate=always ...] [--force] [--workspace ROOT]
+             [--set approximate=always] [--set approximate_kind=ivf_pq ...] [--force] [--workspace ROOT]
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ def configure(p: argparse.ArgumentParser) -> None:
         "Embed every video of DATASET as sliding-window clips (and one clip per caption) with the run's model, "
         "per modality (video, audio, video+audio), with the secondary-capsule activations of each clip. Stored "
         "under <workspace>/models/<run>/index/<dataset>/; incremental (a new video embeds only itself); an "
-        "approximate FAISS index is added from approximate_min_clips clips, its recall@10 vs exact printed."
+        "approximate FAISS index is added from approximate_min_clips clips (IVF-Flat; IVF-PQ re-ranked exactly from "
+        "approximate_pq_min_clips, or as approximate_kind says), its recall@10 vs exact printed."
     )
     p.add_argument("--model", required=True, metavar="RUN", help="run id of a finished training run")
     p.add_argument("--dataset", required=True, metavar="DS", help="extracted dataset to index (e.g. eval-synthetic)")
@@ -31,7 +32,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stride", type=float, default=None, help="seconds between window starts (default 4)")
     p.add_argument("--no-captions", action="store_true", help="windows only, no clip per caption")
     p.add_argument("--checkpoint", default=None, help="final (default) or step-<n>")
-    add_set_option(p, "override an IndexConfig field: approximate=always, dtype=float16, batch_size=512")
+    add_set_option(
+        p, "override an IndexConfig field: approximate=always, approximate_kind=ivf_pq, dtype=float16, batch_size=512"
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--force", action="store_true", help="embed every video again, ignore cached task records")
     add_workspace(p)

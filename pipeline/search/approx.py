@@ -13,6 +13,13 @@ sub-quantizers of 8 bits, :func:`pq_layout`), and the ``rerank`` best candidates
 scores are scored again exactly against the float16 rows, memory-mapped from disk (:class:`RerankedPQ`). Its stats
 give the re-ranked recall@10 against exact search on held-out queries and the PQ scores' own beside it.
 
+Bounded build: both builds read their rows through :class:`NpyRows` where the rows are stored (``.npy`` files read
+block by block with plain reads, not a memory map, whose resident pages count in the process's memory), train on a
+seeded sample of at most :data:`TRAIN_MAX_ROWS` rows (more only where nlist needs FAISS's 39 a list), add the
+rows :data:`BLOCK_ROWS` at a time, and compute the exact
+top-10 of the recall queries in the same pass. The build then holds one block, the sample and the index itself: for
+IVF-PQ ``D / 8 + 8`` bytes a row (codes and ids), for IVF-Flat ``4 D + 8`` (its lists hold every row in float32).
+
 ``faiss`` is imported on first use: ``pipeline.search`` loads without it, and only large indexes need it.
 """
 
@@ -21,16 +28,21 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
 
-from pipeline.search.exact import _block, exact_top_k, recall_at_k
+from pipeline.search.exact import _block, recall_at_k
 
 K_RECALL = 10
+TRAIN_MAX_ROWS = (
+    1 << 17
+)  # the training sample's cap (128 MiB of float32 at D = 256): with BLOCK_ROWS, the build's bound
+BLOCK_ROWS = 16_384  # rows read and added at a time (16 MiB of float32 at D = 256; FAISS spreads a block over threads)
 
 
 def _faiss() -> Any:
@@ -92,7 +104,7 @@ class ApproxStats:
         if self.kind == "ivf_pq":
             return (
                 f"IVF-PQ nlist={self.nlist} nprobe={self.nprobe}, {self.code_bits / 8:g} bytes a row "
-                f"({self.code_bits} bits), top {self.rerank} re-ranked exactly from float16 rows: recall@{K_RECALL} "
+                f"({self.code_bits} bits), top {self.rerank} re-ranked exactly from the stored rows: recall@{K_RECALL} "
                 f"vs exact {self.recall:.3f} (PQ alone {self.pq_recall:.3f}) on {self.queries} held-out "
                 f"{self.query_source} queries, {self.ms_per_query:.2f} ms/query (exact {self.exact_ms_per_query:.2f})"
             )
@@ -139,25 +151,144 @@ def _timed_search(index: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, 
     return idx, 1000.0 * (time.perf_counter() - started) / max(1, len(queries))
 
 
-def _train_sample(parts: Sequence[np.ndarray], nlist: int, seed: int) -> np.ndarray:
-    """A seeded sample of ``sum(parts)``'s rows to train the coarse quantizer on: float32 [min(N, 64 nlist, >=10k), D]."""
-    n = int(parts[0].shape[0])
+# -- rows, read block by block ----------------------------------------------------------------------------------------
+class NpyRows:
+    """The rows of ``sum`` of one or more ``.npy`` matrices of the same shape [N, D] (any float dtype), read from their
+    files with plain reads: :meth:`blocks` holds one block at a time and :meth:`take` reads only the rows asked for,
+    so the process never holds, nor maps, the matrix. ``open_file`` opens a path for binary reading (default
+    :func:`open`; a workspace's ``fs.open`` for object stores)."""
+
+    def __init__(self, paths: Sequence[str], open_file: Callable[[str], IO[bytes]] | None = None) -> None:
+        self.paths = [str(p) for p in paths]
+        self._open: Callable[[str], IO[bytes]] = open_file or (lambda path: open(path, "rb"))  # noqa: SIM115
+        if not self.paths:
+            raise ValueError("NpyRows needs at least one .npy file")
+        headers = [self._header(p) for p in self.paths]
+        shapes = {h[0] for h in headers}
+        if len(shapes) != 1:
+            raise ValueError(f"the matrices differ in shape: {sorted(shapes)} ({self.paths})")
+        self.shape: tuple[int, int] = headers[0][0]
+        self.dtypes = [h[1] for h in headers]
+        self._offsets = [h[2] for h in headers]
+
+    def _header(self, path: str) -> tuple[tuple[int, int], np.dtype, int]:
+        with self._open(path) as fh:
+            version = np.lib.format.read_magic(fh)
+            shape, fortran, dtype = (
+                np.lib.format.read_array_header_1_0(fh)
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0(fh)
+            )
+            if fortran or len(shape) != 2:
+                raise ValueError(f"{path}: a C-ordered [N, D] matrix is needed, got shape {shape} fortran={fortran}")
+            return (int(shape[0]), int(shape[1])), np.dtype(dtype), fh.tell()
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @contextmanager
+    def _files(self) -> Iterator[list[IO[bytes]]]:
+        with ExitStack() as stack:
+            yield [stack.enter_context(self._open(p)) for p in self.paths]
+
+    def _read(self, files: list[IO[bytes]], lo: int, n: int) -> np.ndarray:
+        """Rows ``lo:lo + n`` summed over the files, float32 [n, D]."""
+        d = self.shape[1]
+        out: np.ndarray | None = None
+        for fh, dtype, offset in zip(files, self.dtypes, self._offsets, strict=True):
+            fh.seek(offset + lo * d * dtype.itemsize)
+            rows = np.frombuffer(fh.read(n * d * dtype.itemsize), dtype=dtype).reshape(n, d).astype(np.float32)
+            out = rows if out is None else out + rows
+        assert out is not None
+        return out
+
+    def blocks(self, block_rows: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, float32 [B, D]) for consecutive blocks of ``block_rows`` rows."""
+        with self._files() as files:
+            for lo in range(0, self.shape[0], block_rows):
+                yield lo, self._read(files, lo, min(block_rows, self.shape[0] - lo))
+
+    def take(self, ids: np.ndarray) -> np.ndarray:
+        """Rows ``ids`` (int64 [M], any order, repeats allowed), float32 [M, D]; consecutive ids are read together."""
+        ids = np.asarray(ids, dtype=np.int64)
+        uniq, inverse = np.unique(ids, return_inverse=True)
+        out = np.empty((len(uniq), self.shape[1]), dtype=np.float32)
+        starts = np.flatnonzero(np.diff(uniq, prepend=-2) != 1)  # where a run of consecutive ids begins
+        with self._files() as files:
+            for a, b in zip(starts, [*starts[1:], len(uniq)], strict=True):
+                out[a:b] = self._read(files, int(uniq[a]), int(b - a))
+        return out[inverse]
+
+
+class _ArrayRows:
+    """In-memory (or memory-mapped) parts [N, D] seen through :class:`NpyRows`'s two reads."""
+
+    def __init__(self, parts: Sequence[np.ndarray]) -> None:
+        self.parts = list(parts)
+        self.shape = (int(self.parts[0].shape[0]), int(self.parts[0].shape[1]))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def blocks(self, block_rows: int) -> Iterator[tuple[int, np.ndarray]]:
+        for lo in range(0, self.shape[0], block_rows):
+            yield lo, np.ascontiguousarray(_block(self.parts, lo, min(self.shape[0], lo + block_rows)).numpy())
+
+    def take(self, ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
+        return sum(np.asarray(p[ids], dtype=np.float32) for p in self.parts)  # type: ignore[return-value]
+
+
+RowsLike = np.ndarray | Sequence[np.ndarray] | NpyRows
+
+
+def _as_rows(rows: RowsLike) -> NpyRows | _ArrayRows:
+    """Rows as their two reads: a :class:`NpyRows` as is, one matrix or a list of parts to be summed."""
+    if isinstance(rows, NpyRows):
+        return rows
+    if isinstance(rows, np.ndarray) and rows.ndim == 2:
+        return _ArrayRows([rows])
+    return _ArrayRows(list(rows))  # type: ignore[arg-type]
+
+
+def train_rows(n: int, nlist: int) -> int:
+    """Rows the coarse quantizer trains on: 64 a list (at least 10 k and FAISS's 39 a list), at most
+    :data:`TRAIN_MAX_ROWS` (up to nlist 3360, about 11 M rows at the default nlist), never more than N."""
+    return min(n, max(min(64 * nlist, TRAIN_MAX_ROWS), 39 * nlist, 10_000))
+
+
+def _train_sample(rows: NpyRows | _ArrayRows, nlist: int, seed: int) -> np.ndarray:
+    """A seeded sample of the rows to train on: float32 [:func:`train_rows`, D]."""
+    n = len(rows)
     if n < nlist:
         raise ValueError(f"an IVF index with {nlist} lists needs at least as many rows, got {n}")
     rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(n, size=min(n, max(64 * nlist, 10_000)), replace=False))
-    sample = sum(np.asarray(p[rows], dtype=np.float32) for p in parts)  # fancy indexing reads only those rows
-    return np.ascontiguousarray(sample, dtype=np.float32)
+    picked = np.sort(rng.choice(n, size=train_rows(n, nlist), replace=False))
+    return np.ascontiguousarray(rows.take(picked), dtype=np.float32)
 
 
-def _train_and_fill(
-    parts: Sequence[np.ndarray], nlist: int, codes: str, seed: int, block_rows: int, sample: np.ndarray | None = None
-) -> tuple[Any, int]:
-    """An ``IVF{nlist},{codes}`` inner-product index trained on ``sample`` (default :func:`_train_sample`) and
-    filled with every row of ``sum(parts)`` [N, D], ``block_rows`` at a time; and the rows it was trained on."""
+class _RunningTopK:
+    """The exact top-``k`` of queries [Q, D] over row blocks seen one after the other (ids int64 [Q, k])."""
+
+    def __init__(self, queries: np.ndarray, k: int) -> None:
+        self.q, self.k, self.seconds = torch.from_numpy(queries), k, 0.0
+        self.scores = torch.empty(len(queries), 0)
+        self.ids = torch.empty(len(queries), 0, dtype=torch.long)
+
+    def update(self, lo: int, block: np.ndarray) -> None:
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            s, i = (self.q @ torch.from_numpy(block).T).topk(min(self.k, len(block)), dim=1)
+            cat_s, cat_i = torch.cat([self.scores, s], dim=1), torch.cat([self.ids, i + lo], dim=1)
+            keep = cat_s.topk(min(self.k, cat_s.shape[1]), dim=1).indices
+            self.scores, self.ids = cat_s.gather(1, keep), cat_i.gather(1, keep)
+        self.seconds += time.perf_counter() - t0
+
+
+def _new_index(d: int, nlist: int, codes: str, seed: int) -> Any:
+    """An untrained ``IVF{nlist},{codes}`` inner-product index, k-means set for two cores."""
     faiss = _faiss()
-    sample = _train_sample(parts, nlist, seed) if sample is None else sample
-    index = faiss.index_factory(int(parts[0].shape[1]), f"IVF{nlist},{codes}", faiss.METRIC_INNER_PRODUCT)
+    index = faiss.index_factory(d, f"IVF{nlist},{codes}", faiss.METRIC_INNER_PRODUCT)
     ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
     ivf.cp.niter = 10  # FAISS's default 25 buys little recall for IVF at 2.5x the training time
     ivf.cp.seed = seed
@@ -166,11 +297,20 @@ def _train_and_fill(
         # Hamming-ordered codes serve FAISS's polysemous filter, which this search does not use; ordering them
         # costs seconds per sub-quantizer (most of the training time on two cores)
         ivf.do_polysemous_training = False
+    return index
+
+
+def _train_and_fill(
+    rows: NpyRows | _ArrayRows, index: Any, sample: np.ndarray, q: np.ndarray, k: int, block_rows: int
+) -> tuple[np.ndarray, float]:
+    """Train ``index`` on ``sample`` and add every row ``block_rows`` at a time; in the same pass the exact top-``k``
+    of ``q`` [Q, D] over the rows: (exact ids int64 [Q, k], the exact scoring's ms per query)."""
     index.train(sample)
-    n = int(parts[0].shape[0])
-    for lo in range(0, n, block_rows):
-        index.add(np.ascontiguousarray(_block(parts, lo, min(n, lo + block_rows)).numpy()))
-    return index, len(sample)
+    truth = _RunningTopK(q, k)
+    for lo, block in rows.blocks(block_rows):
+        index.add(block)
+        truth.update(lo, block)
+    return truth.ids.numpy(), 1000.0 * truth.seconds / len(q)
 
 
 def _choose_nprobe(index: Any, tune: np.ndarray, truth: np.ndarray, nlist: int, target: float) -> tuple[int, list]:
@@ -197,13 +337,6 @@ def _query_rows(queries: Any) -> np.ndarray:
     return q
 
 
-def _exact_truth(q: np.ndarray, parts: Sequence[Any], k: int, block_rows: int) -> tuple[np.ndarray, float]:
-    """Exact top-``k`` ids of every query [Q, k] over ``sum(parts)``, and the exact search's ms per query."""
-    t0 = time.perf_counter()
-    exact_idx = exact_top_k(torch.from_numpy(q), parts, k, block_rows=block_rows)[1].numpy()
-    return exact_idx, 1000.0 * (time.perf_counter() - t0) / len(q)
-
-
 def _tune_and_time(
     index: Any, q: np.ndarray, truth: np.ndarray, nlist: int, target: float, k: int
 ) -> tuple[int, list, np.ndarray, float]:
@@ -217,27 +350,31 @@ def _tune_and_time(
 
 
 def build_ivf(
-    parts: Sequence[np.ndarray],
+    parts: RowsLike,
     queries: np.ndarray,
     *,
     query_source: str,
     nlist: int | None = None,
     target_recall: float = 0.95,
     seed: int = 0,
-    block_rows: int = 65_536,  # rows added to the index at a time
+    block_rows: int = BLOCK_ROWS,  # rows added to the index at a time
 ) -> ApproxIndex:
-    """Train IVF-Flat on a seeded sample of ``sum(parts)`` [N, D], add every row, choose nprobe (module doc).
+    """Train IVF-Flat on a seeded sample of ``sum(parts)`` [N, D] (a list of matrices, or :class:`NpyRows`), add
+    every row, choose nprobe (module doc).
 
     ``queries`` [Q, D] (Q >= 2): what recall is measured with, e.g. the text embeddings of the dataset's captions.
     """
     started = time.perf_counter()
-    n = int(parts[0].shape[0])
+    rows = _as_rows(parts)
+    n = len(rows)
     nlist = int(nlist or default_nlist(n))
-    index, n_train = _train_and_fill(parts, nlist, "Flat", seed, block_rows)
-
     q = _query_rows(queries)
     half, k = len(q) // 2, min(K_RECALL, n)
-    exact_idx, exact_ms = _exact_truth(q, parts, k, block_rows)
+    sample = _train_sample(rows, nlist, seed)
+    index = _new_index(rows.shape[1], nlist, "Flat", seed)
+    exact_idx, exact_ms = _train_and_fill(rows, index, sample, q, k, block_rows)
+    n_train = len(sample)
+    del sample
     tmp = ApproxIndex(index, ApproxStats("ivf_flat", nlist, 1, 0.0, 0.0, exact_ms, 0, query_source, n_train, 0.0))
     chosen, sweep, found, ms = _tune_and_time(tmp, q, exact_idx, nlist, target_recall, k)
     stats = ApproxStats(
@@ -271,17 +408,18 @@ def pq_layout(d: int, n_train: int, code_bytes: int | None = None) -> tuple[int,
 
 
 def rerank_exact(
-    rows: np.ndarray, queries: np.ndarray | torch.Tensor, candidates: np.ndarray, k: int
+    rows: RowsLike, queries: np.ndarray | torch.Tensor, candidates: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """The best ``k`` of each query's ``candidates`` [Q, C] (row numbers, -1 for none) by the exact inner product of
-    ``queries`` [Q, D] with ``rows`` [N, D] (float16 or any dtype, read as float32): (scores float32 [Q, k'],
-    indices int64 [Q, k']) best first, k' = min(k, C), index -1 and score -inf past the candidates. Each distinct
-    candidate row is read once, in row order (from a memory map only the pages holding them)."""
+    ``queries`` [Q, D] with ``rows`` [N, D] (float16 or any dtype, read as float32; a list of parts is summed, as
+    :class:`NpyRows` sums its files): (scores float32 [Q, k'], indices int64 [Q, k']) best first, k' = min(k, C),
+    index -1 and score -inf past the candidates. Each distinct candidate row is read once, in row order (from a
+    memory map only the pages holding them)."""
     q = torch.as_tensor(np.asarray(queries, dtype=np.float32))
     cand = np.asarray(candidates, dtype=np.int64)
     valid = cand >= 0
     uniq, inverse = np.unique(np.where(valid, cand, 0).ravel(), return_inverse=True)
-    vectors = torch.from_numpy(np.asarray(rows[uniq], dtype=np.float32))  # (u, d)
+    vectors = torch.from_numpy(np.ascontiguousarray(_as_rows(rows).take(uniq), dtype=np.float32))  # (u, d)
     gathered = vectors[torch.from_numpy(inverse.reshape(cand.shape))]  # (q, c, d)
     scores = torch.einsum("qcd,qd->qc", gathered, q)
     scores[torch.from_numpy(~valid)] = -math.inf
@@ -293,10 +431,11 @@ def rerank_exact(
 
 class RerankedPQ:
     """An IVF-PQ index (a few bytes a row in memory) whose ``rerank`` best candidates per query are scored again
-    exactly against the float16 rows [N, D], typically memory-mapped (``np.load(path, mmap_mode="r")``): the index
-    finds the neighbourhood, the rows give the exact order and scores."""
+    exactly against the rows [N, D] (float16, typically memory-mapped: ``np.load(path, mmap_mode="r")``; a list of
+    parts is summed; or :class:`NpyRows`): the index finds the neighbourhood, the rows give the exact order and
+    scores."""
 
-    def __init__(self, index: ApproxIndex, rows: np.ndarray, rerank: int) -> None:
+    def __init__(self, index: ApproxIndex, rows: RowsLike, rerank: int) -> None:
         self.pq, self.rows, self.rerank = index, rows, int(rerank)
 
     @property
@@ -309,6 +448,10 @@ class RerankedPQ:
 
     def set_nprobe(self, nprobe: int) -> None:
         self.pq.set_nprobe(nprobe)
+
+    def to_bytes(self) -> bytes:
+        """The PQ index's bytes (the rows are stored beside it)."""
+        return self.pq.to_bytes()
 
     def search_codes(self, queries: np.ndarray | torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The PQ scores alone (approximate): (scores float32 [Q, k], indices int64 [Q, k])."""
@@ -323,7 +466,7 @@ class RerankedPQ:
 
 
 def build_ivf_pq(
-    rows: np.ndarray,
+    rows: RowsLike,
     queries: np.ndarray,
     *,
     query_source: str,
@@ -332,25 +475,29 @@ def build_ivf_pq(
     rerank: int = 100,
     target_recall: float = 0.95,
     seed: int = 0,
-    block_rows: int = 65_536,
+    block_rows: int = BLOCK_ROWS,
 ) -> RerankedPQ:
-    """Train IVF-PQ (:func:`pq_layout`) on a seeded sample of ``rows`` [N, D] (float16, memory-mapped or not), add
-    every row, and choose ``nprobe`` as :func:`build_ivf` does, for the exactly re-ranked search (module doc).
+    """Train IVF-PQ (:func:`pq_layout`) on a seeded sample of ``rows`` [N, D] (float16, memory-mapped or not; a list
+    of parts to sum; or :class:`NpyRows`, which keeps the build's memory bounded: module doc), add every row, and
+    choose ``nprobe`` as :func:`build_ivf` does, for the exactly re-ranked search (module doc).
 
     ``queries`` [Q, D] (Q >= 2): one half tunes nprobe; on the other the stats give the re-ranked recall@10 against
     exact search over ``rows`` and the PQ scores' own (``pq_recall``).
     """
     started = time.perf_counter()
-    n, d = int(rows.shape[0]), int(rows.shape[1])
+    source = _as_rows(rows)
+    n, d = source.shape
     nlist = int(nlist or default_nlist(n))
     q = _query_rows(queries)
     half, k = len(q) // 2, min(K_RECALL, n)
     with warnings.catch_warnings():  # a read-only memory map's blocks become tensors that are only read
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        sample = _train_sample([rows], nlist, seed)
+        sample = _train_sample(source, nlist, seed)
         m, bits = pq_layout(d, len(sample), code_bytes)
-        index, n_train = _train_and_fill([rows], nlist, f"PQ{m}x{bits}", seed, block_rows, sample)
-        exact_idx, exact_ms = _exact_truth(q, [rows], k, block_rows)
+        index = _new_index(d, nlist, f"PQ{m}x{bits}", seed)
+        exact_idx, exact_ms = _train_and_fill(source, index, sample, q, k, block_rows)
+    n_train = len(sample)
+    del sample
     first = ApproxStats("ivf_pq", nlist, 1, 0.0, 0.0, exact_ms, 0, query_source, n_train, 0.0)
     out = RerankedPQ(ApproxIndex(index, first), rows, rerank)
     chosen, sweep, found, ms = _tune_and_time(out, q, exact_idx, nlist, target_recall, k)

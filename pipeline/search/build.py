@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from pipeline.extract import ExtractConfig
 from pipeline.runs import RunFolder
-from pipeline.search.approx import ApproxIndex, ApproxStats, build_ivf
+from pipeline.search.approx import ApproxIndex, ApproxStats, NpyRows, RerankedPQ, build_ivf, build_ivf_pq
 from pipeline.search.capsules import top_clips_per_capsule
 from pipeline.search.clips import plan_clips
 from pipeline.search.config import IndexConfig
@@ -624,35 +624,55 @@ def _write_capsules(ws: Any, path: str, acts: np.ndarray, video_ids: np.ndarray,
         pq.write_table(pa.Table.from_pylist(rows, schema=CAPSULE_SCHEMA), fh)
 
 
-def _build_approximate(
-    run: RunFolder, ws: Any, gen: str, modalities: list[str], clips: pa.Table, model: Any, cfg: IndexConfig
-) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """One IVF index per modality; recall measured with the dataset's own caption texts as queries (what people
-    type is closer to narration than to anything else a dataset holds), else with clip embeddings."""
+def _modality_files(gen: str, modality: str) -> list[str]:
+    """The matrices whose rows (summed) a modality searches."""
+    names = ["video", "audio"] if modality == "video+audio" else [modality]
+    return [f"{gen}/{name}.npy" for name in names]
+
+
+def _recall_queries(run: RunFolder, clips: pa.Table, model: Any, cfg: IndexConfig) -> np.ndarray | None:
+    """Caption texts of the dataset, sampled and encoded (what people type is closer to narration than to anything
+    else a dataset holds): float32 [Q, D], or None when there are too few or they cannot be encoded."""
     rng = np.random.default_rng(cfg.seed)
     captions = clips.filter(pc.equal(clips.column("kind"), "caption")).column("text").to_pylist()
     captions = [t for t in dict.fromkeys(captions) if t.strip()]
-    queries, source = None, "caption"
-    if len(captions) >= 2:
-        pick = rng.choice(len(captions), size=min(cfg.recall_queries, len(captions)), replace=False)
-        try:
-            enc = QueryEncoder.for_run(run, model, cfg.device).encode([captions[i] for i in pick])
-            queries = enc.embeddings.numpy()
-        except (ValueError, FileNotFoundError) as exc:
-            log.warning("recall queries: caption texts cannot be encoded (%s); using clip embeddings", exc)
-    mats = {name: load_matrix(ws, f"{gen}/{name}.npy") for name in ("video", "audio") if f"{name}" in modalities}
+    if len(captions) < 2:
+        return None
+    pick = rng.choice(len(captions), size=min(cfg.recall_queries, len(captions)), replace=False)
+    try:
+        return QueryEncoder.for_run(run, model, cfg.device).encode([captions[i] for i in pick]).embeddings.numpy()
+    except (ValueError, FileNotFoundError) as exc:
+        log.warning("recall queries: caption texts cannot be encoded (%s); using clip embeddings", exc)
+        return None
+
+
+def _build_approximate(
+    run: RunFolder, ws: Any, gen: str, modalities: list[str], clips: pa.Table, model: Any, cfg: IndexConfig
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """One approximate index per modality, IVF-Flat or IVF-PQ (``cfg.approximate_kind_for``); recall measured with
+    the dataset's caption texts as queries, else with clip embeddings. The rows are read from the stored matrices
+    block by block (:class:`NpyRows`), so the build's memory is one block, the training sample and the index."""
+    queries = _recall_queries(run, clips, model, cfg)
+    opener = None if ws.is_local else (lambda path: ws.fs.open(path, "rb"))
+    kind = cfg.approximate_kind_for(clips.num_rows)
     stats: dict[str, dict[str, Any]] = {}
     files: dict[str, str] = {}
     for modality in modalities:
-        parts = [mats["video"], mats["audio"]] if modality == "video+audio" else [mats[modality]]
-        q = queries
+        rows = NpyRows(_modality_files(gen, modality), opener)
+        q, source = queries, "caption"
         if q is None:
-            source = "clip"
-            pick = rng.choice(parts[0].shape[0], size=min(cfg.recall_queries, parts[0].shape[0]), replace=False)
-            q = sum(np.asarray(p[np.sort(pick)], dtype=np.float32) for p in parts)
-        index = build_ivf(
-            parts, q, query_source=source, nlist=cfg.nlist, target_recall=cfg.target_recall, seed=cfg.seed
-        )
+            rng = np.random.default_rng(cfg.seed)
+            q, source = (
+                rows.take(np.sort(rng.choice(len(rows), size=min(cfg.recall_queries, len(rows)), replace=False))),
+                "clip",
+            )
+        common = {"query_source": source, "nlist": cfg.nlist, "target_recall": cfg.target_recall, "seed": cfg.seed}
+        if kind == "ivf_pq":
+            index: ApproxIndex | RerankedPQ = build_ivf_pq(
+                rows, q, code_bytes=cfg.pq_bytes, rerank=cfg.rerank, **common
+            )
+        else:
+            index = build_ivf(rows, q, **common)
         name = f"{modality.replace('+', '_')}.faiss"
         ws.write_bytes(f"{gen}/{name}", index.to_bytes())
         stats[modality] = index.stats.to_json()
@@ -661,12 +681,17 @@ def _build_approximate(
     return stats, files
 
 
-def load_approximate(ws: Any, gen: str, info: dict[str, Any], modality: str) -> ApproxIndex | None:
-    """The approximate index of ``modality`` in a generation, or None when none was built."""
+def load_approximate(ws: Any, gen: str, info: dict[str, Any], modality: str) -> ApproxIndex | RerankedPQ | None:
+    """The approximate index of ``modality`` in a generation, or None when none was built. An IVF-PQ index re-ranks
+    from the generation's matrices (memory-mapped where local)."""
     name = (info.get("files") or {}).get(f"faiss:{modality}")
     if not name:
         return None
-    return ApproxIndex.from_bytes(ws.read_bytes(f"{gen}/{name}"), ApproxStats.from_json(info["approximate"][modality]))
+    stats = ApproxStats.from_json(info["approximate"][modality])
+    index = ApproxIndex.from_bytes(ws.read_bytes(f"{gen}/{name}"), stats)
+    if stats.kind != "ivf_pq":
+        return index
+    return RerankedPQ(index, [load_matrix(ws, path) for path in _modality_files(gen, modality)], stats.rerank)
 
 
 def _drop_other_generations(ws: Any, folder: IndexFolder, keep: str) -> None:

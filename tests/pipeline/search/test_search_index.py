@@ -154,3 +154,25 @@ def test_approximate_index_measures_recall_and_answers(indexed, trained_demo):
     stats = summary.approximate["video+audio"]
     if stats["nprobe"] == stats["nlist"]:  # every list scanned: the same top-5
         assert [h.clip for h in approx.hits] == [h.clip for h in exact.hits]
+
+
+def test_ivf_pq_index_reranks_exactly_from_the_stored_matrices(indexed, trained_demo):
+    ws, run, _, _ = indexed
+    assert CFG.approximate_kind_for(999_999) == "ivf_flat" and CFG.approximate_kind_for(1_000_000) == "ivf_pq"
+    name = trained_demo.copy_dataset("eval-synthetic", "search-approx-pq")
+    cfg = CFG.with_updates({"approximate": "always", "approximate_kind": "ivf_pq", "rerank": 20})
+    summary = build_index(run, name, cfg)
+    assert set(summary.approximate) == {"video", "audio", "video+audio"}
+    for stats in summary.approximate.values():
+        assert stats["kind"] == "ivf_pq" and stats["rerank"] == 20 and 0.0 <= stats["recall"] <= 1.0
+        assert stats["recall"] >= stats["pq_recall"]  # re-ranking re-scores a superset of the PQ's own top-10
+    searcher = Searcher.open(ws, run.run_id, name)
+    query = "the red circle slides leftwards"
+    (approx,) = searcher.search([query], k=5, method="approximate")
+    assert approx.method.startswith("approximate")
+    # re-ranked from the stored matrices: each clip returned has the score an exact dot product gives it
+    q = searcher.encoder.encode([query]).embeddings
+    index = searcher.index
+    cand = torch.from_numpy(np.asarray(index.matrices["video"]) + np.asarray(index.matrices["audio"]))
+    for h in approx.hits:
+        assert h.score == pytest.approx(float(q[0] @ cand[h.clip]), rel=1e-4, abs=1e-4)
