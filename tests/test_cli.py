@@ -168,3 +168,18 @@ def test_prefect_lines_stay_off_the_terminal_unless_verbose(prefect_api, tmp_pat
         ": 2 imported, 0 unchanged, 0 failed"
     )
     assert len(summary) == 4, quiet
+
+    # A flow that crashes (its object store refuses connections) prints our one line, not Prefect's record of the
+    # crash with the exception's whole traceback above it (~240 lines).
+    env |= {"FSSPEC_S3_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_MAX_ATTEMPTS": "1", "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}  # fmt: skip
+    args = ["import", "--features-2d", str(root / "feature_2d"), "--features-3d", str(root / "feature_3d"),
+            "--captions", str(captions), "--dataset", "d2", "--workspace", "s3://refused/ws"]  # fmt: skip
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, timeout=300,
+                          env=env, cwd=tmp_path)  # fmt: skip
+    crashed = (proc.stdout + proc.stderr).splitlines()
+    assert proc.returncode == 1, crashed[-40:]
+    assert [line for line in crashed if not line.startswith("note: ")] == [
+        'mmcaps import: error: storage: Could not connect to the endpoint URL: "http://127.0.0.1:9/refused?delete"; '
+        "what was published is kept: run the same command again"
+    ], crashed[-40:]

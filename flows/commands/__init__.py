@@ -22,10 +22,12 @@ OK, STORAGE, USAGE, FAILED_ITEMS = 0, 1, 2, 3
 
 def quiet_prefect(verbose: bool = False) -> None:
     """Defaults for the command line, set before Prefect is imported (it reads its settings then): no telemetry;
-    Prefect's embedded server unless PREFECT_API_URL is set; Prefect's INFO lines (a line per task run) kept off
-    the terminal unless ``verbose``: they still reach the API, so the UI and the flow-run logs keep them."""
+    Prefect's embedded server unless PREFECT_API_URL is set; Prefect's own lines kept off the terminal unless
+    ``verbose``: they still reach the API, so the UI and the flow-run logs keep them. Its errors too: a crashed flow
+    logs the exception's whole traceback (~240 lines for an unreachable object store) above the one line the command
+    prints for it; a bug's traceback is Python's, from the exception ``main`` re-raises."""
     if not verbose:
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     # The embedded server starts in a subprocess; on a busy two-core machine that takes longer than Prefect's 20 s.
