@@ -287,6 +287,7 @@ def bounded_pq(
         "train_rows": s.train_rows, "nlist": s.nlist, "nprobe": s.nprobe, "code_bytes": s.code_bits / 8,
         "rerank": s.rerank, "recall_at_10": s.recall, "pq_alone_recall_at_10": s.pq_recall,
         "held_out_queries": s.queries, "single_query_ms": 1000 * single, "batched_ms_per_query": s.ms_per_query,
+        "sweep": [(p.nprobe, round(p.recall, 4)) for p in s.sweep],
     }  # fmt: skip
 
 
@@ -363,7 +364,7 @@ def _run_bounded(args: argparse.Namespace) -> int:
         f"nprobe={f['nprobe']}, {f['code_bytes']:g} bytes a row ({f['index_mib']:.1f} MiB index), top {f['rerank']} "
         f"re-ranked exactly: recall@10 vs exact {f['recall_at_10']:.3f} [{ok}] (PQ alone "
         f"{f['pq_alone_recall_at_10']:.3f}) on {f['held_out_queries']} held-out queries; {f['single_query_ms']:.2f} ms "
-        f"for one query (re-ranking from the memory-mapped file)",
+        f"for one query (re-ranking from the memory-mapped file); nprobe sweep (nprobe, recall) {f['sweep']}",
         flush=True,
     )
     if args.json_out:

@@ -42,6 +42,7 @@ K_RECALL = 10
 TRAIN_MAX_ROWS = (
     1 << 17
 )  # the training sample's cap (128 MiB of float32 at D = 256): with BLOCK_ROWS, the build's bound
+PQ_PLATEAU = 0.005  # IVF-PQ's nprobe sweep stops where two doublings gained less recall than this (_choose_nprobe)
 BLOCK_ROWS = 16_384  # rows read and added at a time (16 MiB of float32 at D = 256; FAISS spreads a block over threads)
 
 
@@ -313,10 +314,14 @@ def _train_and_fill(
     return truth.ids.numpy(), 1000.0 * truth.seconds / len(q)
 
 
-def _choose_nprobe(index: Any, tune: np.ndarray, truth: np.ndarray, nlist: int, target: float) -> tuple[int, list]:
+def _choose_nprobe(
+    index: Any, tune: np.ndarray, truth: np.ndarray, nlist: int, target: float, plateau: float = 0.0
+) -> tuple[int, list]:
     """The smallest power-of-2 ``nprobe`` whose recall@k on ``tune`` [Q, D] against ``truth`` [Q, k] reaches the
     target plus half its distance to 1 (``nlist`` when none does), and the sweep that found it. ``index`` has
-    ``set_nprobe`` and ``search``."""
+    ``set_nprobe`` and ``search``. With ``plateau`` > 0 (IVF-PQ, whose recall is capped by the candidates it
+    re-ranks, not by the lists it scans) the sweep also stops where two doublings gained less than ``plateau``,
+    at the first nprobe of that plateau: scanning more lists would cost time and buy no recall."""
     sweep: list[RecallPoint] = []
     nprobe = 1
     while nprobe <= nlist:
@@ -325,6 +330,8 @@ def _choose_nprobe(index: Any, tune: np.ndarray, truth: np.ndarray, nlist: int, 
         sweep.append(RecallPoint(nprobe, recall_at_k(found, truth), ms))
         if sweep[-1].recall >= target + (1.0 - target) / 2:
             return nprobe, sweep
+        if plateau > 0 and len(sweep) >= 3 and sweep[-1].recall - sweep[-3].recall < plateau:
+            return sweep[-3].nprobe, sweep
         nprobe *= 2
     return nlist, sweep
 
@@ -338,12 +345,12 @@ def _query_rows(queries: Any) -> np.ndarray:
 
 
 def _tune_and_time(
-    index: Any, q: np.ndarray, truth: np.ndarray, nlist: int, target: float, k: int
+    index: Any, q: np.ndarray, truth: np.ndarray, nlist: int, target: float, k: int, plateau: float = 0.0
 ) -> tuple[int, list, np.ndarray, float]:
-    """nprobe chosen on the first half of the queries (set on ``index``), then the second half searched and timed:
-    (nprobe, sweep, found ids [Q - Q/2, k], ms per query)."""
+    """nprobe chosen on the first half of the queries (set on ``index``; ``plateau``: :func:`_choose_nprobe`), then
+    the second half searched and timed: (nprobe, sweep, found ids [Q - Q/2, k], ms per query)."""
     half = len(q) // 2
-    chosen, sweep = _choose_nprobe(index, q[:half], truth[:half], nlist, target)
+    chosen, sweep = _choose_nprobe(index, q[:half], truth[:half], nlist, target, plateau)
     index.set_nprobe(chosen)
     found, ms = _timed_search(index, q[half:], k)
     return chosen, sweep, found, ms
@@ -500,7 +507,7 @@ def build_ivf_pq(
     del sample
     first = ApproxStats("ivf_pq", nlist, 1, 0.0, 0.0, exact_ms, 0, query_source, n_train, 0.0)
     out = RerankedPQ(ApproxIndex(index, first), rows, rerank)
-    chosen, sweep, found, ms = _tune_and_time(out, q, exact_idx, nlist, target_recall, k)
+    chosen, sweep, found, ms = _tune_and_time(out, q, exact_idx, nlist, target_recall, k, PQ_PLATEAU)
     pq_found = out.search_codes(q[half:], k)[1]
     out.pq.stats = ApproxStats(
         kind="ivf_pq",

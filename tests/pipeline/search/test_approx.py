@@ -137,3 +137,28 @@ def test_builds_from_stored_rows_equal_builds_from_memory(tmp_path):
     maps = [np.load(tmp_path / "a.npy", mmap_mode="r"), np.load(tmp_path / "b.npy", mmap_mode="r")]
     again = RerankedPQ(ApproxIndex.from_bytes(pq.to_bytes(), pq.stats), maps, pq.rerank)
     assert np.array_equal(again.search(held, 10)[1], found)
+
+
+def test_pq_nprobe_sweep_stops_where_recall_plateaus():
+    """IVF-PQ's recall is capped by the candidates it re-ranks: past two doublings that gain nothing the sweep
+    stops at the plateau's first nprobe; without ``plateau`` (IVF-Flat) it goes on to nlist."""
+    from pipeline.search.approx import _choose_nprobe
+
+    truth = np.arange(40).reshape(4, 10)
+    reach = {1: 5, 2: 8, 4: 9, 8: 9, 16: 9, 32: 9}  # of each query's 10 true ids, found at nprobe
+
+    class Capped:
+        nprobe = 1
+
+        def set_nprobe(self, n):
+            self.nprobe = n
+
+        def search(self, q, k):
+            found = np.where(np.arange(10) < reach[self.nprobe], truth, -1)
+            return np.zeros(found.shape, np.float32), found
+
+    queries = np.zeros((4, 3), np.float32)
+    chosen, sweep = _choose_nprobe(Capped(), queries, truth, 32, 0.95, plateau=0.005)
+    assert chosen == 4 and [p.nprobe for p in sweep] == [1, 2, 4, 8, 16]
+    chosen, sweep = _choose_nprobe(Capped(), queries, truth, 32, 0.95)
+    assert chosen == 32 and len(sweep) == 6
