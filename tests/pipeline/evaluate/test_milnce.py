@@ -105,7 +105,9 @@ def test_embeddings_and_ranks_equal_the_towers_applied_by_hand(tmp_path):
     seconds = torch.stack([fc_w @ torch.from_numpy(f32["b"][int(t * rate) : int((t + 1 - 1e-6) * rate) + 1]
                                                    .mean(axis=0)) + fc_b for t in range(12)])  # fmt: skip
     torch.testing.assert_close(emb.steps[0].video, seconds, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(emb.step_text[0], torch.stack([_by_hand_text(model, s, model.vocabulary) for s in steps]))
+    torch.testing.assert_close(
+        emb.step_text[0], torch.stack([_by_hand_text(model, s, model.vocabulary) for s in steps])
+    )
 
     scores = score_dataset(ds, emb, EvalConfig())  # dot products, the release's text-video score
     by_hand = text @ video.T
