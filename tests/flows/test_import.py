@@ -115,10 +115,15 @@ def test_imported_without_audio_trains_on_video_text_and_learns(exported, tmp_pa
 def _artifact(key: str):
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
 
     async def read():
         async with get_client() as client:
-            found = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+            # Newest first: other tests of the session publish under the same key, and the API's default order is by
+            # id (random UUIDs), which once returned another test's table here.
+            found = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), sort=ArtifactSort.CREATED_DESC
+            )
             return found[0] if found else None
 
     return asyncio.run(read())

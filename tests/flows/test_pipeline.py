@@ -44,11 +44,14 @@ def _task_runs_since(since: float) -> list:
 def _artifacts(keys: list[str]) -> dict[str, object]:
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
 
     async def read():
         async with get_client() as client:
-            found = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
-            return {a.key: a for a in found}
+            found = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)), sort=ArtifactSort.CREATED_DESC
+            )
+            return {a.key: a for a in reversed(found)}  # the newest of each key wins (ids are random UUIDs)
 
     import asyncio
 
