@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import fsspec
@@ -123,6 +123,9 @@ def file_stamp(path: str, fs: fsspec.AbstractFileSystem) -> tuple[int, str]:
 
 
 HASH_PARTS = "sha256"  # cache/sha256/: the folder of parts (cache/sha256.parquet: an earlier mmcaps's single file)
+# cache/captions-v1/: a subtitle file's caption count and digest as this mmcaps parses it (the version changes with
+# the parser, so a parsing fix reads every subtitle again)
+CAPTION_PARTS = "captions-v1"
 MAX_PARTS = 16  # a save that leaves more parts merges the newest small ones (:meth:`HashCache.save`)
 
 
@@ -148,7 +151,9 @@ class HashCache:
     video writes one row, not the table. Parts are read in order, a later row for a source replacing an earlier one.
     A save that leaves more than :data:`MAX_PARTS` parts merges the newest small ones (:func:`_merge_order`);
     ``compact()`` merges them all. Without a workspace the cache lives in memory only; ``read=False`` starts empty
-    (every file is read again) and still saves what it learns.
+    (every file is read again) and still saves what it learns. ``kind`` names the folder: :data:`HASH_PARTS` for
+    files' hashes, :data:`CAPTION_PARTS` for subtitles' caption summaries (any value of a file's bytes:
+    :meth:`remember`).
 
     Crash and concurrency safety: each part is written under a temporary name and renamed into place (readers skip
     temporaries), and a merge writes the merged part before it deletes the parts merged, so a kill at any point loses
@@ -160,10 +165,12 @@ class HashCache:
     ones as the first part and removes it. ``path`` is the newest part (the single file before any save).
     """
 
-    def __init__(self, workspace: Any = None, *, read: bool = True) -> None:  # storage.workspace.Workspace | None
+    def __init__(self, workspace: Any = None, *, read: bool = True, kind: str = HASH_PARTS) -> None:
+        # workspace: a storage.workspace.Workspace or None
         self.workspace = workspace
-        self.folder = workspace.join("cache", HASH_PARTS) if workspace is not None else None
-        self.legacy_path = workspace.join("cache", "sha256.parquet") if workspace is not None else None
+        self.folder = workspace.join("cache", kind) if workspace is not None else None
+        legacy = workspace is not None and kind == HASH_PARTS
+        self.legacy_path = workspace.join("cache", "sha256.parquet") if legacy else None
         self.path = self.legacy_path
         self._entries: dict[str, tuple[int, str, str]] = {}
         self._new: dict[str, tuple[int, str, str]] = {}  # learned since the last save
@@ -197,7 +204,7 @@ class HashCache:
     def _read(self) -> None:
         parts = self._listing()
         if parts is None:
-            if self.workspace.exists(self.legacy_path):
+            if self.legacy_path is not None and self.workspace.exists(self.legacy_path):
                 self._entries = self._read_table(self.legacy_path) or {}
             return
         for part in parts:
@@ -214,16 +221,23 @@ class HashCache:
 
     def sha256(self, source: str, path: str, fs: fsspec.AbstractFileSystem) -> tuple[str, int]:
         """(sha256, size) of ``source`` (opened as ``path`` on ``fs``): remembered, or read and remembered."""
+        return self.remember(source, path, fs, lambda: sha256_file(path, fs))
+
+    def remember(
+        self, source: str, path: str, fs: fsspec.AbstractFileSystem, compute: Callable[[], str]
+    ) -> tuple[str, int]:
+        """(value, size) of ``source``: the value remembered for its (size, stamp), or ``compute()`` — a function
+        of the file's bytes (its sha256; a subtitle's caption digest) — remembered. One stat when remembered."""
         size, stamp = file_stamp(path, fs)
         known = self._entries.get(source)
         if stamp and known is not None and known[0] == size and known[1] == stamp:
             self.hits += 1
             return known[2], size
         self.misses += 1
-        sha = sha256_file(path, fs)
+        value = compute()
         if stamp:
-            self._entries[source] = self._new[source] = (size, stamp, sha)
-        return sha, size
+            self._entries[source] = self._new[source] = (size, stamp, value)
+        return value, size
 
     # -- writing ----------------------------------------------------------------------------------------------------
     def _write(self, rows: dict[str, tuple[int, str, str]], seq: int, *, compact: bool = False) -> _Part:
@@ -251,7 +265,8 @@ class HashCache:
             return
         listed = self._listing()
         rows, legacy = dict(self._new), False
-        if listed is None and self.workspace.exists(self.legacy_path):  # the first save after an earlier mmcaps
+        first_after_legacy = self.legacy_path is not None and self.workspace.exists(self.legacy_path)
+        if listed is None and first_after_legacy:  # the first save after an earlier mmcaps
             rows, legacy = {**(self._read_table(self.legacy_path) or {}), **rows}, True
         seq = max((p.seq for p in listed or []), default=-1) + 1
         part = self._write(rows, seq)

@@ -24,7 +24,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -276,20 +276,31 @@ def read_captions_csv(path: str | os.PathLike[str]) -> dict[str, Captions]:
     return out
 
 
-def find_subtitle(video_path: str | os.PathLike[str]) -> Path | None:
-    """A subtitle file beside the video as downloaders name them: ``name.vtt``, ``name.en.vtt``, ``name.<lang>.vtt``,
-    then the same for ``.srt``; English first, then any other language in name order."""
-    video = Path(video_path)
-    stem, folder = video.stem, video.parent
+def pick_subtitle(stem: str, names: Iterable[str]) -> str | None:
+    """The subtitle, among the file ``names`` of a video's folder, that belongs to the video named ``stem``, as
+    downloaders name them: ``stem.vtt``, ``stem.en.vtt``, ``stem.<lang>.vtt``, then the same for ``.srt``; English
+    first, then any other language in name order. The one rule for a folder's listing and for :func:`find_subtitle`."""
+    candidates = {name for name in names if name.startswith(stem + ".")}
     for ext in (".vtt", ".srt"):
         for name in (stem + ext, f"{stem}.en{ext}"):
-            if (folder / name).is_file():
-                return folder / name
-        others = sorted(folder.glob(f"{glob_escape(stem)}.*{ext}"))
-        others = [p for p in others if p.name[len(stem) + 1 : -len(ext)].replace("-", "").isalnum()]
+            if name in candidates:
+                return name
+        others = sorted(
+            name
+            for name in candidates
+            if name.endswith(ext) and name[len(stem) + 1 : -len(ext)].replace("-", "").isalnum()
+        )
         if others:
             return others[0]
     return None
+
+
+def find_subtitle(video_path: str | os.PathLike[str]) -> Path | None:
+    """A subtitle file beside the video (:func:`pick_subtitle`'s rule over the files named ``stem.*``)."""
+    video = Path(video_path)
+    stem, folder = video.stem, video.parent
+    found = pick_subtitle(stem, (p.name for p in folder.glob(f"{glob_escape(stem)}.*") if p.is_file()))
+    return folder / found if found is not None else None
 
 
 def glob_escape(text: str) -> str:

@@ -13,14 +13,21 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 
-from pipeline.extract.captions import find_subtitle, read_captions_csv, read_howto100m_json, read_subtitle
+from pipeline.extract.captions import (
+    find_subtitle,
+    pick_subtitle,
+    read_captions_csv,
+    read_howto100m_json,
+    read_subtitle,
+)
 from storage.sample import Captions
 from storage.workspace import safe_name
 
@@ -41,6 +48,7 @@ class VideoSource:
     caption_source: str = ""  # the file the captions came from, for messages
     error: str = ""  # set when the video cannot be extracted as found: it gets a failed row
     warning: str = ""  # a problem that keeps the video (an unreadable subtitle: extracted without captions)
+    subtitle_unread: bool = False  # captions are in the subtitle file caption_source, not read yet (read_captions)
 
 
 def is_url(path: str) -> bool:
@@ -60,7 +68,7 @@ def _with_protocol(fs: fsspec.AbstractFileSystem, original: str, stripped: str) 
 
 
 def _is_video(name: str) -> bool:
-    return PurePosixPath(name).suffix.lower() in VIDEO_EXTENSIONS
+    return os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
 
 
 def _read_path_list(fs: fsspec.AbstractFileSystem, path: str, original: str) -> list[str]:
@@ -81,14 +89,53 @@ def _read_path_list(fs: fsspec.AbstractFileSystem, path: str, original: str) -> 
     return out
 
 
-def discover_videos(source: SourceLike, *, allow_empty: bool = False) -> list[str]:
-    """Video paths or URLs in ``source`` (see module doc), sorted for folders, in given order for lists.
+@dataclass(frozen=True)
+class Listing:
+    """What discovery found: the videos, and for a folder its subtitle files, so that each video's subtitle is
+    found in the listing (no request per video; :func:`pick_subtitle`'s rule)."""
 
-    Raises FileNotFoundError naming the source when it does not exist, ValueError when a folder holds no video
-    (unless ``allow_empty``: a benchmark's folder may lack every video, which evaluation reports itself).
-    """
+    videos: list[str]
+    # "<folder>/<stem>" → the subtitle file names in <folder> that may belong to a video named <stem> (each name is
+    # filed under every prefix ending before a dot: "a.en.vtt" under "a" and "a.en"); None for lists of paths
+    subtitles: dict[str, list[str]] | None = None
+
+    def subtitle(self, video: str) -> str | None:
+        """The subtitle file beside ``video`` (path or URL, as the videos are given), or None."""
+        if self.subtitles is None:
+            return find_subtitle_any(video)
+        folder, _, name = video.rpartition("/")
+        stem = name.rpartition(".")[0]  # a listed video has a video extension
+        found = pick_subtitle(stem, self.subtitles.get(f"{folder}/{stem}", ()))
+        return f"{folder}/{found}" if found is not None else None
+
+
+def _folder_listing(fs: fsspec.AbstractFileSystem, path: str, original: str) -> Listing:
+    """The videos (sorted) and subtitles under a folder: locally one ``scandir`` a folder (fsspec's ``find`` stats
+    every file; as it does, symlinked folders are not followed), elsewhere one ``find``."""
+    if isinstance(fs, LocalFileSystem):
+        folders: Iterable[tuple[str, Iterable[str]]] = ((root, files) for root, _, files in os.walk(path))
+    else:
+        grouped: dict[str, list[str]] = {}
+        for file in fs.find(path):
+            folder, _, name = _with_protocol(fs, original, file).rpartition("/")
+            grouped.setdefault(folder, []).append(name)
+        folders = grouped.items()
+    videos: list[str] = []
+    subtitles: dict[str, list[str]] = {}
+    for folder, files in folders:
+        for name in files:
+            if _is_video(name):
+                videos.append(f"{folder}/{name}")
+            elif name.endswith(SUBTITLE_EXTENSIONS):
+                for end in (i for i, c in enumerate(name) if c == "."):
+                    subtitles.setdefault(f"{folder}/{name[:end]}", []).append(name)
+    return Listing(sorted(videos), subtitles)
+
+
+def list_videos(source: SourceLike, *, allow_empty: bool = False) -> Listing:
+    """:func:`discover_videos` with the folders' subtitle files (for :func:`list_sources`)."""
     if isinstance(source, (list, tuple)):
-        return [str(p) for p in source]
+        return Listing([str(p) for p in source])
     original = os.fspath(source)  # type: ignore[arg-type]
     if not is_url(original):
         original = str(Path(original.removeprefix("file://")).expanduser().absolute())
@@ -96,18 +143,27 @@ def discover_videos(source: SourceLike, *, allow_empty: bool = False) -> list[st
     if not fs.exists(path):
         raise FileNotFoundError(f"source {original}: no such file or folder")
     if fs.isdir(path):
-        found = sorted(p for p in fs.find(path) if _is_video(p))
-        if not found and not allow_empty:
+        listing = _folder_listing(fs, path, original)
+        if not listing.videos and not allow_empty:
             raise ValueError(f"source {original}: no videos ({', '.join(VIDEO_EXTENSIONS)}) in the folder")
-        return [_with_protocol(fs, original, p) for p in found]
+        return listing
     if _is_video(path):
-        return [original]
-    return _read_path_list(fs, path, original)
+        return Listing([original])
+    return Listing(_read_path_list(fs, path, original))
+
+
+def discover_videos(source: SourceLike, *, allow_empty: bool = False) -> list[str]:
+    """Video paths or URLs in ``source`` (see module doc), sorted for folders, in given order for lists.
+
+    Raises FileNotFoundError naming the source when it does not exist, ValueError when a folder holds no video
+    (unless ``allow_empty``: a benchmark's folder may lack every video, which evaluation reports itself).
+    """
+    return list_videos(source, allow_empty=allow_empty).videos
 
 
 def video_id_for(path: str) -> str:
     """The video id of a path or URL: its file stem (``/a/b/xyz.mp4`` → ``xyz``)."""
-    name = PurePosixPath(path.replace("\\", "/")).name
+    name = path.replace("\\", "/").rstrip("/").rpartition("/")[2]
     stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
     if not stem:
         raise ValueError(f"{path}: cannot derive a video id from the file name")
@@ -183,14 +239,13 @@ def read_subtitle_file(path: str) -> Captions:
         return read_subtitle(local)
 
 
-def load_sources(source: SourceLike, *, captions: str | os.PathLike[str] | None = None) -> list[VideoSource]:
-    """Discover the videos of ``source``, give them ids, and pair each with its captions (see module doc).
-
-    A subtitle file that cannot be read (not UTF-8 nor any encoding tried, a malformed cue) keeps its video without
-    captions and gives it a ``warning`` naming the file; a ``captions=`` file that cannot be parsed raises ValueError
-    naming it.
-    """
-    pairs = assign_ids(discover_videos(source))
+def list_sources(source: SourceLike, *, captions: str | os.PathLike[str] | None = None) -> list[VideoSource]:
+    """Discover the videos of ``source``, give them ids and find each one's captions (see module doc) without
+    reading subtitle files: a video whose captions are in a subtitle file has ``caption_source`` set and
+    ``subtitle_unread``; :func:`read_captions` reads it. A ``captions=`` file that cannot be parsed raises ValueError
+    naming it."""
+    listing = list_videos(source)
+    pairs = assign_ids(listing.videos)
     kind, table = ("", {})
     caption_path = ""
     if captions is not None:
@@ -200,21 +255,33 @@ def load_sources(source: SourceLike, *, captions: str | os.PathLike[str] | None 
     for vid, path in pairs:
         if kind == "json" and vid in table:
             out.append(VideoSource(vid, path, table[vid], caption_path))
-            continue
-        subtitle = find_subtitle_any(path)
-        if subtitle is not None:
-            try:
-                caps = read_subtitle_file(subtitle)
-            except Exception as exc:  # the extraction library raises ExtractError naming the file
-                # The video is still worth its visual and audio features; fixing the file re-encodes text only.
-                message = " ".join(str(exc).split())
-                if os.path.basename(subtitle) not in message:
-                    message = f"{subtitle}: {message}"
-                out.append(VideoSource(vid, path, None, subtitle, warning=f"captions not read: {message}"))
-                continue
-            out.append(VideoSource(vid, path, caps, subtitle))
+        elif (subtitle := listing.subtitle(path)) is not None:
+            out.append(VideoSource(vid, path, None, subtitle, subtitle_unread=True))
         elif kind == "csv" and vid in table:
             out.append(VideoSource(vid, path, table[vid], caption_path))
         else:
             out.append(VideoSource(vid, path, None, ""))
     return out
+
+
+def read_captions(video: VideoSource) -> VideoSource:
+    """``video`` with its subtitle file read (itself when there is none to read). A file that cannot be read (not
+    UTF-8 nor any encoding tried, a malformed cue) keeps the video without captions and gives it a ``warning``
+    naming the file: the video is still worth its visual and audio features, and fixing the file re-encodes text
+    only."""
+    if not video.subtitle_unread:
+        return video
+    subtitle = video.caption_source
+    try:
+        caps = read_subtitle_file(subtitle)
+    except Exception as exc:  # the extraction library raises ExtractError naming the file
+        message = " ".join(str(exc).split())
+        if os.path.basename(subtitle) not in message:
+            message = f"{subtitle}: {message}"
+        return replace(video, subtitle_unread=False, warning=f"captions not read: {message}")
+    return replace(video, captions=caps, subtitle_unread=False)
+
+
+def load_sources(source: SourceLike, *, captions: str | os.PathLike[str] | None = None) -> list[VideoSource]:
+    """:func:`list_sources` with every subtitle file read (:func:`read_captions`)."""
+    return [read_captions(v) for v in list_sources(source, captions=captions)]

@@ -41,9 +41,9 @@ from pipeline.ingest.records import (
     one_line,
     utc_now,
 )
-from pipeline.ingest.sources import SourceLike, VideoSource, is_url, load_sources, local_copy
+from pipeline.ingest.sources import SourceLike, VideoSource, is_url, list_sources, local_copy, read_captions
 from storage.features import STREAMS, FeatureStore, StreamArrays
-from storage.hashing import HashCache
+from storage.hashing import CAPTION_PARTS, HashCache
 from storage.manifest import Manifest
 from storage.sample import Captions, captions_digest
 from storage.workspace import Workspace
@@ -69,28 +69,60 @@ ExtractorLike = Extractor | Callable[[], Extractor]
 
 
 # -- plan --------------------------------------------------------------------------------------------------------
+_LOCAL = LocalFileSystem()  # made once: fsspec's instance cache costs a tokenisation a call (a tenth of a plan)
+
+
+def _file(source: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    return fsspec.core.url_to_fs(source) if is_url(source) else (_LOCAL, source)
+
+
 def _stat(source: str, hashes: HashCache) -> tuple[str, int, str]:
     """(sha256, size, error) of a source; error is set (and sha empty) when it cannot be read."""
     try:
-        fs, path = fsspec.core.url_to_fs(source) if is_url(source) else (LocalFileSystem(), source)
+        fs, path = _file(source)
         sha, size = hashes.sha256(source, path, fs)
         return sha, size, ""
     except (OSError, ValueError) as exc:
         return "", 0, one_line(f"{source}: cannot read ({exc})")
 
 
-def job_reason(row: dict[str, Any] | None, sha: str, captions: Captions | None, retry_failed: bool) -> str | None:
+def caption_summary(captions: Captions | None) -> tuple[int, str]:
+    """(number of captions, :func:`storage.sample.captions_digest`): what a manifest row records of captions."""
+    return (len(captions) if captions is not None else 0), captions_digest(captions)
+
+
+def _caption_summary(video: VideoSource, cache: HashCache) -> tuple[int, str]:
+    """:func:`caption_summary` of a video's captions; a subtitle file's is remembered by its (size, stamp), so a
+    no-change plan stats each subtitle and reads none."""
+    if not video.subtitle_unread:
+        return caption_summary(video.captions)
+
+    def read() -> str:
+        count, digest = caption_summary(read_captions(video).captions)
+        return f"{count}:{digest}"
+
+    try:
+        fs, path = _file(video.caption_source)
+        value, _ = cache.remember(video.caption_source, path, fs, read)
+    except OSError:  # gone since the listing: read_captions says so in the job's warning
+        value = read()
+    count, _, digest = value.partition(":")
+    return int(count), digest
+
+
+def job_reason(row: dict[str, Any] | None, sha: str, captions: tuple[int, str], retry_failed: bool) -> str | None:
     """Why a listed video is a job — new, changed (bytes), retry, captions changed (their digest; the count alone
     for rows written before manifests had the digest) — or None when it is not; ``"failed before"`` for a failure
-    that is not retried. One rule for videos and feature files."""
+    that is not retried. ``captions`` is the listed captions' :func:`caption_summary`. One rule for videos and
+    feature files."""
     if row is None:
         return "new"
     if row["sha256"] != sha:
         return "changed"
     if row["status"] != "ok":
         return "retry" if retry_failed else "failed before"
-    n_caps = len(captions) if captions is not None else 0
-    if row["n_captions"] != n_caps or (row["captions_sha256"] and row["captions_sha256"] != captions_digest(captions)):
+    n_caps, digest = captions
+    if row["n_captions"] != n_caps or (row["captions_sha256"] and row["captions_sha256"] != digest):
         return "captions changed"
     return None
 
@@ -109,26 +141,30 @@ def plan_extract(
 
     ``source`` is anything :func:`pipeline.ingest.sources.discover_videos` takes, or already loaded
     ``VideoSource``s. Hashes are remembered in the workspace by (path, size, modification time) so that a re-run
-    reads only new or rewritten files (:class:`storage.hashing.HashCache`); ``rehash`` reads every file again.
+    reads only new or rewritten files (:class:`storage.hashing.HashCache`), and so are subtitle files' caption
+    summaries: a no-change plan is a listing and one stat a file. ``rehash`` reads every file again.
     """
     if isinstance(source, (list, tuple)) and source and isinstance(source[0], VideoSource):
         videos = list(source)
     else:
-        videos = load_sources(source, captions=captions)  # type: ignore[arg-type]
+        videos = list_sources(source, captions=captions)  # type: ignore[arg-type]
     extract_fp, stream_fps = config.fingerprint(), config.stream_fingerprints()
     current = {r["video_id"]: r for r in Manifest(workspace, dataset).current(extract_fp).to_pylist()}
     plan = IngestPlan(dataset, extract_fp, jobs=[], unchanged=[], failed_before=[])
     hashes = HashCache(workspace, read=not rehash)
+    summaries = HashCache(workspace, read=not rehash, kind=CAPTION_PARTS)
     for video in videos:
         sha, size, error = _stat(video.source, hashes)
-        reason = job_reason(current.get(video.video_id), sha, video.captions, retry_failed)
+        reason = job_reason(current.get(video.video_id), sha, _caption_summary(video, summaries), retry_failed)
         if plan.admits(video.video_id, reason):
+            video = read_captions(video)
             plan.jobs.append(
                 ExtractJob(
                     video.video_id, video.source, sha, size, extract_fp, stream_fps, video.captions, str(reason),
                     error or video.error, video.warning,
                 )
             )  # fmt: skip
+    summaries.save()
     hashes.save()
     listed = {v.video_id for v in videos}
     plan.absent = [vid for vid in current if vid not in listed]

@@ -47,7 +47,14 @@ from pipeline.ingest.records import (
     failed_record,
     one_line,
 )
-from pipeline.ingest.videos import Extractor, ExtractorLike, extract_one, job_reason, process_extractor
+from pipeline.ingest.videos import (
+    Extractor,
+    ExtractorLike,
+    caption_summary,
+    extract_one,
+    job_reason,
+    process_extractor,
+)
 from storage.features import FeatureStore, StreamArrays
 from storage.hashing import HashCache, sha256_bytes
 from storage.manifest import Manifest
@@ -151,7 +158,7 @@ def plan_import(
     for item in items:
         file_sha, size, error = _hash_files(item, hashes)
         sha = video_key(file_sha, item.duration_s)
-        reason = job_reason(current.get(item.video_id), sha, item.captions, retry_failed)
+        reason = job_reason(current.get(item.video_id), sha, caption_summary(item.captions), retry_failed)
         if plan.admits(item.video_id, reason):
             plan.jobs.append(
                 ImportJob(

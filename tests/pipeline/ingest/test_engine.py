@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.extract.captions import find_subtitle
 from pipeline.extract.ffmpeg import ffmpeg_exe
 from pipeline.ingest import (
     ExtractJob,
@@ -33,6 +34,7 @@ from pipeline.ingest import (
     run_extract,
     write_dataset,
 )
+from pipeline.ingest.sources import list_sources
 from storage.dataset import collect_garbage, open_dataset
 from storage.features import FeatureStore
 from storage.hashing import sha256_file
@@ -170,6 +172,56 @@ def test_caption_pairing_json_then_subtitle_then_csv(tmp_path, clips):
     assert by_id["j"].captions.text[0] == "red square 0"  # no JSON now: its own subtitle
     with pytest.raises(ValueError, match=r"expected a HowTo100M"):
         load_sources(src, captions=tmp_path / "caps.txt")
+
+
+def test_subtitles_found_in_the_listing_follow_find_subtitle(tmp_path):
+    """A folder's subtitles are matched to its videos from one listing (no request per video), by the rule
+    ``find_subtitle`` applies to one video: plain, then English, then other languages in name order, .vtt first."""
+    src = tmp_path / "src"
+    names = {
+        "a.mp4": None, "a.fr-CA.vtt": None, "a.de.vtt": None,  # other languages: name order
+        "b.mp4": None, "b.en.srt": None, "b.de.vtt": None,  # any .vtt before any .srt
+        "c.en.mp4": None, "c.en.vtt": None, "c.vtt": None,  # the video "c.en" has a plain subtitle; "c" has no video
+        "d.mp4": None, "d.x.y.vtt": None, "d.notes.txt": None,  # "x.y" is no language; a .txt is no subtitle
+        "e.mp4": None, "e.en.vtt": None, "e.vtt": None,  # plain before English
+        "f[1].mp4": None, "f[1].es.vtt": None,  # glob characters in the name
+        "sub/g.mp4": None, "g.srt": None,  # another folder's subtitle is not the video's
+    }  # fmt: skip
+    for name in names:
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(b"x")
+    got = {v.video_id: Path(v.caption_source).name if v.caption_source else None for v in list_sources(src)}
+    reference = {Path(p).stem: (find_subtitle(p).name if find_subtitle(p) else None) for p in discover_videos(src)}
+    assert got == reference == {
+        "a": "a.de.vtt", "b": "b.de.vtt", "c.en": "c.en.vtt", "d": None, "e": "e.vtt", "f[1]": "f[1].es.vtt", "g": None,
+    }  # fmt: skip
+    assert all(v.subtitle_unread == bool(v.caption_source) and v.captions is None for v in list_sources(src))
+
+
+def test_no_change_plan_stats_subtitles_and_reads_none(tmp_path, ws, clips):
+    """A subtitle's caption count and digest are remembered by its (size, modification time), as file hashes are: a
+    no-change plan stats it and does not read it — so bytes rewritten under the same size and time go unseen (the
+    rule of make and rsync), and a new modification time makes the video a 'captions changed' job."""
+    src = tmp_path / "src"
+    put(clips["a"], src / "p.mp4", vtt=1)
+    put(clips["b"], src / "q.mp4", vtt=2)
+    ex, _ = probe(tmp_path)
+    assert run_extract(src, "plan", workspace=ws, extractor=ex).extracted == 2
+    cache = Path(ws.join("cache", "captions-v1"))
+    parts = sorted(cache.iterdir())
+    assert len(parts) == 1 and pd.read_parquet(parts[0])["source"].map(lambda s: Path(s).name).tolist() == [
+        "p.vtt", "q.vtt",
+    ]  # fmt: skip
+    vtt = src / "p.vtt"
+    before = vtt.stat()
+    vtt.write_text(VTT.format(n=7))  # same size, other text
+    os.utime(vtt, ns=(before.st_atime_ns, before.st_mtime_ns))
+    plan = plan_extract(src, "plan", ex.config, ws)
+    assert (plan.jobs, sorted(plan.unchanged)) == ([], ["p", "q"]) and sorted(cache.iterdir()) == parts
+    os.utime(vtt, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000))
+    plan = plan_extract(src, "plan", ex.config, ws)
+    assert [(j.video_id, j.reason) for j in plan.jobs] == [("p", "captions changed")]
+    assert plan.jobs[0].captions.text == ["red square 7", "blue circle"]
 
 
 # -- incremental runs ------------------------------------------------------------------------------------------
@@ -463,13 +515,15 @@ def test_memory_workspace_and_source(tmp_path, clips):
 
 CONCURRENT_SCRIPT = textwrap.dedent(
     """
-    import sys
+    import os, sys, time
     from pipeline.ingest import run_extract
     from storage.locks import LockBusy
     from storage.workspace import Workspace
     from tests.pipeline.ingest.probe import ProbeConfig, ProbeExtractor
 
     cfg = ProbeConfig(delay_s=float(sys.argv[4]), log_path=sys.argv[3])
+    while len(sys.argv) > 6 and not os.path.exists(sys.argv[6]):  # imported: now wait for the first run's lock
+        time.sleep(0.005)
     try:
         s = run_extract(sys.argv[1], "both", cfg, Workspace(sys.argv[2]), extractor=ProbeExtractor(cfg),
                         wait_s=float(sys.argv[5]))
@@ -491,18 +545,18 @@ def test_two_concurrent_runs_on_one_dataset(tmp_path, clips):
         make_video(src / f"{name}.mp4", pattern="testsrc", freq=500 + 40 * i)
     ws_root, log = tmp_path / "ws", tmp_path / "log"
 
-    def start(delay: float, wait: float) -> subprocess.Popen:
-        argv = [sys.executable, "-c", CONCURRENT_SCRIPT, str(src), str(ws_root), str(log), str(delay), str(wait)]
-        return subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-    first = start(0.5, 0)
     lock = Path(Workspace(ws_root).dataset_dir("both")) / ".lock"
-    deadline = time.monotonic() + 60
-    while not lock.exists():
-        assert first.poll() is None and time.monotonic() < deadline, first.stdout.read()
-        time.sleep(0.02)
-    refused = start(0, 0)
-    waiting = start(0, 120)
+
+    def start(delay: float, wait: float, *after: Path) -> subprocess.Popen:
+        argv = [sys.executable, "-c", CONCURRENT_SCRIPT, str(src), str(ws_root), str(log), str(delay), str(wait)]
+        return subprocess.Popen([*argv, *map(str, after)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)  # fmt: skip
+
+    # The other two import while the first does and start once it holds the lock (its 4 × 0.5 s): a start after
+    # the lock was seen, with 2 s of imports, found the first run done on a slower machine.
+    first = start(0.5, 0)
+    refused = start(0, 0, lock)
+    waiting = start(0, 120, lock)
     out_refused, out_first, out_waiting = (p.communicate(timeout=180)[0] for p in (refused, first, waiting))
     assert out_refused.startswith("busy") and "is being written by extract both (pid" in out_refused, out_refused
     assert out_first.split()[:3] == ["done", "4", "0"], out_first
