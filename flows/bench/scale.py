@@ -91,6 +91,7 @@ STAGES = (
     Stage("index_pq_build", "bounded IVF-PQ build (10 N rows)", "s", "pq_rows"),
     Stage("search_latency", "search latency (1 query)", "ms", "rows"),
 )
+PLAN_STAGES = STAGES[:2]  # --plan-only: what needs no store entries (1 M videos fit in a 24 GiB /dev/shm)
 LABEL_WIDTH = 34
 
 
@@ -102,6 +103,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "on request)",
     )
     parser.add_argument("--tiny", action="store_true", help="N = 20,50,120 and batches of 20: seconds, for tests")
+    parser.add_argument(
+        "--plan-only",
+        action="store_true",
+        help="measure planning alone: sources and manifest, no store entries or shards (1000000 takes ~9 GB of "
+        "/dev/shm and ~7 minutes on two cores)",
+    )
     parser.add_argument("--batch", type=int, default=1000, help="videos per publication (default 1000, as ingest)")
     parser.add_argument("--dim", type=int, default=256, help="embedding size of the index (default 256)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats of the fast stages (best or median)")
@@ -187,11 +194,11 @@ def _write_entries(ws: Workspace, job: ExtractJob, shard: str) -> None:
 
 
 def build_workspace(
-    work: Path, n: int, batch: int, template: str, cfg: ExtractConfig
+    work: Path, n: int, batch: int, template: str | None, cfg: ExtractConfig
 ) -> tuple[Workspace, list[ExtractJob]]:
     """N videos ingested as far as planning, the store, the manifest and the loader can tell (see module doc):
-    sources, manifest parts of ``batch`` rows each, entries located in shards hard-linked to ``template``; and the
-    first run's jobs (each video's store keys)."""
+    sources, manifest parts of ``batch`` rows each, entries located in shards hard-linked to ``template`` (no
+    template: the manifest alone, as far as planning can tell); and the first run's jobs (each video's store keys)."""
     src, ws = work / "videos", Workspace(str((work / "ws").resolve()))
     _write_sources(src, n)
     plan = plan_extract(src, DATASET, cfg, ws)  # all new; fills the hash cache as the first run does
@@ -200,11 +207,12 @@ def build_workspace(
     manifest = Manifest(ws, DATASET)
     for start in range(0, n, batch):
         name = f"{DATASET}-r0-{start // batch:06d}.tar"
-        os.link(template, f"{folder}/{name}")
         shard = f"shards/{cfg.fingerprint()}/{name}"
         jobs = plan.jobs[start : start + batch]
-        for job in jobs:
-            _write_entries(ws, job, f"datasets/{DATASET}/{shard}")
+        if template is not None:
+            os.link(template, f"{folder}/{name}")
+            for job in jobs:
+                _write_entries(ws, job, f"datasets/{DATASET}/{shard}")
         manifest.append([_manifest_row(job, shard) for job in jobs])
     return ws, plan.jobs
 
@@ -307,10 +315,14 @@ def du(path: Path) -> int:
 
 
 def measure(work: Path, n: int, args: argparse.Namespace, template: str, cfg: ExtractConfig) -> dict[str, Any]:
-    """Every stage's cost at N videos (module doc), and the byte and request figures the projection uses."""
-    ws, jobs = build_workspace(work, n, args.batch, template, cfg)
+    """Every stage's cost at N videos (module doc), and the byte and request figures the projection uses; with
+    ``--plan-only`` the plans' alone."""
+    ws, jobs = build_workspace(work, n, args.batch, None if args.plan_only else template, cfg)
     row: dict[str, Any] = {"videos": n}
     row.update(_plans(work / "videos", ws, cfg, n, args.repeats))
+    if args.plan_only:
+        shutil.rmtree(work, ignore_errors=True)
+        return row
     manifest = Manifest(ws, DATASET)
     row["manifest_bytes_per_video"] = du(Path(ws.dataset_dir(DATASET)) / "manifest.parquet") / n
     row["store_bytes_per_video"] = du(Path(ws.root) / "features") / n
@@ -351,14 +363,15 @@ def array_bytes_per_second() -> float:
     return 2 * (RATE_2D * 2048 + RATE_3D * 2048 + 100 * 40)
 
 
-def project(rows: list[dict[str, Any]], batch: int) -> dict[str, Any]:
-    """Each stage's fit evaluated at HowTo100M (module doc), with bytes on disk and object-store requests."""
+def project(rows: list[dict[str, Any]], batch: int, stages_measured: Sequence[Stage] = STAGES) -> dict[str, Any]:
+    """Each stage's fit evaluated at HowTo100M (module doc), with bytes on disk and object-store requests (the
+    plans' requests alone when only they were measured)."""
     ns = [r["videos"] for r in rows]
     batches = np.arange(1, math.ceil(HOWTO_VIDEOS / batch) + 1) * batch  # the manifest's size at each publication
     howto_per_video = array_bytes_per_second() * HOWTO_HOURS * 3600 / HOWTO_VIDEOS
     synthetic_per_video = sum(a.nbytes for a in _arrays(np.random.default_rng(0), 2).values())
     stages: dict[str, float] = {}
-    for s in STAGES:
+    for s in stages_measured:
         costs = [r[s.key] for r in rows]
         if s.howto == "count":
             stages[s.key] = math.ceil(HOWTO_VIDEOS / auto_batch_size(HOWTO_VIDEOS, PREFECT_WORKERS, PREFECT_BATCH))
@@ -374,6 +387,9 @@ def project(rows: list[dict[str, Any]], batch: int) -> dict[str, Any]:
         else:
             stages[s.key] = float(_fit_at(ns, costs, np.array([HOWTO_VIDEOS]))[0])
     last = rows[-1]
+    if stages_measured != STAGES:
+        out = {"videos": HOWTO_VIDEOS, "clips": HOWTO_CLIPS, "stages": stages}
+        return {**out, "requests_nochange_plan": last["plan_requests_per_video"] * HOWTO_VIDEOS}
     # The synthetic videos' arrays are smaller than HowTo100M's: their bytes at the rate the publish path wrote them
     # (per-batch fixed costs included, so an upper bound on the time) are projected beside the fit.
     publish_bytes_s = synthetic_per_video * batch / last["shard_write"]
@@ -412,14 +428,16 @@ def run(args: argparse.Namespace) -> int:
           f"{where}; load average {os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="mmcaps-bench-scale-", dir=shm) as tmp:
         work = Path(args.workdir) if args.workdir else Path(tmp)
-        template = make_template(work, args.batch, cfg)
-        _index(256, args.dim, seed=0)  # warm: FAISS's library and first allocations are not what is measured
-        _bounded_index(work / "warm", 256, args.dim, seed=0)
+        template = ""
+        if not args.plan_only:
+            template = make_template(work, args.batch, cfg)
+            _index(256, args.dim, seed=0)  # warm: FAISS's library and first allocations are not what is measured
+            _bounded_index(work / "warm", 256, args.dim, seed=0)
         rows = []
         for n in sizes:
             rows.append(measure(work / f"n{n}", n, args, template, cfg))
             print(f"  measured N={n} ({time.perf_counter() - started:.0f} s so far)", flush=True)
-    figures = summarise(rows, args.batch)
+    figures = summarise(rows, args.batch, PLAN_STAGES if args.plan_only else STAGES)
     figures["total_s"] = time.perf_counter() - started
     print_table(figures)
     if args.json_out:
@@ -427,7 +445,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def summarise(rows: list[dict[str, Any]], batch: int) -> dict[str, Any]:
+def summarise(rows: list[dict[str, Any]], batch: int, measured: Sequence[Stage] = STAGES) -> dict[str, Any]:
     """The JSON figures: per stage its unit, value per N (``per_n``, keyed by N as text) and ``exponent``."""
     ns = [r["videos"] for r in rows]
     stages = {
@@ -437,9 +455,9 @@ def summarise(rows: list[dict[str, Any]], batch: int) -> dict[str, Any]:
             "per_n": {str(r["videos"]): r[s.key] for r in rows},
             "exponent": growth_exponent(ns, [r[s.key] for r in rows]),
         }
-        for s in STAGES
+        for s in measured
     }
-    return {"videos": ns, "batch": batch, "stages": stages, "rows": rows, "howto100m": project(rows, batch)}
+    return {"videos": ns, "batch": batch, "stages": stages, "rows": rows, "howto100m": project(rows, batch, measured)}
 
 
 def fmt(value: float) -> str:
@@ -451,11 +469,16 @@ def print_table(figures: dict[str, Any]) -> None:
     ns, how = figures["videos"], figures["howto100m"]
     head = "".join(f"{'N=' + str(n):>11}" for n in ns)
     print(f"  {'stage':<{LABEL_WIDTH}} {'unit':<5}{head}  exponent   HowTo100M")
-    for s in STAGES:
+    for s in (s for s in STAGES if s.key in figures["stages"]):
         stage = figures["stages"][s.key]
         cells = "".join(f"{fmt(stage['per_n'][str(n)]):>11}" for n in ns)
         print(f"  {s.label:<{LABEL_WIDTH}} {s.unit:<5}{cells}  {stage['exponent']:8.3f}   {_howto_cell(s, how)}")
     last = figures["rows"][-1]
+    if "array_bytes" not in how:  # --plan-only
+        print(f"  plan requests per video {last['plan_requests_per_video']:.2f}; HowTo100M ({how['videos']:,} videos): "
+              f"a no-change plan {how['requests_nochange_plan']:,.0f} object-store requests")  # fmt: skip
+        print(f"  total {figures['total_s']:.0f} s", flush=True)
+        return
     print(f"  index recall@10 vs exact at N={ns[-1]}: IVF-Flat {last['index_recall']:.3f}, bounded IVF-PQ re-ranked "
           f"{last['index_pq_recall']:.3f} ({last['index_pq_rows']:,} rows, {last['index_pq_mib']:.1f} MiB index); "
           f"plan requests per video "

@@ -5,7 +5,7 @@ is the JSON's figures, and the counted parts (Prefect task runs, requests) are w
 import json
 import math
 
-from flows.bench.scale import STAGES, fmt
+from flows.bench.scale import PLAN_STAGES, STAGES, fmt
 from flows.cli import main
 
 TINY = [20, 50, 120]
@@ -16,14 +16,10 @@ def naive_slope(xs: list[float], ys: list[float]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
 
 
-def test_bench_scale_tiny_table_matches_json(tmp_path, capsys):
-    out = tmp_path / "scale.json"
-    assert main(["bench", "scale", "--tiny", "--json", str(out)]) == 0
-    printed = capsys.readouterr().out.splitlines()
-    figures = json.loads(out.read_text())
-    assert figures["videos"] == TINY and figures["batch"] == 20
-    assert set(figures["stages"]) == {s.key for s in STAGES}
-    for stage in STAGES:
+def assert_rows_match(figures: dict, printed: list[str], stages) -> None:
+    """Each stage's exponent is the naive slope of its JSON figures, and its printed row is those figures."""
+    assert set(figures["stages"]) == {s.key for s in stages}
+    for stage in stages:
         got = figures["stages"][stage.key]
         values = [got["per_n"][str(n)] for n in TINY]
         assert all(v > 0 for v in values), (stage.key, values)
@@ -35,6 +31,15 @@ def test_bench_scale_tiny_table_matches_json(tmp_path, capsys):
         assert cells[0] == stage.unit
         assert cells[1 : 1 + len(TINY)] == [fmt(v) for v in values]
         assert cells[1 + len(TINY)] == f"{got['exponent']:.3f}"
+
+
+def test_bench_scale_tiny_table_matches_json(tmp_path, capsys):
+    out = tmp_path / "scale.json"
+    assert main(["bench", "scale", "--tiny", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    figures = json.loads(out.read_text())
+    assert figures["videos"] == TINY and figures["batch"] == 20
+    assert_rows_match(figures, printed, STAGES)
     # one Prefect task run per batch of up to 32 videos, and ~4 batches per worker on a short run (2 workers)
     runs = figures["stages"]["prefect_task_runs"]["per_n"]
     assert runs == {str(n): math.ceil(n / max(1, min(32, math.ceil(n / 8)))) for n in TINY}
@@ -45,3 +50,20 @@ def test_bench_scale_tiny_table_matches_json(tmp_path, capsys):
     how = figures["howto100m"]
     assert how["stages"]["prefect_task_runs"] == math.ceil(1_220_000 / 32)
     assert any(line.startswith("  HowTo100M (1,220,000 videos, 136,000,000 clips)") for line in printed)
+
+
+def test_bench_scale_plan_only(tmp_path, capsys):
+    """``--plan-only`` (what a 1 M-video run on request measures in a 24 GiB /dev/shm): the two plan rows alone,
+    no store entries or shards built, and the no-change plan's requests projected."""
+    out = tmp_path / "plan.json"
+    assert main(["bench", "scale", "--tiny", "--plan-only", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    figures = json.loads(out.read_text())
+    assert_rows_match(figures, printed, PLAN_STAGES)
+    assert [s.key for s in PLAN_STAGES] == ["plan_nochange", "plan_one_new"]
+    assert all(
+        set(row) == {"videos", "plan_nochange", "plan_one_new", "plan_requests_per_video"} for row in figures["rows"]
+    )
+    how = figures["howto100m"]
+    assert how["requests_nochange_plan"] == figures["rows"][-1]["plan_requests_per_video"] * 1_220_000
+    assert any(line.startswith("  plan requests per video") for line in printed)
