@@ -62,6 +62,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also run the bf16 rows on a CPU that only emulates bf16 (minutes per second of video there)",
     )
+    parser.add_argument(
+        "--sweep-budget",
+        type=float,
+        default=15.0,
+        help="seconds after which the GEMM sweep starts no new GEMM (default 15: ~5 s suffice on a quiet 2-core "
+        "machine)",
+    )
     parser.add_argument("--cache-dir", default=None, help="cache for calibrated random backbones")
     parser.add_argument("--json", default=None, help="also write the results as JSON here")
     parser.add_argument(
@@ -273,9 +280,9 @@ def _prepare(args: argparse.Namespace, tmp: str, chosen: dict[str, tuple[str, bo
         "rgb3d": network_macs(nets["rgb3d"], (1, 3, recipe3d.frames, recipe3d.size, recipe3d.size)),
     }
     print("measuring the compute limit (GEMM sweep) ...", flush=True)
-    peaks = {"fp32": peak_sweep("fp32", budget_s=15.0)}  # ~5 s on a quiet 2-core machine; capped on a busy one
+    peaks = {"fp32": peak_sweep("fp32", budget_s=args.sweep_budget)}
     if any(p == "bf16" for p, _ in chosen.values()):
-        peaks["bf16"] = peak_sweep("bf16", budget_s=15.0)
+        peaks["bf16"] = peak_sweep("bf16", budget_s=args.sweep_budget)
     return _Bench(videos, args.videos * args.seconds, extractors, nets, recipe3d, macs, peaks)
 
 

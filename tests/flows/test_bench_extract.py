@@ -34,7 +34,19 @@ def test_bf16_rows_run_only_where_native_unless_asked(native, emulated, no_compi
 
 def test_bench_extract_speed_table(tmp_path, capsys, extract_cache):
     out_json = tmp_path / "extract.json"
-    args = ["bench", "extract", "--videos", "1", "--seconds", "2", "--size", "320x180", "--no-compile"]
+    args = [
+        "bench",
+        "extract",
+        "--videos",
+        "1",
+        "--seconds",
+        "2",
+        "--size",
+        "320x180",
+        "--no-compile",
+        "--sweep-budget",
+        "1",
+    ]
     assert main([*args, "--cache-dir", str(extract_cache), "--json", str(out_json)]) == 0
     out = capsys.readouterr().out
     assert "naive-fp32" in out and "end to end" in out and "GFLOP/s" in out
