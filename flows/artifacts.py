@@ -9,7 +9,8 @@ import contextlib
 import logging
 import re
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -42,10 +43,20 @@ def artifact_key(*parts: str) -> str:
 
 
 class Progress:
-    """A progress artifact that a long task updates as it goes (0-100 %)."""
+    """A progress artifact that a long task updates as it goes (0-100 %).
 
-    def __init__(self, key: str, description: str) -> None:
+    Each sent update is an API call, a database row and an event, so they are rationed: an update is sent when the
+    whole percent changes, or when ``min_interval_s`` passed since the last one sent and the value changed; the end
+    (done == total) always. A run sends at most 101 + its seconds / ``min_interval_s`` updates whatever its number
+    of videos or steps (it sent one per video: 1.22 M for HowTo100M; one per training step)."""
+
+    def __init__(
+        self, key: str, description: str, min_interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.artifact_id: UUID | None = None
+        self.min_interval_s, self.clock = min_interval_s, clock
+        self.sent = 0  # updates sent to the API
+        self._last: tuple[float, float] | None = None  # (progress, clock) of the last update sent
         try:
             self.artifact_id = create_progress_artifact(progress=0.0, key=key, description=description)
         except Exception:  # progress is a courtesy; never fail a run because the UI is unreachable
@@ -54,8 +65,16 @@ class Progress:
     def update(self, done: float, total: float) -> None:
         if self.artifact_id is None or total <= 0:
             return
+        value, now = round(100.0 * min(done / total, 1.0), 1), self.clock()
+        if self._last is not None:
+            last, at = self._last
+            due = int(value) != int(last) or value >= 100.0 or now - at >= self.min_interval_s
+            if value == last or not due:
+                return
+        self._last = (value, now)
+        self.sent += 1
         with contextlib.suppress(Exception):
-            update_progress_artifact(self.artifact_id, progress=round(100.0 * min(done / total, 1.0), 1))
+            update_progress_artifact(self.artifact_id, progress=value)
 
 
 def terminal_bar(total: int, desc: str, unit: str = "video") -> Any:

@@ -16,7 +16,7 @@ import re
 import numpy as np
 import pytest
 
-from flows import progress
+from flows import artifacts, progress
 from flows.cli import main
 from flows.progress import StageProgress, duration
 from flows.threads import SHARED_MACHINE_DEFAULTS, apply_thread_settings, without_thread_settings
@@ -135,6 +135,37 @@ def test_eval_stages_each_get_their_lines() -> None:
         "evaluate synthetic: extract videos: 3/3 videos",
         "evaluate synthetic: embed videos: 3/3 videos",
     ]
+
+
+def test_the_progress_artifact_sends_a_bounded_number_of_updates(prefect_api) -> None:
+    """10 000 videos reported one by one over 100 s: an update per whole percent and per 10 s, the end always; the
+    artifact the API holds reads 100 (one update per video would be 10 000 API calls, rows and events)."""
+    import asyncio
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    clock = Clock()
+    bar = artifacts.Progress("test-bounded-progress", "bounded", min_interval_s=10.0, clock=clock)
+    assert bar.artifact_id is not None
+    for done in range(1, 10_001):
+        clock.now += 0.01
+        bar.update(done, 10_000)
+    assert 100 <= bar.sent <= 101 + 10, bar.sent
+    bar.update(10_000, 10_000)  # the end again: nothing new to send
+    slow = artifacts.Progress("test-bounded-progress-slow", "slow", min_interval_s=10.0, clock=clock)
+    for done in range(1, 301):  # 0.1 % a video every 10 s: the interval sends those within a whole percent too
+        clock.now += 10.0
+        slow.update(done, 1000)
+    assert slow.sent == 300 and bar.sent <= 111
+
+    async def read() -> list:
+        async with get_client() as client:
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["test-bounded-progress"]))
+            )
+
+    assert [a.data for a in asyncio.run(read())] == [100.0]
 
 
 def test_duration_words() -> None:
