@@ -46,7 +46,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", dest="json_out", default=None, help="also write the figures as JSON here")
 
 
-def _word2vec(path: Path) -> Path:
+def word2vec_file(path: Path) -> Path:
     """A small word2vec text file of :data:`WORDS` (300-d seeded vectors)."""
     rng = np.random.default_rng(1)
     lines = [f"{len(WORDS)} 300", *(w + " " + " ".join(f"{x:.4f}" for x in rng.normal(size=300)) for w in WORDS)]
@@ -54,7 +54,7 @@ def _word2vec(path: Path) -> Path:
     return path
 
 
-def _write_folder(root: Path, n: int, seconds: float) -> tuple[Path, int]:
+def write_vfe_folder(root: Path, n: int, seconds: float) -> tuple[Path, int]:
     """``n`` videos in feature_2d/ and feature_3d/ plus caption.json; returns (captions file, bytes written)."""
     rng = np.random.default_rng(0)
     captions: dict[str, dict[str, list]] = {}
@@ -79,14 +79,14 @@ def _write_folder(root: Path, n: int, seconds: float) -> tuple[Path, int]:
 
 def _throughput(work: Path, n: int, seconds: float, flow: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
-    captions, nbytes = _write_folder(work / "vfe", n, seconds)
+    captions, nbytes = write_vfe_folder(work / "vfe", n, seconds)
     written_s = time.perf_counter() - t0
     layout = VfeLayout(str(work / "vfe" / "feature_2d"), str(work / "vfe" / "feature_3d"))
     ws = Workspace(work / "ws")
     # Start-up, timed apart (once per process, whatever the number of videos): torch (precision resolution, the
     # extractor whose text path encodes captions) and the word vectors.
     t0 = time.perf_counter()
-    cfg = ImportConfig(recipe={"text": {"word2vec": str(_word2vec(work / "w2v.txt"))}}).resolved()
+    cfg = ImportConfig(recipe={"text": {"word2vec": str(word2vec_file(work / "w2v.txt"))}}).resolved()
     extractor = default_extractor(cfg.text_recipe(), ws)
     _ = extractor.words
     startup_s = time.perf_counter() - t0

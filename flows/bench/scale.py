@@ -13,6 +13,9 @@ shards) — and measures, with the code paths ``mmcaps extract``, ``mmcaps train
 - shard write: :func:`pipeline.ingest.publish.write_dataset` of ``--batch`` new videos (shards, their indexes,
   manifest rows, store entries located), arrays of real dimensions over 4 s per video;
 - Prefect task runs: computed, one per batch of ``auto_batch_size`` jobs (the flow submits one task run per batch);
+- Prefect's database: what the real ``import`` flow adds to a fresh SQLite database of its own for N / 100 videos
+  (N / 10 with ``--tiny``), in a child process (:mod:`flows.bench.prefect_db`; its task runs checked against the
+  rule above), projected per 100 k videos and to HowTo100M from a fit against the videos imported;
 - loader start-up (open the dataset, first batch) and its peak resident memory above the start;
 - the IVF-Flat index over N clustered rows at ``--dim`` (``bench search``'s data and build): peak memory above the
   start, build seconds, one query's latency.
@@ -41,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from flows.bench import ingest as ingest_bench
+from flows.bench import prefect_db
 from flows.bench import search as search_bench
 from flows.bench.search import peak_mib
 from pipeline.embed.pooling import RATE_2D, RATE_3D
@@ -61,6 +65,7 @@ HOWTO_VIDEOS, HOWTO_CLIPS, HOWTO_HOURS = 1_220_000, 136_000_000, 134_000
 DATASET = "bench"
 SECONDS = 4.0  # per synthetic video: rgb2d [4, 2048], rgb3d [6, 2048], mel [40, 400], 2 captions
 PREFECT_BATCH, PREFECT_WORKERS = 32, 2  # Videos.batch_size; the workers a two-core machine runs
+PREFECT_EVERY, PREFECT_EVERY_TINY = 100, 10  # the Prefect database is measured over N / this many videos
 PQ_ROWS_PER_VIDEO = 10  # the bounded build's rows per video (HowTo100M has ~111): its bounds are met from ~130 k rows
 
 
@@ -71,7 +76,8 @@ class Stage:
     unit: str
     # run: once at HowTo100M's size; batches: summed over its batches; rows: at 136 M index rows (N rows measured);
     # pq_rows: the same for a stage measured at PQ_ROWS_PER_VIDEO N rows; pq_bound: the bounded build's peak at the
-    # largest N with its index grown to 136 M rows (a power fit misses the index's linear bytes); count: computed
+    # largest N with its index grown to 136 M rows (a power fit misses the index's linear bytes); count: computed;
+    # prefect: fitted against the videos the flow imported (``prefect_videos``) and evaluated at 1.22 M videos
     howto: str
 
 
@@ -83,6 +89,7 @@ STAGES = (
     Stage("store_lookup", "store lookup (1 batch)", "s", "batches"),
     Stage("shard_write", "shard write + publish (1 batch)", "s", "batches"),
     Stage("prefect_task_runs", "Prefect task runs", "runs", "count"),
+    Stage("prefect_db", "Prefect database growth (import)", "MB", "prefect"),
     Stage("loader_start", "loader start-up (first batch)", "s", "run"),
     Stage("loader_peak", "loader peak memory", "MiB", "run"),
     Stage("index_peak", "IVF-Flat build peak memory", "MiB", "rows"),
@@ -375,6 +382,8 @@ def project(rows: list[dict[str, Any]], batch: int, stages_measured: Sequence[St
         costs = [r[s.key] for r in rows]
         if s.howto == "count":
             stages[s.key] = math.ceil(HOWTO_VIDEOS / auto_batch_size(HOWTO_VIDEOS, PREFECT_WORKERS, PREFECT_BATCH))
+        elif s.howto == "prefect":
+            stages[s.key] = float(_fit_at([r["prefect_videos"] for r in rows], costs, np.array([HOWTO_VIDEOS]))[0])
         elif s.howto == "pq_bound":  # what the build holds besides the index is bounded; the index grows per row
             last = rows[-1]
             per_row = last["index_pq_mib"] / last["index_pq_rows"]
@@ -393,6 +402,7 @@ def project(rows: list[dict[str, Any]], batch: int, stages_measured: Sequence[St
     # The synthetic videos' arrays are smaller than HowTo100M's: their bytes at the rate the publish path wrote them
     # (per-batch fixed costs included, so an upper bound on the time) are projected beside the fit.
     publish_bytes_s = synthetic_per_video * batch / last["shard_write"]
+    per_100k = _fit_at([r["prefect_videos"] for r in rows], [r["prefect_db"] for r in rows], np.array([100_000]))
     overhead = last["shard_bytes_per_video"] - synthetic_per_video
     meta = last["manifest_bytes_per_video"] + last["store_bytes_per_video"] + overhead
     return {
@@ -405,6 +415,7 @@ def project(rows: list[dict[str, Any]], batch: int, stages_measured: Sequence[St
         "other_bytes": meta * HOWTO_VIDEOS,
         "requests_extraction": (last["lookup_requests_per_video"] + last["publish_requests_per_video"]) * HOWTO_VIDEOS,
         "requests_nochange_plan": last["plan_requests_per_video"] * HOWTO_VIDEOS,
+        "prefect_db_mb_per_100k": float(per_100k[0]),
     }
 
 
@@ -414,6 +425,20 @@ def _sizes(text: str) -> list[int]:
     if len(sizes) < 2 or sizes[0] < 2:
         raise ValueError(f"--videos needs at least two sizes >= 2 to fit a growth exponent, got {text!r}")
     return sizes
+
+
+def prefect_sizes(sizes: Sequence[int], tiny: bool) -> list[int]:
+    """Videos the import flow takes at each N for the Prefect database stage (module doc)."""
+    return [max(2, n // (PREFECT_EVERY_TINY if tiny else PREFECT_EVERY)) for n in sizes]
+
+
+def _add_prefect(rows: list[dict[str, Any]], measured: list[dict[str, Any]]) -> None:
+    for row, db in zip(rows, measured, strict=True):
+        assert db["task_runs"] == math.ceil(
+            db["videos"] / auto_batch_size(db["videos"], PREFECT_WORKERS, PREFECT_BATCH)
+        )
+        row.update(prefect_videos=db["videos"], prefect_db=db["db_bytes"] / 1e6, prefect_db_task_runs=db["task_runs"],
+                   prefect_events=db["events"], prefect_logs=db["log"], prefect_import_s=db["seconds"])  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -428,8 +453,10 @@ def run(args: argparse.Namespace) -> int:
           f"{where}; load average {os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="mmcaps-bench-scale-", dir=shm) as tmp:
         work = Path(args.workdir) if args.workdir else Path(tmp)
-        template = ""
+        template, prefect = "", None
         if not args.plan_only:
+            if args.tiny:  # beside the other stages: --tiny is for tests, whose timings do not matter
+                prefect = prefect_db.start(work / "prefect", prefect_sizes(sizes, True), PREFECT_WORKERS, PREFECT_BATCH)
             template = make_template(work, args.batch, cfg)
             _index(256, args.dim, seed=0)  # warm: FAISS's library and first allocations are not what is measured
             _bounded_index(work / "warm", 256, args.dim, seed=0)
@@ -437,6 +464,13 @@ def run(args: argparse.Namespace) -> int:
         for n in sizes:
             rows.append(measure(work / f"n{n}", n, args, template, cfg))
             print(f"  measured N={n} ({time.perf_counter() - started:.0f} s so far)", flush=True)
+        if not args.plan_only:
+            if prefect is None:  # alone: the flow's seconds are part of what it prints
+                prefect = prefect_db.start(
+                    work / "prefect", prefect_sizes(sizes, False), PREFECT_WORKERS, PREFECT_BATCH
+                )
+            _add_prefect(rows, prefect_db.finish(prefect, work / "prefect"))
+            print(f"  measured Prefect's database ({time.perf_counter() - started:.0f} s so far)", flush=True)
     figures = summarise(rows, args.batch, PLAN_STAGES if args.plan_only else STAGES)
     figures["total_s"] = time.perf_counter() - started
     print_table(figures)
@@ -488,6 +522,11 @@ def print_table(figures: dict[str, Any]) -> None:
           f" float16 + {how['other_bytes'] / 1e9:.1f} GB of manifest, store entries and shard headers; object-store "
           f"requests: one extraction {how['requests_extraction'] / 1e6:.1f} M, a no-change plan "
           f"{how['requests_nochange_plan']:,.0f}")  # fmt: skip
+    videos = ", ".join(f"{r['prefect_videos']:,}" for r in figures["rows"])
+    print(f"  Prefect: import flows of {videos} videos added {', '.join(fmt(r['prefect_db']) for r in figures['rows'])}"
+          f" MB to a fresh SQLite database ({last['prefect_db_task_runs']} task runs, {last['prefect_events']} events, "
+          f"{last['prefect_logs']} log lines for {last['prefect_videos']:,} videos): "
+          f"{how['prefect_db_mb_per_100k']:.3g} MB per 100 k videos")  # fmt: skip
     print(
         f"  shards: the publish path wrote {how['publish_bytes_per_s'] / 1e6:.1f} MB/s of arrays here; HowTo100M's "
         f"arrays at that rate: {how['publish_arrays_hours']:.3g} h (an upper bound: fixed costs per batch included)"
@@ -499,6 +538,8 @@ def _howto_cell(stage: Stage, how: dict[str, Any]) -> str:
     value = how["stages"][stage.key]
     if stage.howto == "count":
         return f"{value:,} task runs"
+    if stage.howto == "prefect":
+        return f"{value / 1000:.3g} GB at 1.22 M videos"
     if stage.unit == "s":
         where = {"run": "per run", "batches": "per extraction"}.get(stage.howto, "at 136 M rows")
         return f"{value / 3600:.3g} h {where}"
