@@ -144,16 +144,26 @@ def test_prefect_lines_stay_off_the_terminal_unless_verbose(prefect_api, tmp_pat
     captions = write_captions(tmp_path / "caption.json", {"v0": [(0, 2, "add oil")], "v1": [(1, 3, "chop")]})
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_LOGGING_HANDLERS")}
     env["PREFECT_API_URL"] = str(PREFECT_API_URL.value())
-    lines = {}
-    for flag in ([], ["-v"]):
+    procs = {}
+    for flag in ([], ["-v"]):  # the three runs side by side (each mostly imports, on one core), workspaces apart
         args = ["import", "--features-2d", str(root / "feature_2d"), "--features-3d", str(root / "feature_3d"),
-                "--captions", str(captions), "--dataset", f"d{len(flag)}", "--workspace", str(tmp_path / "ws"), *flag]  # fmt: skip
-        proc = subprocess.run(
-            [sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, timeout=300, env=env,
-            cwd=tmp_path,
+                "--captions", str(captions), "--dataset", f"d{len(flag)}", "--workspace", str(tmp_path / f"ws{len(flag)}"),
+                *flag]  # fmt: skip
+        procs[bool(flag)] = subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env, cwd=tmp_path,
         )  # fmt: skip
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        lines[bool(flag)] = (proc.stdout + proc.stderr).splitlines()
+    refused = env | {"FSSPEC_S3_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_MAX_ATTEMPTS": "1",
+                     "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}  # fmt: skip
+    args = ["import", "--features-2d", str(root / "feature_2d"), "--features-3d", str(root / "feature_3d"),
+            "--captions", str(captions), "--dataset", "d2", "--workspace", "s3://refused/ws"]  # fmt: skip
+    crash = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=refused, cwd=tmp_path)  # fmt: skip
+    lines = {}
+    for verbose, proc in procs.items():
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        lines[verbose] = (out + err).splitlines()
     prefect_info = {v: [line for line in out if "| INFO" in line] for v, out in lines.items()}
     assert prefect_info[False] == [], prefect_info[False]
     assert any("Task run" in line for line in prefect_info[True])
@@ -171,14 +181,9 @@ def test_prefect_lines_stay_off_the_terminal_unless_verbose(prefect_api, tmp_pat
 
     # A flow that crashes (its object store refuses connections) prints our one line, not Prefect's record of the
     # crash with the exception's whole traceback above it (~240 lines).
-    env |= {"FSSPEC_S3_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_MAX_ATTEMPTS": "1", "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}  # fmt: skip
-    args = ["import", "--features-2d", str(root / "feature_2d"), "--features-3d", str(root / "feature_3d"),
-            "--captions", str(captions), "--dataset", "d2", "--workspace", "s3://refused/ws"]  # fmt: skip
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, timeout=300,
-                          env=env, cwd=tmp_path)  # fmt: skip
-    crashed = (proc.stdout + proc.stderr).splitlines()
-    assert proc.returncode == 1, crashed[-40:]
+    out, err = crash.communicate(timeout=300)
+    crashed = (out + err).splitlines()
+    assert crash.returncode == 1, crashed[-40:]
     assert [line for line in crashed if not line.startswith("note: ")] == [
         'mmcaps import: error: storage: Could not connect to the endpoint URL: "http://127.0.0.1:9/refused?delete"; '
         "what was published is kept: run the same command again"
