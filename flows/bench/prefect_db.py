@@ -1,12 +1,12 @@
 """Prefect at corpus size: what the ``import`` flow adds to Prefect's database per video, on a database of its own.
 
-:func:`measure` runs this module in a child process with its own ``PREFECT_HOME`` and SQLite database and Prefect's
+:func:`start` runs this module in a child process with its own ``PREFECT_HOME`` and SQLite database and Prefect's
 embedded server (as ``make demo`` runs), whatever API the calling process uses, so a user's database never receives
 benchmark runs and nothing else writes to the one measured. The child imports, one after another, a folder of ``n``
 synthetic video_features files for each ``n`` asked (``bench import``'s files) through the real ``import`` flow,
 videos per task run as the extract flow sizes its batches (:func:`pipeline.ingest.driver.auto_batch_size`), and after
 each reads the database: bytes in use (pages less free pages, as a reader sees them, write-ahead log included) and
-rows per table. A first flow over a few videos goes first and is not reported: it pays for the database's creation
+rows per table. A first flow over one video goes first and is not reported: it pays for the database's creation
 and the flow's own row. Each reported row is what one import of ``n`` videos added: task runs, events (Prefect's and
 the run's own), log lines, artifacts.
 """
