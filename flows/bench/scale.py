@@ -476,6 +476,7 @@ def run(args: argparse.Namespace) -> int:
                     work / "prefect", prefect_sizes(sizes, False), PREFECT_WORKERS, PREFECT_BATCH
                 )
             _add_prefect(rows, prefect_db.finish(prefect, work / "prefect"))
+            shutil.rmtree(work / "prefect", ignore_errors=True)  # its database and files (--workdir keeps nothing)
             print(f"  measured Prefect's database ({time.perf_counter() - started:.0f} s so far)", flush=True)
     figures = summarise(rows, args.batch, PLAN_STAGES if args.plan_only else STAGES)
     figures["total_s"] = time.perf_counter() - started
