@@ -16,6 +16,8 @@ shards) — and measures, with the code paths ``mmcaps extract``, ``mmcaps train
 - Prefect's database: what the real ``import`` flow adds to a fresh SQLite database of its own for N / 100 videos
   (N / 10 with ``--tiny``), in a child process (:mod:`flows.bench.prefect_db`; its task runs checked against the
   rule above), projected per 100 k videos and to HowTo100M in proportion to the largest import (an upper bound);
+  and that flow's seconds: the engine's own cost of importing (the arrays are tiny: ``mmcaps bench import`` measures
+  throughput with real sizes), projected the same way;
 - loader start-up (open the dataset, first batch) and its peak resident memory above the start;
 - the IVF-Flat index over N clustered rows at ``--dim`` (``bench search``'s data and build): peak memory above the
   start, build seconds, one query's latency.
@@ -90,6 +92,7 @@ STAGES = (
     Stage("shard_write", "shard write + publish (1 batch)", "s", "batches"),
     Stage("prefect_task_runs", "Prefect task runs", "runs", "count"),
     Stage("prefect_db", "Prefect database growth (import)", "MB", "prefect"),
+    Stage("import_flow", "import flow (tiny arrays)", "s", "prefect"),
     Stage("loader_start", "loader start-up (first batch)", "s", "run"),
     Stage("loader_peak", "loader peak memory", "MiB", "run"),
     Stage("index_peak", "IVF-Flat build peak memory", "MiB", "rows"),
@@ -383,7 +386,7 @@ def project(rows: list[dict[str, Any]], batch: int, stages_measured: Sequence[St
         if s.howto == "count":
             stages[s.key] = math.ceil(HOWTO_VIDEOS / auto_batch_size(HOWTO_VIDEOS, PREFECT_WORKERS, PREFECT_BATCH))
         elif s.howto == "prefect":
-            stages[s.key] = _prefect_per_video(rows) * HOWTO_VIDEOS
+            stages[s.key] = _prefect_per_video(rows, s.key) * HOWTO_VIDEOS
         elif s.howto == "pq_bound":  # what the build holds besides the index is bounded; the index grows per row
             last = rows[-1]
             per_row = last["index_pq_mib"] / last["index_pq_rows"]
@@ -414,15 +417,16 @@ def project(rows: list[dict[str, Any]], batch: int, stages_measured: Sequence[St
         "other_bytes": meta * HOWTO_VIDEOS,
         "requests_extraction": (last["lookup_requests_per_video"] + last["publish_requests_per_video"]) * HOWTO_VIDEOS,
         "requests_nochange_plan": last["plan_requests_per_video"] * HOWTO_VIDEOS,
-        "prefect_db_mb_per_100k": _prefect_per_video(rows) * 100_000,
+        "prefect_db_mb_per_100k": _prefect_per_video(rows, "prefect_db") * 100_000,
     }
 
 
-def _prefect_per_video(rows: list[dict[str, Any]]) -> float:
-    """MB a video adds to Prefect's database, from the largest import measured: proportional, not a power fit, so an
-    upper bound (what a run adds per video falls as it grows: its table artifact stops at 1000 rows, its task runs
-    are one per 32 videos, its flow run's rows are fixed); the fit's exponent is printed beside."""
-    return rows[-1]["prefect_db"] / rows[-1]["prefect_videos"]
+def _prefect_per_video(rows: list[dict[str, Any]], key: str) -> float:
+    """``key``'s cost per video of the largest import measured (MB of Prefect's database, or seconds of the flow):
+    proportional, not a power fit, so an upper bound (what a run adds per video falls as it grows: its table artifact
+    stops at 1000 rows, its task runs are one per 32 videos, its flow run's rows and start are fixed); the fit's
+    exponent is printed beside."""
+    return rows[-1][key] / rows[-1]["prefect_videos"]
 
 
 # -- the command ------------------------------------------------------------------------------------------------------
@@ -444,7 +448,7 @@ def _add_prefect(rows: list[dict[str, Any]], measured: list[dict[str, Any]]) -> 
             db["videos"] / auto_batch_size(db["videos"], PREFECT_WORKERS, PREFECT_BATCH)
         )
         row.update(prefect_videos=db["videos"], prefect_db=db["db_bytes"] / 1e6, prefect_db_task_runs=db["task_runs"],
-                   prefect_events=db["events"], prefect_logs=db["log"], prefect_import_s=db["seconds"])  # fmt: skip
+                   prefect_events=db["events"], prefect_logs=db["log"], import_flow=db["seconds"])  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -546,7 +550,11 @@ def _howto_cell(stage: Stage, how: dict[str, Any]) -> str:
     if stage.howto == "count":
         return f"{value:,} task runs"
     if stage.howto == "prefect":
-        return f"<= {value / 1000:.3g} GB at 1.22 M videos"
+        return (
+            f"<= {value / 3600:.3g} h at 1.22 M videos"
+            if stage.unit == "s"
+            else f"<= {value / 1000:.3g} GB at 1.22 M videos"
+        )
     if stage.unit == "s":
         where = {"run": "per run", "batches": "per extraction"}.get(stage.howto, "at 136 M rows")
         return f"{value / 3600:.3g} h {where}"
