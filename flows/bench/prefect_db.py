@@ -70,7 +70,8 @@ def finish(proc: subprocess.Popen, work: Path) -> list[dict[str, Any]]:
 
 
 def database_state(path: Path) -> dict[str, int]:
-    """Bytes in use in the SQLite database at ``path`` (read-only; a writer may be running) and its rows per table."""
+    """Bytes in use in the SQLite database at ``path`` (read-only; a writer may be running), its rows per table and
+    the flow runs completed (their events)."""
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         pages, free, size = (
@@ -78,7 +79,8 @@ def database_state(path: Path) -> dict[str, int]:
         )
         state = {"db_bytes": (pages - free) * size}
         state.update({t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES})
-        return state
+        done = con.execute("SELECT count(*) FROM events WHERE event = 'prefect.flow-run.Completed'").fetchone()[0]
+        return state | {"flows_completed": done}
     finally:
         con.close()
 
@@ -89,20 +91,12 @@ def _settled(path: Path, flows: int, timeout_s: float = 60.0) -> dict[str, int]:
     deadline, last = time.monotonic() + timeout_s, None
     while True:
         state = database_state(path)
-        if state == last and _completed_flows(path) >= flows:
+        if state == last and state["flows_completed"] >= flows:
             return state
         if time.monotonic() > deadline:
             raise RuntimeError(f"{path}: the database did not settle in {timeout_s:.0f} s (last read {state})")
         last = state
         time.sleep(0.5)
-
-
-def _completed_flows(path: Path) -> int:
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return con.execute("SELECT count(*) FROM events WHERE event = 'prefect.flow-run.Completed'").fetchone()[0]
-    finally:
-        con.close()
 
 
 def _child(args: argparse.Namespace) -> None:

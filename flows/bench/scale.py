@@ -443,10 +443,7 @@ def prefect_sizes(sizes: Sequence[int], tiny: bool) -> list[int]:
 
 
 def _add_prefect(rows: list[dict[str, Any]], measured: list[dict[str, Any]]) -> None:
-    for row, db in zip(rows, measured, strict=True):
-        assert db["task_runs"] == math.ceil(
-            db["videos"] / auto_batch_size(db["videos"], PREFECT_WORKERS, PREFECT_BATCH)
-        )
+    for row, db in zip(rows, measured, strict=True):  # its task runs were checked against the batching rule there
         row.update(prefect_videos=db["videos"], prefect_db=db["db_bytes"] / 1e6, prefect_db_task_runs=db["task_runs"],
                    prefect_events=db["events"], prefect_logs=db["log"], import_flow=db["seconds"])  # fmt: skip
 
