@@ -8,11 +8,15 @@ records live there), so cache records never leak between sessions.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import pytest
+
+from flows.threads import apply_thread_settings
 
 _PREFECT_HOME = Path(tempfile.mkdtemp(prefix="mmcaps-test-prefect-"))
 os.environ["PREFECT_HOME"] = str(_PREFECT_HOME)
@@ -24,9 +28,18 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 # Tests must never reach the network for weights.
 os.environ["TORCH_HOME"] = str(_PREFECT_HOME / "torch-home")
 os.environ.pop("MMCAPS_HOME", None)
-# Calibrated random backbones (deterministic given arch and seed) are computed once per session and shared by every
-# workspace the tests create; see pipeline.ingest.videos.CACHE_ENV.
-_EXTRACT_CACHE = _PREFECT_HOME / "extract-cache"
+# `make test` runs the suite in two pytest-xdist workers: processes of their own, each with its own Prefect home and API
+# (tests read "the task runs since t" and "the newest artifact named k" from it). What is the same for every worker
+# and changes nothing is made in one folder they share: the first process to load this file (pytest-xdist's
+# controller, or pytest alone) makes it, and the workers inherit its environment.
+_SHARED_ENV = "MMCAPS_TEST_SHARED"
+_SHARED = Path(os.environ.get(_SHARED_ENV) or tempfile.mkdtemp(prefix="mmcaps-test-shared-"))
+os.environ[_SHARED_ENV] = str(_SHARED)
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1… in a pytest-xdist worker; None otherwise
+# Calibrated random backbones (deterministic given arch and seed) are computed once and shared by every workspace the
+# tests create, in both workers (written by atomic rename: two that race both write the same bytes); see
+# pipeline.ingest.videos.CACHE_ENV.
+_EXTRACT_CACHE = _SHARED / "extract-cache"
 os.environ["MMCAPS_CACHE"] = str(_EXTRACT_CACHE)
 os.environ["PREFECT_LOGGING_COLORS"] = "false"
 # Nothing in the suite may decode with the host's ffmpeg (Debian's decodes audio to other lengths than the pinned
@@ -37,6 +50,10 @@ for _name in ("ffmpeg", "ffprobe"):
     (_TRAP / _name).write_text(f"#!/bin/sh\necho 'the host {_name} was called: use the pinned build' >&2\nexit 97\n")
     (_TRAP / _name).chmod(0o755)
 os.environ["PATH"] = f"{_TRAP}{os.pathsep}{os.environ.get('PATH', '')}"
+# The OpenMP wait settings `mmcaps` starts with (flows/threads.py), here before anything loads torch: the two workers
+# and the demo's process share two cores, where libgomp's default spinning burns the time the others need. (A command
+# run in-process sets them too, but after this process loaded torch: only later subprocesses would see them.)
+apply_thread_settings()
 
 
 @pytest.fixture(autouse=True)
@@ -149,17 +166,67 @@ def pa_array(values: list[str]):
 
 
 DEMO_FIXTURE = "trained_demo"
+DEMO_GROUP = "trained-demo"
 _DEMO_WANTED = pytest.StashKey[bool]()
+# The modules that use the trained demo, as the workers found them, for the controller's scheduler (which sees test
+# ids only): both workers write the same list.
+_DEMO_MODULES = _SHARED / "demo-modules.json"
+
+
+def _module(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The modules whose tests use the trained demo run last, each whole, in their order: `mmcaps demo --size tiny`
-    (the suite's dearest fixture, 130-200 s) then runs in a process of its own beside the tests before them, which
-    leave one of the two cores idle most of the time (the suite used 120 % of a core). A module is not split, so its
-    module fixtures are made once."""
-    late = {item.module for item in items if DEMO_FIXTURE in getattr(item, "fixturenames", ())}
-    items.sort(key=lambda item: item.module in late)  # stable: the order within each group is kept
-    config.stash[_DEMO_WANTED] = bool(late)
+    """Order the tests around `mmcaps demo --size tiny`, the suite's dearest fixture (130-300 s): the modules that use
+    it wait for it, so the demo runs in a process of its own beside other tests.
+
+    Alone (plain ``pytest``): those modules run last, each whole, in their order; the demo starts at the first test.
+
+    In pytest-xdist's workers (``--dist loadscope``, as `make test` runs them): the modules using the demo come first,
+    in their order, then the others, largest first, so that the last work handed out is small; the controller's
+    scheduler (:func:`pytest_xdist_make_scheduler`) hands them out."""
+    demo = {_module(item.nodeid) for item in items if DEMO_FIXTURE in getattr(item, "fixturenames", ())}
+    config.stash[_DEMO_WANTED] = bool(demo)
+    if _WORKER is None:
+        items.sort(key=lambda item: _module(item.nodeid) in demo)  # stable: the order within each group is kept
+        return
+    tmp = _DEMO_MODULES.with_name(f".{_WORKER}-{_DEMO_MODULES.name}")
+    tmp.write_text(json.dumps(sorted(demo)))
+    os.replace(tmp, _DEMO_MODULES)
+    sizes = Counter(_module(item.nodeid) for item in items)
+
+    def rank(item: pytest.Item) -> tuple[bool, int, str]:
+        module = _module(item.nodeid)
+        return (False, 0, "") if module in demo else (True, -sizes[module], module)
+
+    items.sort(key=rank)  # both workers sort the same collection the same way, as pytest-xdist requires
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """With ``--dist loadscope``: pytest-xdist's scheduling by module (a module's tests run in one worker, so its
+    module fixtures are made once), except that the modules using the trained demo are one unit, first in the queue.
+
+    The worker that takes that unit starts the demo, against its own Prefect API (those tests read the demo's flow
+    runs, artifacts and events there), waits, and runs them one module after the other (they add datasets and
+    indexes to the one demo workspace); the other worker meanwhile takes the other modules. (``--dist loadgroup``
+    with ``xdist_group`` marks would say the same, but pytest-xdist 3.8 renames test ids in a way pytest 9 ignores.)
+    """
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class DemoFirst(LoadScopeScheduling):
+        demo: set[str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.demo is None:  # first asked once every worker's collection is in, after they wrote the list
+                self.demo = set(json.loads(_DEMO_MODULES.read_text())) if _DEMO_MODULES.exists() else set()
+            module = _module(nodeid)
+            return DEMO_GROUP if module in self.demo else module
+
+    return DemoFirst(config, log)
 
 
 class _DemoProcess:
@@ -193,8 +260,9 @@ class _DemoProcess:
 
 @pytest.fixture(scope="session", autouse=True)
 def _demo_process(request, tmp_path_factory):
-    """Starts the demo at the session's first test when a collected test will use it (see above), else nothing."""
-    if not request.config.stash.get(_DEMO_WANTED, False):
+    """Starts the demo at the session's first test when a collected test will use it (see above), else nothing. In a
+    pytest-xdist worker, nothing: there, :func:`trained_demo` starts it in the one worker that runs its tests."""
+    if _WORKER is not None or not request.config.stash.get(_DEMO_WANTED, False):
         yield None
         return
     import shutil
