@@ -278,7 +278,8 @@ def _demo_process(request, tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained_demo(_demo_process, prefect_api, synth_corpus, tmp_path_factory) -> TrainedDemo:
     """``mmcaps demo --size tiny`` once per session (the demo preset's 400 steps), on its own copy of the tiny corpus,
-    run as a user runs it: its own process, started beside the first tests (see ``pytest_collection_modifyitems``).
+    run as a user runs it: its own process, started beside the first tests (see ``pytest_collection_modifyitems``);
+    in pytest-xdist, by the one worker that runs the tests using it, at the first of them, beside the other worker.
 
     400 steps, not fewer: at 150 the tiny model's held-out retrieval was above chance by a binomial test on
     AVX-512 BF16 features but not on fp32 ones (text->video+audio R@10 0.67 vs chance 0.42 over 24 queries, p 0.012);

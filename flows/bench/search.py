@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import os
 import re
@@ -250,8 +251,17 @@ def _status_kib(field: str) -> int:
     return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.M).group(1))  # type: ignore[union-attr]
 
 
+def _release_free_heap() -> None:
+    """Hand the C heap's free pages back to the system (glibc's ``malloc_trim``; nothing elsewhere). Without it a
+    stage's allocations reuse pages an earlier stage freed but kept resident, and its growth does not show: the
+    IVF-Flat build's peak read 0.73x its float32 matrix at 10 k rows and 1.46x at 100 k (a growth exponent of 1.17)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def peak_mib(fn: Callable[[], Any]) -> tuple[Any, float]:
     """``fn()``'s result and the peak resident memory it added (MiB above the resident memory at its start)."""
+    _release_free_heap()
     with contextlib.suppress(OSError):  # then the peak is the process's since its start: an upper bound
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident size
     start = _status_kib("VmRSS")
