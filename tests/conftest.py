@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -18,7 +19,16 @@ import pytest
 
 from flows.threads import apply_thread_settings
 
-_PREFECT_HOME = Path(tempfile.mkdtemp(prefix="mmcaps-test-prefect-"))
+# `make test` runs the suite in two pytest-xdist workers: processes of their own, each with its own Prefect home and API
+# (tests read "the task runs since t" and "the newest artifact named k" from it). What is the same for every worker
+# and changes nothing is made in one folder they share: the first process to load this file (pytest-xdist's
+# controller, or pytest alone) makes it, and the workers inherit its environment.
+_SHARED_ENV = "MMCAPS_TEST_SHARED"
+_SHARED = Path(os.environ.get(_SHARED_ENV) or tempfile.mkdtemp(prefix="mmcaps-test-shared-"))
+os.environ[_SHARED_ENV] = str(_SHARED)
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1… in a pytest-xdist worker; None otherwise
+# Each process's own Prefect home, inside the shared folder so that one removal at the end takes everything.
+_PREFECT_HOME = Path(tempfile.mkdtemp(prefix=f"prefect-{_WORKER or 'main'}-", dir=_SHARED))
 os.environ["PREFECT_HOME"] = str(_PREFECT_HOME)
 os.environ["PREFECT_LOCAL_STORAGE_PATH"] = str(_PREFECT_HOME / "storage")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
@@ -28,14 +38,6 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 # Tests must never reach the network for weights.
 os.environ["TORCH_HOME"] = str(_PREFECT_HOME / "torch-home")
 os.environ.pop("MMCAPS_HOME", None)
-# `make test` runs the suite in two pytest-xdist workers: processes of their own, each with its own Prefect home and API
-# (tests read "the task runs since t" and "the newest artifact named k" from it). What is the same for every worker
-# and changes nothing is made in one folder they share: the first process to load this file (pytest-xdist's
-# controller, or pytest alone) makes it, and the workers inherit its environment.
-_SHARED_ENV = "MMCAPS_TEST_SHARED"
-_SHARED = Path(os.environ.get(_SHARED_ENV) or tempfile.mkdtemp(prefix="mmcaps-test-shared-"))
-os.environ[_SHARED_ENV] = str(_SHARED)
-_WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1… in a pytest-xdist worker; None otherwise
 # Calibrated random backbones (deterministic given arch and seed) are computed once and shared by every workspace the
 # tests create, in both workers (written by atomic rename: two that race both write the same bytes); see
 # pipeline.ingest.videos.CACHE_ENV.
@@ -54,6 +56,13 @@ os.environ["PATH"] = f"{_TRAP}{os.pathsep}{os.environ.get('PATH', '')}"
 # and the demo's process share two cores, where libgomp's default spinning burns the time the others need. (A command
 # run in-process sets them too, but after this process loaded torch: only later subprocesses would see them.)
 apply_thread_settings()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The process that made the shared folder removes it, with every worker's Prefect home and the backbone cache
+    (400 MB), once the workers and their servers have stopped."""
+    if _WORKER is None:
+        shutil.rmtree(_SHARED, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
@@ -125,8 +134,6 @@ class TrainedDemo:
     def copy_dataset(self, source: str, name: str, *, drop: tuple[str, ...] = ()) -> str:
         """A new dataset ``name`` of the same workspace holding ``source``'s files, minus the videos in ``drop``
         (their manifest rows are left out; the shards are shared as copies). Returns ``name``."""
-        import shutil
-
         import pyarrow.compute as pc
 
         src = self.workspace / "datasets" / source
@@ -265,8 +272,6 @@ def _demo_process(request, tmp_path_factory):
     if _WORKER is not None or not request.config.stash.get(_DEMO_WANTED, False):
         yield None
         return
-    import shutil
-
     request.getfixturevalue("prefect_api")
     root = tmp_path_factory.mktemp("trained-demo")
     shutil.copytree(request.getfixturevalue("synth_corpus"), root / "corpus")
@@ -291,8 +296,6 @@ def trained_demo(_demo_process, prefect_api, synth_corpus, tmp_path_factory) -> 
     """
     if _demo_process is not None:
         return _demo_process.result()
-    import shutil
-
     root = tmp_path_factory.mktemp("trained-demo")
     shutil.copytree(synth_corpus, root / "corpus")
     demo = _DemoProcess(root, root / "corpus")
