@@ -24,6 +24,7 @@ from flows.threads import apply_thread_settings
 # and changes nothing is made in one folder they share: the first process to load this file (pytest-xdist's
 # controller, or pytest alone) makes it, and the workers inherit its environment.
 _SHARED_ENV = "MMCAPS_TEST_SHARED"
+_MADE_SHARED = not os.environ.get(_SHARED_ENV)  # this process makes it (and removes it at the end)
 _SHARED = Path(os.environ.get(_SHARED_ENV) or tempfile.mkdtemp(prefix="mmcaps-test-shared-"))
 os.environ[_SHARED_ENV] = str(_SHARED)
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1… in a pytest-xdist worker; None otherwise
@@ -61,7 +62,7 @@ apply_thread_settings()
 def pytest_unconfigure(config: pytest.Config) -> None:
     """The process that made the shared folder removes it, with every worker's Prefect home and the backbone cache
     (400 MB), once the workers and their servers have stopped."""
-    if _WORKER is None:
+    if _MADE_SHARED:
         shutil.rmtree(_SHARED, ignore_errors=True)
 
 
