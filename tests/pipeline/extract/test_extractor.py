@@ -127,11 +127,19 @@ def test_the_calling_threads_openmp_count_does_not_reach_the_features(extractor,
 
     import faiss
 
+    from pipeline.hardware import cpu_capabilities
+
     expected = extractor.extract(videos["odd"], None, "odd")
     assert (
         expected.meta["streams"]["rgb2d"]["threads"]
         == extractor.threads
         == expected.meta["streams"]["rgb3d"]["threads"]
+    )
+    # and the ISA the kernels use, which shapes the last bits too
+    assert (
+        expected.meta["streams"]["rgb2d"]["cpu"]
+        == cpu_capabilities().describe()
+        == expected.meta["streams"]["rgb3d"]["cpu"]
     )
     configured = torch.get_num_threads()
     faiss.omp_set_num_threads(extractor.threads + 1)
