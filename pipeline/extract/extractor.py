@@ -167,6 +167,9 @@ class Extractor:
         # config it records says what was used) and, on CUDA, TF32 off (pipeline.device).
         self.plan = plan_device(device if device is not None else cfg.device, cfg.precision)
         self.device, self.precision = self.plan.device, self.plan.precision
+        # The ISA ATen and oneDNN use shapes fp32's last bits (native vs capped at AVX2: 0.01-0.03 % of the values);
+        # fixed for the process (the libraries read their caps when they load), so read once and recorded per stream.
+        self.cpu = None if self.plan.cuda else cpu_capabilities().describe()
         self.cfg = cfg = cfg.model_copy(update={"precision": self.precision.precision})
         self.ffmpeg = ffmpeg_binary(cfg.ffmpeg)
         self.fingerprint = cfg.fingerprint()
@@ -344,8 +347,8 @@ class Extractor:
             }
             if self.plan.cuda:  # TF32 shapes fp32 numbers on CUDA only
                 visual.update(device=str(self.device), tf32=self.plan.tf32.record())
-            else:  # the ISA ATen and oneDNN use shapes the last bits (fp32 native vs capped at AVX2: 0.01-0.03 %)
-                visual["cpu"] = cpu_capabilities().describe()
+            else:
+                visual["cpu"] = self.cpu
             for name, arr in rows.items():
                 meta = {**visual, "weights": self._weights[name], "rows": len(arr)}
                 if name == "rgb3d":
